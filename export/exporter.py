@@ -1,0 +1,248 @@
+"""Checkpoints -> one model folder: ONNX graphs (shared backbone stored once), tokenizer, manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import colbert_onnx
+import onnx
+import onnxruntime
+import torch
+from colbert_onnx.conventions import (
+    DOCUMENT_MARKER,
+    DOCUMENT_MAX_LENGTH,
+    MASK_TOKEN,
+    QUERY_MARKER,
+    QUERY_MAX_LENGTH,
+    SpecialIds,
+    punctuation_skiplist,
+)
+from colbert_onnx.encoder import ColbertEncoder
+from colbert_onnx.errors import ColbertOnnxError
+from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
+from tokenizers import Tokenizer
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
+from .modeling import MultiHeadColbert
+from .parity import measure_parity
+
+OPSET = 17
+# protobuf's hard limit is 2 GiB; leave headroom for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class ParityError(ColbertOnnxError):
+    """The exported graph does not reproduce the PyTorch module within tolerance."""
+
+
+def output_name(dim: int) -> str:
+    return f"vectors_{dim}"
+
+
+def export_graph(module: MultiHeadColbert, path: Path, opset: int = OPSET) -> dict:
+    """torch -> ONNX with dynamic batch/sequence axes; external data only when the model needs it."""
+    names = [output_name(d) for d in module.dims]
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 5, 6, 2, 1]], dtype=torch.int64)
+    mask = (ids != 1).to(torch.int64)
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    dynamic.update({n: {0: "batch", 1: "sequence"} for n in names})
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                module.eval(),
+                (ids, mask),
+                str(raw),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=names,
+                dynamic_axes=dynamic,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        model = onnx.load(str(raw))
+        data_bytes = sum(t.ByteSize() for t in model.graph.initializer)
+        external = data_bytes > EXTERNAL_DATA_THRESHOLD
+        data_name = path.name + "_data"
+        for stale in (path, path.with_name(data_name)):
+            stale.unlink(missing_ok=True)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=external,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
+    size = path.stat().st_size + (path.with_name(data_name).stat().st_size if external else 0)
+    return {"external_data": data_name if external else None, "bytes": size}
+
+
+def _group_by_backbone(checkpoints: Sequence[Checkpoint]) -> list[list[Checkpoint]]:
+    groups: dict[str, list[Checkpoint]] = {}
+    for ckpt in checkpoints:
+        groups.setdefault(ckpt.backbone_sha256, []).append(ckpt)
+    return list(groups.values())
+
+
+def _check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
+    dims = [c.dim for c in checkpoints]
+    if len(set(dims)) != len(dims):
+        raise CheckpointError(f"two checkpoints have the same head dim: {dims}; one folder holds one per dim")
+    tokenizers = {
+        c.file_sha256.get("tokenizer.json") or (c.path / "tokenizer.json").read_bytes() for c in checkpoints
+    }
+    if len(tokenizers) > 1:
+        raise CheckpointError(
+            "the checkpoints ship different tokenizer.json files; export them into separate folders"
+        )
+    vocab = {c.backbone_config.vocab_size for c in checkpoints}
+    if len(vocab) > 1:
+        raise CheckpointError(f"the checkpoints have different vocab sizes {sorted(vocab)}")
+
+
+def export_model(
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    document_max_length: int = DOCUMENT_MAX_LENGTH,
+    opset: int = OPSET,
+    revision: str | None = None,
+    check_parity: bool = True,
+) -> Path:
+    """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
+
+    Checkpoints whose backbones are byte-identical share one graph whose outputs are every head,
+    so three heads cost the disk of one. Parity against each checkpoint's PyTorch module is
+    measured and recorded; a head beyond tolerance raises ParityError.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    if not sources:
+        raise CheckpointError("no checkpoint given")
+    checkpoints = [load_checkpoint(s, revision=revision) for s in sources]
+    _check_compatible(checkpoints)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a half-written folder must not look valid
+
+    first = checkpoints[0]
+    for name in TOKENIZER_FILES:
+        if (first.path / name).is_file():
+            shutil.copyfile(first.path / name, out / name)
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    try:
+        special = SpecialIds.from_tokenizer(tokenizer)
+    except KeyError as exc:
+        raise CheckpointError(f"tokenizer.json of {first.source_id} has no {exc.args[0]!r} token") from None
+
+    groups = _group_by_backbone(checkpoints)
+    graphs = []
+    for group in groups:
+        dims = sorted((c.dim for c in group), reverse=True)
+        file = "model.onnx" if len(groups) == 1 else "model-" + "-".join(map(str, dims)) + ".onnx"
+        module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
+        info = export_graph(module, out / file, opset=opset)
+        graphs.append(
+            {
+                "file": file,
+                "precision": "fp32",
+                "outputs": {str(d): output_name(d) for d in dims},
+                "backbone_sha256": group[0].backbone_sha256,
+                "method": "torch.onnx.export (TorchScript), constant folding",
+                **info,
+            }
+        )
+
+    metadata = first.metadata
+    cfg = first.backbone_config
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": "jina-colbert-v2",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_with": {
+            "colbert_onnx": colbert_onnx.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "sources": [
+            {
+                "id": c.source_id,
+                "dim": c.dim,
+                "files_sha256": c.file_sha256,
+                "backbone_sha256": c.backbone_sha256,
+            }
+            for c in checkpoints
+        ],
+        "shared_backbone": len(groups) == 1 and len(checkpoints) > 1,
+        "architecture": {
+            "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads,
+            "intermediate_size": cfg.intermediate_size,
+            "rotary_emb_base": cfg.rotary_emb_base,
+            "layer_norm_eps": cfg.layer_norm_eps,
+        },
+        "vocab_size": cfg.vocab_size,
+        "heads": sorted((c.dim for c in checkpoints), reverse=True),
+        "precisions": ["fp32"],
+        "opset": opset,
+        "inputs": ["input_ids", "attention_mask"],
+        "graphs": graphs,
+        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")},
+        "special_ids": {
+            "bos": special.bos,
+            "eos": special.eos,
+            "pad": special.pad,
+            "mask": special.mask,
+            "query_marker": special.query_marker,
+            "document_marker": special.document_marker,
+        },
+        "query": {
+            "max_length": int(metadata.get("query_maxlen", QUERY_MAX_LENGTH)),
+            "marker": QUERY_MARKER,
+            "marker_id": special.query_marker,
+            "pad_token": MASK_TOKEN,
+            "pad_id": special.mask,
+            "attend_to_mask_tokens": bool(metadata.get("attend_to_mask_tokens", True)),
+        },
+        "document": {
+            "max_length": int(document_max_length),
+            "training_max_length": metadata.get("doc_maxlen"),
+            "marker": DOCUMENT_MARKER,
+            "marker_id": special.document_marker,
+            "mask_punctuation": bool(metadata.get("mask_punctuation", True)),
+            "skiplist_rule": "tokenizer.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation",
+            "skiplist_ids": punctuation_skiplist(tokenizer),
+        },
+        "similarity": metadata.get("similarity", "cosine"),
+        "parity": {},
+    }
+    if not manifest["document"]["mask_punctuation"]:
+        manifest["document"]["skiplist_ids"] = []
+    _write_manifest(out, manifest)
+
+    if check_parity:
+        by_dim = {c.dim: c for c in checkpoints}
+        parity = {
+            str(dim): measure_parity(ColbertEncoder(out, dim=dim), by_dim[dim]) for dim in sorted(by_dim)
+        }
+        manifest["parity"] = {"fp32": {"reference": "PyTorch fp32 module of the same checkpoint", **parity}}
+        _write_manifest(out, manifest)
+        failed = {d: p["max_abs_diff"] for d, p in parity.items() if not p["passed"]}
+        if failed:
+            raise ParityError(f"ONNX output differs from PyTorch beyond {1e-4}: {failed}")
+    return out
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out / MANIFEST_NAME)

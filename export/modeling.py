@@ -1,0 +1,171 @@
+"""jina-colbert-v2 in plain PyTorch: XLM-RoBERTa with rotary positions plus linear ColBERT heads.
+
+Written from the public model code (jinaai/xlm-roberta-flash-implementation) without remote code,
+flash_attn or einops. Module names mirror the checkpoint's state-dict names so weights load 1:1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The reference implementation adds this to the attention logits of padded keys.
+MASKED_LOGIT = -10000.0
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The config.json fields the architecture depends on."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    rotary_emb_base: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """GPT-NeoX (non-interleaved) rotation: cat(-x2, x1)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Mixer(nn.Module):
+    """Multi-head self-attention with one fused q|k|v projection and rotary q/k."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.head_dim
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor
+    ) -> torch.Tensor:
+        batch, seq, hidden = x.shape
+        qkv = self.Wqkv(x).view(batch, seq, 3, self.num_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # (batch, heads, seq, head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        logits = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + key_bias
+        context = torch.matmul(torch.softmax(logits, dim=-1), v)
+        return self.out_proj(context.transpose(1, 2).reshape(batch, seq, hidden))
+
+
+class Mlp(nn.Module):
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU
+
+
+class Block(nn.Module):
+    """Post-norm transformer block."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.mixer = Mixer(cfg)
+        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = Mlp(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor):
+        x = self.norm1(x + self.mixer(x, cos, sin, key_bias))
+        return self.norm2(x + self.mlp(x))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # No absolute positions: position information comes from rotary q/k only.
+        return self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+class Backbone(nn.Module):
+    """XLM-RoBERTa with rotary positions; state-dict names as under `roberta.` in the checkpoint."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.emb_ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.encoder = Encoder(cfg)
+        inv_freq = 1.0 / (
+            cfg.rotary_emb_base ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+        )
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotary_tables(self, seq_len: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin of shape (seq, head_dim) for positions 0..seq-1, built in float32."""
+        positions = torch.arange(seq_len, dtype=torch.float32, device=self.inv_freq.device)
+        freqs = torch.outer(positions, self.inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos(), angles.sin()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.emb_ln(self.embeddings(input_ids))
+        cos, sin = self.rotary_tables(input_ids.shape[1])
+        key_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * MASKED_LOGIT
+        for layer in self.encoder.layers:
+            x = layer(x, cos, sin, key_bias)
+        return x
+
+
+class ColbertModel(nn.Module):
+    """One checkpoint: backbone (`roberta.*`) plus its ColBERT head (`linear.weight`)."""
+
+    def __init__(self, cfg: BackboneConfig, dim: int) -> None:
+        super().__init__()
+        self.roberta = Backbone(cfg)
+        self.linear = nn.Linear(cfg.hidden_size, dim, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, dim) L2-normalized token vectors."""
+        return F.normalize(self.linear(self.roberta(input_ids, attention_mask)), p=2, dim=-1)
+
+
+class MultiHeadColbert(nn.Module):
+    """One shared backbone with several heads: one forward gives every head's normalized vectors.
+
+    This is what gets exported, so that 128/96/64 checkpoints with a byte-identical backbone cost
+    the disk (and the compute) of one.
+    """
+
+    def __init__(self, backbone: Backbone, heads: dict[int, torch.Tensor]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.dims = sorted(heads, reverse=True)
+        self.heads = nn.ModuleList()
+        for d in self.dims:
+            layer = nn.Linear(backbone.cfg.hidden_size, d, bias=False)
+            layer.weight = nn.Parameter(heads[d].detach().clone(), requires_grad=False)
+            self.heads.append(layer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.backbone(input_ids, attention_mask)
+        return tuple(F.normalize(head(hidden), p=2, dim=-1) for head in self.heads)

@@ -1,0 +1,286 @@
+"""Deterministic toy jina-colbert-v2 checkpoints in exactly the real folder layout, at toy size.
+
+Real weights cannot be downloaded here (and are CC BY-NC), so tests and the demo generate the
+128/96/64 trio: bf16 safetensors with the real tensor names (pooler included), a locally trained
+SentencePiece-style Unigram tokenizer with XLM-R's special ids 0..3 and `<mask>` plus the two
+ColBERT markers added after the vocabulary, config.json, tokenizer_config.json,
+special_tokens_map.json and artifact.metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers.processors import TemplateProcessing
+
+from .checkpoint import expected_shapes
+from .corpus import multilingual_texts
+from .modeling import BackboneConfig
+
+TOY_DIMS = (128, 96, 64)
+TOY_CONFIG = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+}
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
+ADDED_SPECIAL = ["<mask>", "[QueryMarker]", "[DocumentMarker]"]
+
+
+def train_toy_tokenizer(vocab_size: int = 600) -> Tokenizer:
+    """An XLM-R-like Unigram tokenizer: Metaspace pre-tokenization, `<s> $A </s>` template."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        unk_token="<unk>",
+        show_progress=False,
+        shrinking_factor=0.75,
+        max_piece_length=12,
+        initial_alphabet=list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    )
+    tok.train_from_iterator(multilingual_texts(), trainer=trainer)
+    # Like XLM-R, give some punctuation a word-initial piece ("▁?"), so that a stand-alone "?"
+    # and the "?" of "Berlin?" get different ids and the skiplist rule is exercised for real.
+    trained = json.loads(tok.to_str())
+    pieces = [tuple(p) for p in trained["model"]["vocab"]]
+    known = {p for p, _ in pieces}
+    pieces += [("▁" + c, -3.0) for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"[::2] if "▁" + c not in known]
+    tok.model = models.Unigram(pieces, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ("[QueryMarker]", "[DocumentMarker]")]
+    )
+    tok.post_processor = TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    for i, token in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(token) == i, f"{token} must have id {i}"
+    return tok
+
+
+def _config(vocab_size: int, overrides: dict) -> dict:
+    cfg = {
+        "_name_or_path": "jinaai/jina-colbert-v2",
+        "architectures": ["HF_ColBERT"],
+        "attention_probs_dropout_prob": 0.1,
+        "auto_map": {
+            "AutoConfig": "jinaai/xlm-roberta-flash-implementation--configuration_xlm_roberta.XLMRobertaFlashConfig",
+            "AutoModel": "jinaai/xlm-roberta-flash-implementation--modeling_xlm_roberta.XLMRobertaModel",
+        },
+        "bos_token_id": 0,
+        "classifier_dropout": None,
+        "emb_pooler": None,
+        "eos_token_id": 2,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-05,
+        "load_trained_adapters": False,
+        "lora_adaptations": None,
+        "lora_alpha": 1,
+        "lora_dropout_p": 0.0,
+        "lora_main_params_trainable": False,
+        "lora_rank": 4,
+        "matryoshka_dimensions": None,
+        "max_position_embeddings": 8194,
+        "num_loras": 1,
+        "pad_token_id": 1,
+        "position_embedding_type": "rotary",
+        "rotary_emb_base": 10000.0,
+        "torch_dtype": "bfloat16",
+        "type_vocab_size": 1,
+        "use_cache": False,
+        "use_flash_attn": True,
+        "vocab_size": vocab_size,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def _artifact_metadata(dim: int) -> dict:
+    return {
+        "query_token_id": "[unused0]",
+        "doc_token_id": "[unused1]",
+        "query_token": "[QueryMarker]",
+        "doc_token": "[DocumentMarker]",
+        "ncells": None,
+        "centroid_score_threshold": None,
+        "ndocs": None,
+        "index_path": None,
+        "nbits": 1,
+        "kmeans_niters": 4,
+        "resume": False,
+        "similarity": "cosine",
+        "bsize": 32,
+        "accumsteps": 1,
+        "lr": 3e-06,
+        "maxsteps": 500000,
+        "save_every": None,
+        "warmup": None,
+        "warmup_bert": None,
+        "relu": False,
+        "nway": 2,
+        "use_ib_negatives": False,
+        "reranker": False,
+        "distillation_alpha": 1.0,
+        "ignore_scores": False,
+        "model_name": None,
+        "query_maxlen": 32,
+        "attend_to_mask_tokens": True,
+        "interaction": "colbert",
+        "dim": dim,
+        "doc_maxlen": 300,
+        "mask_punctuation": True,
+        "checkpoint": "jinaai/jina-colbert-v2",
+        "triples": None,
+        "collection": None,
+        "queries": None,
+        "index_name": None,
+        "overwrite": False,
+        "root": None,
+        "experiment": "default",
+        "index_root": None,
+        "name": "default",
+        "rank": 0,
+        "nranks": 1,
+        "amp": True,
+        "gpus": 0,
+    }
+
+
+def _tokenizer_config(vocab_size: int) -> dict:
+    def entry(content: str, lstrip: bool = False) -> dict:
+        return {
+            "content": content,
+            "lstrip": lstrip,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+
+    decoder = {str(i): entry(t) for i, t in enumerate(SPECIAL_TOKENS)}
+    base = vocab_size - len(ADDED_SPECIAL)
+    decoder[str(base)] = entry("<mask>", lstrip=True)
+    decoder[str(base + 1)] = entry("[QueryMarker]")
+    decoder[str(base + 2)] = entry("[DocumentMarker]")
+    return {
+        "added_tokens_decoder": decoder,
+        "bos_token": "<s>",
+        "clean_up_tokenization_spaces": True,
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": "<mask>",
+        "model_max_length": 8194,
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "tokenizer_class": "XLMRobertaTokenizer",
+        "unk_token": "<unk>",
+    }
+
+
+def _special_tokens_map() -> dict:
+    return {
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "mask_token": {
+            "content": "<mask>",
+            "lstrip": True,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+        },
+        "pad_token": "<pad>",
+        "sep_token": "</s>",
+        "unk_token": "<unk>",
+    }
+
+
+def random_backbone(cfg: BackboneConfig, generator: torch.Generator, outlier_channels: int = 0) -> dict:
+    """Backbone tensors (names with `roberta.`, pooler included) drawn like a BERT initialisation.
+
+    `outlier_channels` > 0 scales the LayerNorm gains of that many hidden channels by 10-30x, the
+    activation-outlier pattern of trained XLM-R-large that breaks naive int8 quantization.
+    """
+    state = {}
+    for name, shape in expected_shapes(cfg).items():
+        if name.endswith(("norm1.weight", "norm2.weight", "emb_ln.weight")):
+            tensor = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+        elif name.endswith("bias"):
+            tensor = 0.02 * torch.randn(shape, generator=generator)
+        else:
+            tensor = 0.05 * torch.randn(shape, generator=generator)
+        state["roberta." + name] = tensor
+    if outlier_channels:
+        channels = torch.randperm(cfg.hidden_size, generator=generator)[:outlier_channels]
+        gains = 10.0 + 20.0 * torch.rand(outlier_channels, generator=generator)
+        for name in state:
+            if name.endswith(("norm1.weight", "norm2.weight", "emb_ln.weight")):
+                state[name][channels] *= gains
+    h = cfg.hidden_size
+    state["roberta.pooler.dense.weight"] = 0.05 * torch.randn((h, h), generator=generator)
+    state["roberta.pooler.dense.bias"] = torch.zeros(h)
+    return state
+
+
+def write_checkpoint(
+    folder: Path,
+    tokenizer: Tokenizer,
+    config: dict,
+    backbone: dict[str, torch.Tensor],
+    head: torch.Tensor,
+) -> Path:
+    """Write one checkpoint folder in the real jinaai/jina-colbert-v2 layout (bf16 weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in backbone.items()}
+    tensors["linear.weight"] = head.to(torch.bfloat16).contiguous()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save(str(folder / "tokenizer.json"))
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(vocab), indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(_special_tokens_map(), indent=2) + "\n")
+    (folder / "artifact.metadata").write_text(json.dumps(_artifact_metadata(int(head.shape[0])), indent=4))
+    return folder
+
+
+def make_toy_trio(
+    out_dir: str | Path,
+    seed: int = 0,
+    dims: tuple[int, ...] = TOY_DIMS,
+    outlier_channels: int = 0,
+    config_overrides: dict | None = None,
+) -> dict[int, Path]:
+    """Write `jina-colbert-v2-toy`, `-96`, `-64` folders sharing one backbone; returns dim -> folder."""
+    out = Path(out_dir)
+    tokenizer = train_toy_tokenizer()
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    config = _config(vocab, {**TOY_CONFIG, **(config_overrides or {})})
+    cfg = BackboneConfig(
+        vocab_size=vocab,
+        hidden_size=config["hidden_size"],
+        num_hidden_layers=config["num_hidden_layers"],
+        num_attention_heads=config["num_attention_heads"],
+        intermediate_size=config["intermediate_size"],
+    )
+    generator = torch.Generator().manual_seed(seed)
+    backbone = random_backbone(cfg, generator, outlier_channels=outlier_channels)
+    folders = {}
+    for dim in dims:
+        # Independent heads: the 64 head is deliberately not a truncation of the 128 head.
+        head = torch.randn((dim, cfg.hidden_size), generator=generator) / cfg.hidden_size**0.5
+        name = "jina-colbert-v2-toy" if dim == 128 else f"jina-colbert-v2-toy-{dim}"
+        folders[dim] = write_checkpoint(out / name, tokenizer, config, backbone, head)
+    return folders

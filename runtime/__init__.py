@@ -1,0 +1,28 @@
+"""colbert-onnx: jina-colbert-v2 late-interaction retrieval on onnxruntime, without PyTorch."""
+
+from .encoder import ColbertEncoder
+from .errors import (
+    ColbertOnnxError,
+    DeviceUnavailableError,
+    InvalidInputError,
+    ModelFolderError,
+    PrecisionNotAvailableError,
+    TokenizerMismatchError,
+    UnsupportedDimError,
+)
+from .scoring import maxsim
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ColbertEncoder",
+    "ColbertOnnxError",
+    "DeviceUnavailableError",
+    "InvalidInputError",
+    "ModelFolderError",
+    "PrecisionNotAvailableError",
+    "TokenizerMismatchError",
+    "UnsupportedDimError",
+    "maxsim",
+    "__version__",
+]

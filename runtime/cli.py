@@ -1,0 +1,133 @@
+"""`colbert-onnx` command line: export, encode, rerank (the export verb needs the [export] extra)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import ColbertOnnxError
+
+
+def _read_lines(path: str) -> list[str]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        return [line.rstrip("\n") for line in stream]
+
+
+def _encoder(args: argparse.Namespace):
+    from .encoder import ColbertEncoder
+
+    return ColbertEncoder(
+        args.model_dir,
+        dim=args.dim,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+        document_max_length=args.document_max_length,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from colbert_onnx.export import export_model
+    except ImportError as exc:
+        print(
+            f"colbert-onnx export needs the [export] extra (pip install 'colbert-onnx[export]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    out = export_model(args.sources, args.out, document_max_length=args.document_max_length or 8192)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    print(json.dumps({"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"]}, indent=2))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    texts = _read_lines(args.input)
+    encoder = _encoder(args)
+    encode = encoder.encode_queries if args.input_type == "query" else encoder.encode_documents
+    for start in range(0, len(texts), 256):
+        chunk = texts[start : start + 256]
+        for offset, vectors in enumerate(encode(chunk)):
+            record = {
+                "index": start + offset,
+                "embeddings": vectors.astype(float).round(args.decimals).tolist(),
+            }
+            sys.stdout.write(json.dumps(record) + "\n")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    documents = list(args.documents)
+    if args.documents_file:
+        documents += _read_lines(args.documents_file)
+    if not documents:
+        print("rerank needs documents: --document TEXT (repeatable) or --documents-file", file=sys.stderr)
+        return 2
+    results = _encoder(args).rerank(args.query, documents, top_n=args.top_n)
+    payload = {
+        "model": "jina-colbert-v2",
+        "results": [
+            {
+                "index": r["index"],
+                "relevance_score": r["relevance_score"],
+                "document": {"text": r["document"]},
+            }
+            for r in results
+        ],
+    }
+    print(json.dumps(payload, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
+    p.add_argument("--dim", type=int, default=128, help="Matryoshka head: 128, 96 or 64")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), int8 or fp16 when exported")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colbert-onnx", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export checkpoints (folders or hub ids) into one model folder")
+    p.add_argument("sources", nargs="+", help="checkpoint folders or hub ids, e.g. the 128/96/64 trio")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--document-max-length", type=int, default=None, help="default 8192")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("encode", help="encode texts (one per line) to JSON lines of vectors")
+    _add_model_options(p)
+    p.add_argument("--input", default="-", help="text file, one text per line; '-' for stdin")
+    p.add_argument("--input-type", choices=["query", "document"], default="document")
+    p.add_argument("--decimals", type=int, default=6, help="rounding of the printed floats")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("rerank", help="rank documents for a query; prints Jina /v1/rerank-shaped JSON")
+    _add_model_options(p)
+    p.add_argument("--query", required=True)
+    p.add_argument(
+        "-d", "--document", dest="documents", action="append", default=[], help="a document text (repeatable)"
+    )
+    p.add_argument("--documents-file", help="file with one document per line")
+    p.add_argument("--top-n", type=int, default=None)
+    p.set_defaults(func=cmd_rerank)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ColbertOnnxError as exc:
+        print(f"colbert-onnx: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""ColbertEncoder: text -> tokens -> ids -> ONNX -> normalized vectors -> MaxSim scores, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .model_folder import open_model_folder
+from .scoring import maxsim
+from .session import create_session
+from .tokenization import Preprocessor, as_text_list
+
+
+def _positive_int(name: str, value: int | None, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> list[np.ndarray]:
+    """Group sequence indices, sorted longest first, into batches of at most `batch_size`
+    sequences and at most `max_batch_tokens` padded tokens (rows x longest row)."""
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    for idx in order:
+        longest = int(lengths[current[0]]) if current else int(lengths[idx])
+        if max_batch_tokens is not None and longest > max_batch_tokens:
+            raise InvalidInputError(
+                f"max_batch_tokens={max_batch_tokens} is smaller than one sequence of {longest} tokens"
+            )
+        fits_tokens = max_batch_tokens is None or longest * (len(current) + 1) <= max_batch_tokens
+        if current and (len(current) >= batch_size or not fits_tokens):
+            batches.append(np.array(current))
+            current = []
+        current.append(int(idx))
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+class ColbertEncoder:
+    """Encodes queries and documents with an exported jina-colbert-v2 folder, without PyTorch.
+
+    Args:
+        model_dir: folder written by ``colbert-onnx export``.
+        dim: Matryoshka head (128, 96 or 64; whatever the folder holds).
+        precision: ``fp32`` (or ``int8``/``fp16`` when exported).
+        device: ``cpu`` or ``cuda``.
+        threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        document_max_length: tokens per document in all, specials included (default: manifest, 8192).
+        batch_size: sequences per ONNX run; max_batch_tokens: padded tokens per ONNX run.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dim: int = 128,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+        document_max_length: int | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = 16384,
+    ) -> None:
+        self.folder = open_model_folder(model_dir)
+        self.graph = self.folder.graph_for(dim, precision)
+        self.dim = dim
+        self.precision = precision
+        self.device = device
+        self.batch_size = _positive_int("batch_size", batch_size, allow_none=False)
+        self.max_batch_tokens = _positive_int("max_batch_tokens", max_batch_tokens)
+        manifest = self.folder.manifest
+        tokenizer, special = self.folder.load_tokenizer()
+        doc_max = manifest["document"]["max_length"] if document_max_length is None else document_max_length
+        _positive_int("document_max_length", doc_max, allow_none=False)
+        self.preprocessor = Preprocessor(
+            tokenizer,
+            special,
+            query_max_length=int(manifest["query"]["max_length"]),
+            document_max_length=int(doc_max),
+        )
+        self._skiplist = np.array(manifest["document"]["skiplist_ids"], dtype=np.int64)
+        self._output_name = self.graph.outputs[dim]
+        self.session = create_session(str(self.folder.path / self.graph.file), device=device, threads=threads)
+
+    @property
+    def query_max_length(self) -> int:
+        return self.preprocessor.query_max_length
+
+    @property
+    def document_max_length(self) -> int:
+        return self.preprocessor.document_max_length
+
+    def _run(self, ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32."""
+        (out,) = self.session.run([self._output_name], {"input_ids": ids, "attention_mask": attention_mask})
+        return np.asarray(out, dtype=np.float32)
+
+    def encode_queries(self, texts: str | Sequence[str]) -> list[np.ndarray]:
+        """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included."""
+        items = as_text_list(texts, "queries")
+        if not items:
+            return []
+        ids = self.preprocessor.queries(items)
+        mask = np.ones_like(ids)
+        out: list[np.ndarray] = []
+        for start in range(0, len(items), self.batch_size):
+            vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
+            out.extend(np.ascontiguousarray(v) for v in vectors)
+        return out
+
+    def encode_documents(self, texts: str | Sequence[str]) -> list[np.ndarray]:
+        """One (kept tokens, dim) float32 array per document: padding and punctuation removed."""
+        items = as_text_list(texts, "documents")
+        if not items:
+            return []
+        batch = self.preprocessor.documents(items)
+        lengths = batch.lengths
+        results: list[np.ndarray | None] = [None] * len(items)
+        for indices in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
+            width = int(lengths[indices].max())
+            ids = np.full((len(indices), width), self.preprocessor.special.pad, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, i in enumerate(indices):
+                ids[row, : lengths[i]] = batch.ids[i]
+                mask[row, : lengths[i]] = 1
+            vectors = self._run(ids, mask)
+            keep = mask.astype(bool) & ~np.isin(ids, self._skiplist)
+            for row, i in enumerate(indices):
+                results[i] = np.ascontiguousarray(vectors[row][keep[row]])
+        return results  # type: ignore[return-value]
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[dict]:
+        """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document."""
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        docs = as_text_list(documents, "documents")
+        top_n = _positive_int("top_n", top_n)
+        if not docs:
+            return []
+        (query_vectors,) = self.encode_queries([query])
+        scores = maxsim(query_vectors, self.encode_documents(docs))
+        order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+        return [{"index": int(i), "relevance_score": float(scores[i]), "document": docs[i]} for i in order]

@@ -1,0 +1,31 @@
+"""Typed errors: every failure a user can cause names the problem instead of surfacing from onnxruntime."""
+
+from __future__ import annotations
+
+
+class ColbertOnnxError(Exception):
+    """Base class of every error raised on purpose by colbert-onnx."""
+
+
+class InvalidInputError(ColbertOnnxError, TypeError, ValueError):
+    """The texts (or other arguments) handed to the encoder are not usable."""
+
+
+class ModelFolderError(ColbertOnnxError):
+    """The exported model folder is missing, incomplete or corrupt."""
+
+
+class UnsupportedDimError(ColbertOnnxError, ValueError):
+    """The requested Matryoshka head is not in the model folder."""
+
+
+class PrecisionNotAvailableError(ColbertOnnxError, ValueError):
+    """The requested precision is unknown or was not exported into the folder."""
+
+
+class TokenizerMismatchError(ModelFolderError):
+    """The tokenizer cannot feed this graph: ids beyond its vocabulary, or missing marker tokens."""
+
+
+class DeviceUnavailableError(ColbertOnnxError, RuntimeError):
+    """The requested execution device (e.g. CUDA) is not available in this onnxruntime build."""

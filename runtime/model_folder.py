@@ -1,0 +1,155 @@
+"""Reads and checks an exported model folder (manifest.json + graphs + tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from .conventions import SpecialIds
+from .errors import (
+    ModelFolderError,
+    PrecisionNotAvailableError,
+    TokenizerMismatchError,
+    UnsupportedDimError,
+)
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "colbert-onnx"
+FORMAT_VERSION = 1
+KNOWN_PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One ONNX file of the folder: its precision and which output carries which head."""
+
+    file: str
+    precision: str
+    outputs: dict[int, str]
+    external_data: str | None
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A validated model folder: what the runtime needs to build sessions and preprocess text."""
+
+    path: Path
+    manifest: dict[str, Any]
+    graphs: list[GraphEntry]
+
+    @property
+    def dims(self) -> list[int]:
+        return sorted({d for g in self.graphs for d in g.outputs})
+
+    @property
+    def precisions(self) -> list[str]:
+        return sorted({g.precision for g in self.graphs}, key=KNOWN_PRECISIONS.index)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    def graph_for(self, dim: int, precision: str) -> GraphEntry:
+        """The graph serving head `dim` at `precision`, or a typed error listing what exists."""
+        if precision not in KNOWN_PRECISIONS:
+            raise PrecisionNotAvailableError(
+                f"unknown precision {precision!r}; known: {', '.join(KNOWN_PRECISIONS)}; "
+                f"in this folder: {', '.join(self.precisions)}"
+            )
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim not in self.dims:
+            raise UnsupportedDimError(
+                f"dim {dim!r} is not in {self.path} (available dims: {', '.join(map(str, self.dims))})"
+            )
+        for g in self.graphs:
+            if g.precision == precision and dim in g.outputs:
+                return g
+        have = sorted({g.precision for g in self.graphs if dim in g.outputs})
+        raise PrecisionNotAvailableError(
+            f"precision {precision!r} was not exported for dim {dim} in {self.path} "
+            f"(available: {', '.join(have)}); export it with `colbert-onnx export ... --precision {precision}`"
+        )
+
+    def load_tokenizer(self) -> tuple[Tokenizer, SpecialIds]:
+        """The folder's tokenizer, checked against the graph vocabulary and the ColBERT markers."""
+        tok_path = self.path / self.manifest.get("tokenizer", {}).get("file", "tokenizer.json")
+        if not tok_path.is_file():
+            raise ModelFolderError(f"tokenizer file missing: {tok_path}")
+        try:
+            tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ModelFolderError(f"cannot read tokenizer {tok_path}: {exc}") from exc
+        try:
+            special = SpecialIds.from_tokenizer(tokenizer)
+        except KeyError as exc:
+            raise TokenizerMismatchError(
+                f"tokenizer {tok_path} has no {exc.args[0]!r} token, which jina-colbert-v2 needs"
+            ) from None
+        size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if size > self.vocab_size:
+            raise TokenizerMismatchError(
+                f"tokenizer {tok_path} has {size} tokens but the graph's embedding table has "
+                f"{self.vocab_size} rows: ids >= {self.vocab_size} would index past it"
+            )
+        return tokenizer, special
+
+
+def _require(manifest: dict, key: str, path: Path) -> Any:
+    if key not in manifest:
+        raise ModelFolderError(f"{path} is missing the key {key!r}")
+    return manifest[key]
+
+
+def open_model_folder(model_dir: str | Path) -> ModelFolder:
+    """Load and sanity-check manifest.json and the presence and size of every graph file it names."""
+    if model_dir is None:
+        raise ModelFolderError("model_dir is None; pass the folder written by `colbert-onnx export`")
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise ModelFolderError(
+            f"model folder {path} does not exist; create one with `colbert-onnx export SOURCE --out {path}`"
+        )
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ModelFolderError(f"{path} has no {MANIFEST_NAME}: it is not a colbert-onnx model folder")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ModelFolderError(f"{manifest_path} is not a {FORMAT_NAME} manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{manifest_path} has format_version {version!r}; this runtime reads {FORMAT_VERSION}"
+        )
+    for key in ("vocab_size", "graphs", "query", "document"):
+        _require(manifest, key, manifest_path)
+    graphs = []
+    for raw in manifest["graphs"]:
+        entry = GraphEntry(
+            file=raw["file"],
+            precision=raw["precision"],
+            outputs={int(d): name for d, name in raw["outputs"].items()},
+            external_data=raw.get("external_data"),
+            bytes=int(raw["bytes"]),
+        )
+        for name in filter(None, (entry.file, entry.external_data)):
+            if not (path / name).is_file():
+                raise ModelFolderError(f"graph file missing: {path / name} (listed in {manifest_path})")
+        actual = (path / entry.file).stat().st_size + (
+            (path / entry.external_data).stat().st_size if entry.external_data else 0
+        )
+        if actual != entry.bytes:
+            raise ModelFolderError(
+                f"graph {path / entry.file} is {actual} bytes but the manifest records {entry.bytes}: "
+                "the file is truncated or was replaced; re-export the folder"
+            )
+        graphs.append(entry)
+    if not graphs:
+        raise ModelFolderError(f"{manifest_path} lists no graphs")
+    return ModelFolder(path=path, manifest=manifest, graphs=graphs)

@@ -1,0 +1,96 @@
+"""Text -> framed token ids: the only place where queries and documents are built from text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .conventions import SpecialIds
+from .errors import InvalidInputError
+
+
+def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
+    """Accept one str or a sequence of str; anything else is a typed error naming the bad item."""
+    if texts is None:
+        raise InvalidInputError(f"{what} is None; pass a str or a list of str")
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray)):
+        raise InvalidInputError(f"{what} is bytes; decode it to str first")
+    try:
+        items = list(texts)
+    except TypeError:
+        raise InvalidInputError(
+            f"{what} must be a str or a list of str, got {type(texts).__name__}"
+        ) from None
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(f"{what}[{i}] is {type(item).__name__}, expected str")
+    return items
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Framed ids of a list of texts, unpadded; `lengths[i] == len(ids[i])`."""
+
+    ids: list[np.ndarray]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+class Preprocessor:
+    """Builds `<s> [marker] text </s>` sequences exactly as fastembed/PyLate do for jina-colbert-v2.
+
+    The tokenizer is never mutated after construction (no enable_truncation/padding per call), which
+    is what makes it safe to share between threads (fastembed's "Already borrowed" bug).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        special: SpecialIds,
+        query_max_length: int,
+        document_max_length: int,
+    ) -> None:
+        if query_max_length < 4:
+            raise InvalidInputError(f"query_max_length must be >= 4, got {query_max_length}")
+        if document_max_length < 4:
+            raise InvalidInputError(f"document_max_length must be >= 4, got {document_max_length}")
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.tokenizer = tokenizer
+        self.special = special
+        self.query_max_length = query_max_length
+        self.document_max_length = document_max_length
+
+    def _framed(self, texts: list[str], marker: int, max_length: int) -> list[np.ndarray]:
+        body_max = max_length - 3
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        head = [self.special.bos, marker]
+        tail = [self.special.eos]
+        return [np.array(head + enc.ids[:body_max] + tail, dtype=np.int64) for enc in encodings]
+
+    def queries(self, texts: list[str]) -> np.ndarray:
+        """(batch, query_max_length) ids, right-padded with `<mask>` (the query augmentation)."""
+        out = np.full((len(texts), self.query_max_length), self.special.mask, dtype=np.int64)
+        for row, ids in zip(out, self._framed(texts, self.special.query_marker, self.query_max_length), strict=True):
+            row[: len(ids)] = ids
+        return out
+
+    def documents(self, texts: list[str], max_length: int | None = None) -> TokenizedBatch:
+        """Framed document ids truncated to `max_length` tokens in all (specials included)."""
+        limit = self.document_max_length if max_length is None else max_length
+        return TokenizedBatch(self._framed(texts, self.special.document_marker, limit))
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Untruncated token counts of the texts, without specials."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
