@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch", reason="the exporter tests need the [export] extra (torch)")
 
 
 @pytest.fixture(scope="session")
 def toy_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """dim -> checkpoint folder in the real jinaai/jina-colbert-v2 layout (bf16, toy size)."""
+    pytest.importorskip("torch", reason="generating toy checkpoints needs the [export] extra (torch)")
     from colbert_onnx.export import make_toy_trio
 
     return make_toy_trio(tmp_path_factory.mktemp("toy-checkpoints"))
