@@ -10,6 +10,7 @@ special_tokens_map.json and artifact.metadata.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -47,14 +48,23 @@ def train_toy_tokenizer(vocab_size: int = 600) -> Tokenizer:
         max_piece_length=12,
         initial_alphabet=list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
     )
-    tok.train_from_iterator(multilingual_texts(), trainer=trainer)
+    texts = multilingual_texts()
+    tok.train_from_iterator(texts, trainer=trainer)
+    # The trainer's piece set is stable but its scores and order are not (hash-map ties, parallel
+    # float sums), so scores are re-estimated by counting and the pieces sorted: same bytes every run.
+    trained = json.loads(tok.to_str())["model"]["vocab"]
+    specials = trained[: len(SPECIAL_TOKENS)]
+    pieces = [p for p, _ in trained[len(SPECIAL_TOKENS) :]]
     # Like XLM-R, give some punctuation a word-initial piece ("▁?"), so that a stand-alone "?"
     # and the "?" of "Berlin?" get different ids and the skiplist rule is exercised for real.
-    trained = json.loads(tok.to_str())
-    pieces = [tuple(p) for p in trained["model"]["vocab"]]
-    known = {p for p, _ in pieces}
-    pieces += [("▁" + c, -3.0) for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"[::2] if "▁" + c not in known]
-    tok.model = models.Unigram(pieces, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
+    pieces += ["▁" + c for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"[::2] if "▁" + c not in pieces]
+    words = " ".join("▁" + w for text in texts for w in text.split())
+    total = sum(words.count(p) + 1 for p in pieces)
+    scores = {p: round(math.log((words.count(p) + 1) / total), 6) for p in pieces}
+    scored = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    tok.model = models.Unigram(
+        [tuple(p) for p in specials] + scored, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False
+    )
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
     tok.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in ("[QueryMarker]", "[DocumentMarker]")]
@@ -268,8 +278,10 @@ def make_toy_trio(
     tokenizer = train_toy_tokenizer()
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     config = _config(vocab, {**TOY_CONFIG, **(config_overrides or {})})
+    if config["vocab_size"] < vocab:  # a larger vocab_size override pads the table (full-size runs)
+        raise ValueError(f"vocab_size {config['vocab_size']} is smaller than the tokenizer's {vocab}")
     cfg = BackboneConfig(
-        vocab_size=vocab,
+        vocab_size=config["vocab_size"],
         hidden_size=config["hidden_size"],
         num_hidden_layers=config["num_hidden_layers"],
         num_attention_heads=config["num_attention_heads"],

@@ -74,7 +74,8 @@ class Preprocessor:
 
     def _framed(self, texts: list[str], marker: int, max_length: int) -> list[np.ndarray]:
         body_max = max_length - 3
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        # Whitespace-only text is empty text: it encodes to the special tokens alone.
+        encodings = self.tokenizer.encode_batch([t if t.strip() else "" for t in texts], add_special_tokens=False)
         head = [self.special.bos, marker]
         tail = [self.special.eos]
         return [np.array(head + enc.ids[:body_max] + tail, dtype=np.int64) for enc in encodings]

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def toy_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """dim -> checkpoint folder in the real jinaai/jina-colbert-v2 layout (bf16, toy size)."""

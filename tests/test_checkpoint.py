@@ -1,0 +1,141 @@
+"""Loading jina-colbert-v2 checkpoints: layout, tensor names, dtypes, hub cache, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="checkpoint loading is part of the [export] extra")
+from colbert_onnx.export import CheckpointError, load_checkpoint  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _rewrite_tensors(folder: Path, edit) -> None:
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_toy_checkpoint_has_real_layout_and_bf16_tensor_names(toy_trio):
+    folder = toy_trio[128]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "artifact.metadata"):
+        assert (folder / name).is_file(), name
+    tensors = load_file(str(folder / "model.safetensors"))
+    assert tensors["roberta.encoder.layers.0.mixer.Wqkv.weight"].dtype == torch.bfloat16
+    assert "roberta.pooler.dense.weight" in tensors
+    assert tuple(tensors["linear.weight"].shape) == (128, 64)
+    assert json.loads((folder / "artifact.metadata").read_text())["query_maxlen"] == 32
+
+
+def test_bf16_weights_are_upcast_to_fp32(toy_trio):
+    ckpt = load_checkpoint(toy_trio[96])
+    assert ckpt.dim == 96
+    assert ckpt.head.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t in ckpt.backbone_state.values())
+
+
+def test_fp16_weights_are_upcast_to_fp32(toy_trio, tmp_path):
+    folder = _copy(toy_trio[64], tmp_path / "fp16")
+    _rewrite_tensors(folder, lambda t: t.update({k: v.to(torch.float16) for k, v in t.items()}))
+    ckpt = load_checkpoint(folder)
+    assert ckpt.backbone_state["emb_ln.weight"].dtype == torch.float32
+
+
+def test_names_without_roberta_prefix_load_the_same_weights(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "noprefix")
+
+    def strip(t: dict) -> None:
+        for key in [k for k in t if k.startswith("roberta.")]:
+            t[key[len("roberta.") :]] = t.pop(key)
+
+    _rewrite_tensors(folder, strip)
+    a, b = load_checkpoint(toy_trio[128]), load_checkpoint(folder)
+    assert a.backbone_sha256 == b.backbone_sha256
+    assert torch.equal(a.backbone_state["emb_ln.weight"], b.backbone_state["emb_ln.weight"])
+
+
+def test_missing_tensor_is_named(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "missing")
+    _rewrite_tensors(folder, lambda t: t.pop("roberta.encoder.layers.1.mlp.fc2.bias"))
+    with pytest.raises(CheckpointError, match=r"roberta\.encoder\.layers\.1\.mlp\.fc2\.bias"):
+        load_checkpoint(folder)
+
+
+def test_unexpected_tensor_is_named(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "unexpected")
+    _rewrite_tensors(folder, lambda t: t.update({"roberta.encoder.layers.0.extra.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'roberta\.encoder\.layers\.0\.extra\.weight'"):
+        load_checkpoint(folder)
+
+
+def test_misshaped_tensor_is_named_with_both_shapes(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "shape")
+    _rewrite_tensors(folder, lambda t: t.update({"roberta.emb_ln.bias": torch.zeros(65, dtype=torch.bfloat16)}))
+    with pytest.raises(CheckpointError, match=r"roberta\.emb_ln\.bias.*\(65,\).*\(64,\)"):
+        load_checkpoint(folder)
+
+
+def test_missing_head_is_reported(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "nohead")
+    _rewrite_tensors(folder, lambda t: t.pop("linear.weight"))
+    with pytest.raises(CheckpointError, match="linear.weight"):
+        load_checkpoint(folder)
+
+
+def test_folder_without_weights_is_reported(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_checkpoint(tmp_path)
+
+
+def test_byte_identical_backbones_share_a_hash_and_heads_differ(toy_trio):
+    a, b = load_checkpoint(toy_trio[128]), load_checkpoint(toy_trio[64])
+    assert a.backbone_sha256 == b.backbone_sha256
+    assert not torch.allclose(a.head[:64], b.head), "the 64 head must not be a truncation of the 128 head"
+
+
+def _fake_hub_cache(cache: Path, repo_id: str, src: Path) -> None:
+    org, name = repo_id.split("/")
+    repo = cache / f"models--{org}--{name}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(src, repo / "snapshots" / commit)
+
+
+def test_hub_id_loads_offline_from_hf_cache(toy_trio, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "jinaai/jina-colbert-v2", toy_trio[128])
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    ckpt = load_checkpoint("jinaai/jina-colbert-v2")
+    assert ckpt.source_id == "jinaai/jina-colbert-v2"
+    assert ckpt.dim == 128
+
+
+def test_hub_id_without_network_or_cache_says_to_pass_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="pass its folder"):
+        load_checkpoint("jinaai/jina-colbert-v2")
+
+
+def test_nonexistent_local_path_is_not_mistaken_for_hub_id(tmp_path):
+    with pytest.raises(CheckpointError, match="neither an existing folder"):
+        load_checkpoint(tmp_path / "nope" / "deeper")

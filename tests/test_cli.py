@@ -1,0 +1,58 @@
+"""The `colbert-onnx` CLI: export, encode (JSON lines), rerank (Jina /v1/rerank shape), errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from colbert_onnx import ColbertEncoder
+from colbert_onnx.cli import main
+
+
+def test_encode_documents_writes_one_json_line_per_text(toy_model_dir, tmp_path, capsys):
+    src = tmp_path / "texts.txt"
+    src.write_text("Berlin\nParis est belle.\n", encoding="utf-8")
+    assert main(["encode", str(toy_model_dir), "--input", str(src), "--dim", "64"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["index"] for x in lines] == [0, 1]
+    want = ColbertEncoder(toy_model_dir, dim=64).encode_documents(["Berlin", "Paris est belle."])
+    for line, vectors in zip(lines, want, strict=True):
+        np.testing.assert_allclose(np.array(line["embeddings"]), vectors, atol=1e-5)
+
+
+def test_encode_queries_from_stdin(toy_model_dir, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("what is berlin\n"))
+    assert main(["encode", str(toy_model_dir), "--input-type", "query"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert np.array(json.loads(line)["embeddings"]).shape == (32, 128)
+
+
+def test_rerank_prints_jina_rerank_shape(toy_model_dir, capsys):
+    assert main(["rerank", str(toy_model_dir), "--query", "Berlin", "-d", "Berlin", "-d", "Cats", "--top-n", "1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (hit,) = payload["results"]
+    assert set(hit) == {"index", "relevance_score", "document"}
+    assert hit["document"]["text"] in ("Berlin", "Cats")
+
+
+def test_unknown_dim_exits_2_with_message(toy_model_dir, capsys):
+    assert main(["rerank", str(toy_model_dir), "--query", "q", "-d", "x", "--dim", "32"]) == 2
+    assert "dim 32 is not in" in capsys.readouterr().err
+
+
+def test_export_cli_writes_a_usable_folder(toy_trio, tmp_path, capsys):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    out = tmp_path / "cli-out"
+    assert main(["export", str(toy_trio[64]), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["heads"] == [64]
+    assert ColbertEncoder(out, dim=64).encode_queries("x")[0].shape == (32, 64)
+
+
+def test_export_cli_reports_bad_checkpoint(tmp_path, capsys):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "lacks config.json" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""ColbertEncoder: shapes, preprocessing conventions, batch independence, parity with PyTorch, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from colbert_onnx import (
+    ColbertEncoder,
+    InvalidInputError,
+    ModelFolderError,
+    PrecisionNotAvailableError,
+    TokenizerMismatchError,
+    UnsupportedDimError,
+    maxsim,
+)
+
+TEXTS = [
+    "Berlin is the capital of Germany.",
+    "東京は日本の首都である。",
+    "Wie viele Menschen leben in Berlin? Etwa 3,8 Millionen!",
+    "short",
+    " ".join(["Москва — столица России."] * 40),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(toy_model_dir) -> Tokenizer:
+    return Tokenizer.from_file(str(toy_model_dir / "tokenizer.json"))
+
+
+def _ids(tokenizer: Tokenizer, *tokens: str) -> list[int]:
+    return [tokenizer.token_to_id(t) for t in tokens]
+
+
+@pytest.mark.parametrize("dim", [128, 96, 64])
+def test_queries_are_32_vectors_of_the_head_dim(toy_model_dir, dim):
+    vectors = ColbertEncoder(toy_model_dir, dim=dim).encode_queries(["What is the population of Berlin?", ""])
+    assert [v.shape for v in vectors] == [(32, dim), (32, dim)]
+    assert all(v.dtype == np.float32 for v in vectors)
+
+
+def test_query_ids_are_framed_with_marker_and_mask_padded(toy_encoder, tokenizer):
+    ids = toy_encoder.preprocessor.queries(["Berlin"])[0]
+    body = tokenizer.encode("Berlin", add_special_tokens=False).ids
+    bos, qm, eos, mask = _ids(tokenizer, "<s>", "[QueryMarker]", "</s>", "<mask>")
+    expected = [bos, qm, *body, eos] + [mask] * (32 - len(body) - 3)
+    assert ids.tolist() == expected
+
+
+def test_long_query_is_truncated_to_32_tokens_ending_with_eos(toy_encoder, tokenizer):
+    ids = toy_encoder.preprocessor.queries([TEXTS[4]])[0]
+    body = tokenizer.encode(TEXTS[4], add_special_tokens=False).ids
+    assert len(ids) == 32
+    assert ids[-1] == tokenizer.token_to_id("</s>")
+    assert ids[2:31].tolist() == body[:29]
+
+
+def test_document_ids_are_framed_with_document_marker(toy_encoder, tokenizer):
+    (ids,) = toy_encoder.preprocessor.documents(["Berlin"]).ids
+    body = tokenizer.encode("Berlin", add_special_tokens=False).ids
+    assert ids.tolist() == [*_ids(tokenizer, "<s>", "[DocumentMarker]"), *body, tokenizer.token_to_id("</s>")]
+
+
+def test_document_is_truncated_to_max_length(toy_model_dir):
+    encoder = ColbertEncoder(toy_model_dir, document_max_length=20)
+    (ids,) = encoder.preprocessor.documents([TEXTS[4]]).ids
+    assert len(ids) == 20 and ids[-1] == encoder.preprocessor.special.eos
+
+
+def test_document_vectors_drop_padding_and_punctuation_only(toy_encoder, tokenizer):
+    skip = {tokenizer.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation}
+    for text, vectors in zip(TEXTS, toy_encoder.encode_documents(TEXTS), strict=True):
+        framed = [0, 0, *tokenizer.encode(text, add_special_tokens=False).ids, 0]
+        assert vectors.shape == (sum(1 for t in framed if t not in skip), 128), text
+    text = "a , b ; c ?"
+    pieces = tokenizer.encode(text, add_special_tokens=False).ids
+    assert any(p in skip for p in pieces), "the test text must contain skiplist tokens"
+
+
+def test_empty_and_whitespace_texts_encode_to_special_tokens(toy_encoder):
+    docs = toy_encoder.encode_documents(["", "   \n\t"])
+    assert [d.shape[0] for d in docs] == [3, 3]
+    np.testing.assert_allclose(docs[0], docs[1], atol=1e-6)
+    assert toy_encoder.encode_queries("")[0].shape == (32, 128)
+
+
+def test_vectors_are_unit_length(toy_encoder):
+    for v in toy_encoder.encode_documents(TEXTS) + toy_encoder.encode_queries(TEXTS):
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_document_vectors_do_not_depend_on_batch(toy_model_dir):
+    encoder = ColbertEncoder(toy_model_dir, batch_size=2)
+    alone = [encoder.encode_documents([t])[0] for t in TEXTS]
+    together = encoder.encode_documents(TEXTS)
+    reversed_ = encoder.encode_documents(TEXTS[::-1])[::-1]
+    big_batch = ColbertEncoder(toy_model_dir, batch_size=64).encode_documents(TEXTS * 3)[: len(TEXTS)]
+    for a, b, c, d in zip(alone, together, reversed_, big_batch, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, c, atol=1e-5)
+        np.testing.assert_allclose(a, d, atol=1e-5)
+
+
+def test_output_order_equals_input_order(toy_encoder):
+    lengths = [v.shape[0] for v in toy_encoder.encode_documents(TEXTS)]
+    assert lengths == [toy_encoder.encode_documents([t])[0].shape[0] for t in TEXTS]
+
+
+def test_encoder_matches_pytorch_reference_end_to_end(toy_model_dir, toy_trio):
+    torch = pytest.importorskip("torch", reason="the reference needs the [export] extra")
+    from colbert_onnx.export import load_checkpoint
+
+    model = load_checkpoint(toy_trio[96]).module()
+    encoder = ColbertEncoder(toy_model_dir, dim=96)
+    ids = encoder.preprocessor.queries(TEXTS[:2])
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.ones_like(torch.from_numpy(ids))).numpy()
+    got = np.stack(encoder.encode_queries(TEXTS[:2]))
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def test_rerank_orders_by_maxsim_and_returns_documents(toy_encoder):
+    results = toy_encoder.rerank("Berlin population", TEXTS)
+    scores = maxsim(toy_encoder.encode_queries("Berlin population")[0], toy_encoder.encode_documents(TEXTS))
+    assert [r["index"] for r in results] == list(np.argsort(-scores, kind="stable"))
+    assert [r["document"] for r in results] == [TEXTS[r["index"]] for r in results]
+    assert all(isinstance(r["relevance_score"], float) for r in results)
+    assert len(toy_encoder.rerank("Berlin population", TEXTS, top_n=2)) == 2
+
+
+@pytest.mark.parametrize("bad", [None, 42, [b"bytes"], ["ok", None], [3.5]])
+def test_bad_texts_raise_invalid_input(toy_encoder, bad):
+    with pytest.raises(InvalidInputError):
+        toy_encoder.encode_documents(bad)
+    with pytest.raises(InvalidInputError):
+        toy_encoder.encode_queries(bad)
+
+
+def test_error_names_the_bad_item(toy_encoder):
+    with pytest.raises(InvalidInputError, match=r"documents\[1\] is NoneType"):
+        toy_encoder.encode_documents(["fine", None])
+
+
+def test_rerank_rejects_non_str_query_and_bad_top_n(toy_encoder):
+    with pytest.raises(InvalidInputError, match="query must be a str"):
+        toy_encoder.rerank(None, ["a"])
+    with pytest.raises(InvalidInputError, match="top_n"):
+        toy_encoder.rerank("q", ["a"], top_n=0)
+
+
+def test_dim_not_in_folder_lists_available_dims(toy_model_dir):
+    with pytest.raises(UnsupportedDimError, match="available dims: 64, 96, 128"):
+        ColbertEncoder(toy_model_dir, dim=256)
+
+
+def test_unknown_precision_lists_what_exists(toy_model_dir):
+    with pytest.raises(PrecisionNotAvailableError, match="in this folder: fp32"):
+        ColbertEncoder(toy_model_dir, precision="int3")
+
+
+def test_missing_model_folder_says_how_to_create_one(tmp_path):
+    with pytest.raises(ModelFolderError, match="colbert-onnx export"):
+        ColbertEncoder(tmp_path / "absent")
+
+
+def test_folder_without_manifest_is_rejected(tmp_path):
+    with pytest.raises(ModelFolderError, match="manifest.json"):
+        ColbertEncoder(tmp_path)
+
+
+def test_corrupt_manifest_is_rejected(toy_model_dir, tmp_path):
+    folder = shutil.copytree(toy_model_dir, tmp_path / "m")
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match="not valid JSON"):
+        ColbertEncoder(folder)
+
+
+def test_truncated_graph_is_named(toy_model_dir, tmp_path):
+    folder = shutil.copytree(toy_model_dir, tmp_path / "t")
+    data = (folder / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFolderError, match="model.onnx.*truncated"):
+        ColbertEncoder(folder)
+
+
+def test_corrupt_graph_of_right_size_is_named(toy_model_dir, tmp_path):
+    folder = shutil.copytree(toy_model_dir, tmp_path / "c")
+    size = (folder / "model.onnx").stat().st_size
+    (folder / "model.onnx").write_bytes(b"\x07garbage" * (size // 8) + b"x" * (size % 8))
+    with pytest.raises(ModelFolderError, match="cannot load ONNX graph .*model.onnx"):
+        ColbertEncoder(folder)
+
+
+def test_tokenizer_larger_than_graph_vocabulary_is_rejected(toy_model_dir, tmp_path):
+    folder = shutil.copytree(toy_model_dir, tmp_path / "v")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["vocab_size"] = 100
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TokenizerMismatchError, match="100 rows"):
+        ColbertEncoder(folder)
+
+
+def test_tokenizer_without_markers_is_rejected(toy_model_dir, tmp_path):
+    folder = shutil.copytree(toy_model_dir, tmp_path / "k")
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok["added_tokens"] = [t for t in tok["added_tokens"] if t["content"] != "[QueryMarker]"]
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(TokenizerMismatchError, match=r"\[QueryMarker\]"):
+        ColbertEncoder(folder)

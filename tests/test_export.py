@@ -1,0 +1,120 @@
+"""Export: one folder for the 128/96/64 trio, shared backbone stored once, manifest, parity, external data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="exporting is part of the [export] extra")
+import colbert_onnx.export.exporter as exporter  # noqa: E402
+import colbert_onnx.export.parity as parity  # noqa: E402
+import onnx  # noqa: E402
+from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx.export import CheckpointError, ParityError, export_model, make_toy_trio  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_manifest_records_sources_heads_conventions_and_parity(toy_model_dir, toy_trio):
+    m = _manifest(toy_model_dir)
+    assert m["format"] == "colbert-onnx" and m["format_version"] == 1
+    assert m["heads"] == [128, 96, 64]
+    assert [s["dim"] for s in m["sources"]] == [128, 96, 64]
+    assert all(len(s["files_sha256"]["model.safetensors"]) == 64 for s in m["sources"])
+    assert m["query"]["max_length"] == 32 and m["document"]["max_length"] == 8192
+    tok = Tokenizer.from_file(str(toy_model_dir / "tokenizer.json"))
+    assert m["query"]["marker_id"] == tok.token_to_id("[QueryMarker]")
+    assert m["document"]["marker_id"] == tok.token_to_id("[DocumentMarker]")
+    assert m["query"]["pad_id"] == tok.token_to_id("<mask>")
+    expected_skip = sorted({tok.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation})
+    assert m["document"]["skiplist_ids"] == expected_skip
+    assert m["precisions"] == ["fp32"] and m["opset"] == exporter.OPSET
+    for dim in ("128", "96", "64"):
+        assert m["parity"]["fp32"][dim]["max_abs_diff"] <= 1e-4
+        assert m["parity"]["fp32"][dim]["long_document_tokens"] >= 1024
+
+
+def test_shared_backbone_is_stored_once(toy_model_dir, toy_trio, tmp_path):
+    trio = _manifest(toy_model_dir)
+    assert trio["shared_backbone"] is True
+    assert len(trio["graphs"]) == 1
+    assert set(trio["graphs"][0]["outputs"]) == {"128", "96", "64"}
+    single = export_model([toy_trio[128]], tmp_path / "single", check_parity=False)
+    ratio = trio["graphs"][0]["bytes"] / _manifest(single)["graphs"][0]["bytes"]
+    assert ratio < 1.1, f"three heads cost {ratio:.2f}x one head"
+
+
+def test_different_backbones_get_separate_graphs(toy_trio, tmp_path):
+    other = make_toy_trio(tmp_path / "other", seed=1, dims=(64,))
+    out = export_model([toy_trio[128], other[64]], tmp_path / "mixed")
+    graphs = _manifest(out)["graphs"]
+    assert sorted(g["file"] for g in graphs) == ["model-128.onnx", "model-64.onnx"]
+    assert ColbertEncoder(out, dim=64).encode_queries("x")[0].shape == (32, 64)
+
+
+def test_graph_has_dynamic_batch_and_sequence_axes(toy_model_dir):
+    model = onnx.load(str(toy_model_dir / "model.onnx"))
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims[:2]] == ["batch", "sequence"], value.name
+
+
+def test_onnx_matches_pytorch_for_every_head_on_padded_multilingual_batches(toy_model_dir, toy_trio):
+    from colbert_onnx.export import load_checkpoint
+
+    for dim in (128, 96, 64):
+        result = parity.measure_parity(ColbertEncoder(toy_model_dir, dim=dim), load_checkpoint(toy_trio[dim]))
+        assert result["passed"], result
+        assert result["documents"] >= 20 and result["queries"] >= 10
+
+
+def test_parity_failure_raises(toy_trio, tmp_path, monkeypatch):
+    monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_model([toy_trio[64]], tmp_path / "strict")
+
+
+def test_large_models_use_external_data(toy_trio, tmp_path, monkeypatch):
+    monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 0)
+    out = export_model([toy_trio[128]], tmp_path / "ext")
+    graph = _manifest(out)["graphs"][0]
+    assert graph["external_data"] == "model.onnx_data"
+    assert (out / "model.onnx_data").stat().st_size > (out / "model.onnx").stat().st_size
+    assert ColbertEncoder(out).encode_documents("Berlin")[0].shape[1] == 128
+
+
+def test_duplicate_head_dims_are_rejected(toy_trio, tmp_path):
+    copy = shutil.copytree(toy_trio[64], tmp_path / "copy64")
+    with pytest.raises(CheckpointError, match="same head dim"):
+        export_model([toy_trio[64], copy], tmp_path / "dup")
+
+
+def test_export_writes_tokenizer_files(toy_model_dir):
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (toy_model_dir / name).is_file()
+
+
+def test_toy_generation_is_deterministic(tmp_path):
+    a = make_toy_trio(tmp_path / "a", dims=(64,))[64]
+    b = make_toy_trio(tmp_path / "b", dims=(64,))[64]
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_toy_tokenizer_uses_xlmr_special_ids_and_appends_markers(toy_trio):
+    tok = Tokenizer.from_file(str(toy_trio[128] / "tokenizer.json"))
+    assert [tok.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
+    size = tok.get_vocab_size(with_added_tokens=True)
+    assert [tok.token_to_id(t) for t in ("<mask>", "[QueryMarker]", "[DocumentMarker]")] == [
+        size - 3, size - 2, size - 1,
+    ]
+    config = json.loads((toy_trio[128] / "config.json").read_text())
+    assert config["vocab_size"] == size
+    assert np.all(np.array(tok.encode("Berlin!", add_special_tokens=False).ids) < size)

@@ -1,0 +1,607 @@
+"""HTTP server (issue 5): Jina-compatible endpoints over real loopback HTTP, limits, auth, batching, soak."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
+pytest.importorskip("uvicorn", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
+httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([server] extra)")
+
+import uvicorn  # noqa: E402
+from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx.server import ServerConfig, create_app  # noqa: E402
+from colbert_onnx.server.batching import MicroBatcher, Overloaded  # noqa: E402
+
+QUERY = "What is the population of Berlin?"
+DOCUMENTS = [
+    "Berlin had a population of 3,782,202 registered inhabitants at the end of 2023.",
+    "Berlin ist mit rund 3,8 Millionen Einwohnern die bevölkerungsreichste Stadt Deutschlands.",
+    "Berlin compte environ 3,8 millions d'habitants, ce qui en fait la plus grande ville d'Allemagne.",
+    "Berlin is known for its museums, its nightlife and the remains of the Berlin Wall.",
+    "柏林是德国首都，人口约三百八十万。",
+    "The population of Paris is about 2.1 million, and 12 million live in its metropolitan area.",
+    "Berlin's economy is driven by services, start-ups, tourism and the creative industries.",
+    "Cats sleep between twelve and sixteen hours a day.",
+]
+ATOL = 1e-5  # batching with other requests changes padding, hence float noise
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(config: ServerConfig, encoder_factory=None, wait_ready: bool = True) -> Iterator[str]:
+    """uvicorn on a free 127.0.0.1 port in a thread; yields the base URL; stops it (bounded) on exit."""
+    app = create_app(config, encoder_factory)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start within 30 s"
+        assert thread.is_alive(), "server thread died on startup"
+        time.sleep(0.02)
+    if wait_ready:
+        while httpx.get(f"{base}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "model did not load within 30 s"
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def base_url(toy_model_dir: Path) -> Iterator[str]:
+    with running_server(ServerConfig(model_dir=toy_model_dir)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def encoders(toy_model_dir: Path) -> dict[int, ColbertEncoder]:
+    return {dim: ColbertEncoder(toy_model_dir, dim=dim) for dim in (128, 96, 64)}
+
+
+def assert_vectors_equal(got: list, expected: np.ndarray) -> None:
+    arr = np.asarray(got, dtype=np.float32)
+    assert arr.shape == expected.shape
+    np.testing.assert_allclose(arr, expected, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def test_health_ready_and_models_describe_the_served_model(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    models = client.get("/v1/models").json()
+    assert models["object"] == "list"
+    (model,) = models["data"]
+    assert model["id"] == "jina-colbert-v2" and model["object"] == "model"
+    assert model["dimensions"] == [128, 96, 64]
+
+
+def test_openapi_documents_the_jina_endpoints(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/multi-vector", "/v1/rerank", "/v1/models", "/health", "/ready"):
+        assert path in spec["paths"]
+    props = spec["components"]["schemas"]["MultiVectorRequest"]["properties"]
+    assert {"model", "input", "input_type", "embedding_type", "dimensions"} <= set(props)
+
+
+@pytest.mark.parametrize("dim", [128, 96, 64])
+def test_multi_vector_documents_equal_direct_encoder(client: httpx.Client, encoders, dim: int) -> None:
+    r = client.post(
+        "/v1/multi-vector",
+        json={"model": "jina-colbert-v2", "input": DOCUMENTS, "input_type": "document", "dimensions": dim},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "jina-colbert-v2" and body["object"] == "list"
+    encoder = encoders[dim]
+    assert body["usage"]["total_tokens"] == encoder.preprocessor.documents(DOCUMENTS).total_tokens
+    expected = encoder.encode_documents(DOCUMENTS)
+    assert [d["index"] for d in body["data"]] == list(range(len(DOCUMENTS)))
+    for item, vectors in zip(body["data"], expected, strict=True):
+        assert item["object"] == "embeddings"
+        assert_vectors_equal(item["embeddings"], vectors)
+
+
+def test_multi_vector_defaults_are_document_float_128(client: httpx.Client, encoders) -> None:
+    body = client.post("/v1/multi-vector", json={"input": DOCUMENTS[:2]}).json()
+    for item, vectors in zip(body["data"], encoders[128].encode_documents(DOCUMENTS[:2]), strict=True):
+        assert_vectors_equal(item["embeddings"], vectors)
+
+
+def test_multi_vector_queries_return_32_vectors_equal_direct_encoder(client: httpx.Client, encoders) -> None:
+    r = client.post("/v1/multi-vector", json={"input": [QUERY, "Einwohner Berlin"], "input_type": "query"})
+    assert r.status_code == 200, r.text
+    expected = encoders[128].encode_queries([QUERY, "Einwohner Berlin"])
+    for item, vectors in zip(r.json()["data"], expected, strict=True):
+        assert len(item["embeddings"]) == 32
+        assert_vectors_equal(item["embeddings"], vectors)
+
+
+def test_multi_vector_accepts_a_single_string_and_text_objects(client: httpx.Client, encoders) -> None:
+    single = client.post("/v1/multi-vector", json={"input": DOCUMENTS[0]}).json()
+    objects = client.post("/v1/multi-vector", json={"input": [{"text": DOCUMENTS[0]}]}).json()
+    (expected,) = encoders[128].encode_documents([DOCUMENTS[0]])
+    assert len(single["data"]) == 1 and len(objects["data"]) == 1
+    assert_vectors_equal(single["data"][0]["embeddings"], expected)
+    assert_vectors_equal(objects["data"][0]["embeddings"], expected)
+
+
+def test_base64_is_little_endian_float32_per_vector(client: httpx.Client, encoders) -> None:
+    body = client.post("/v1/multi-vector", json={"input": DOCUMENTS[:3], "embedding_type": "base64"}).json()
+    for item, vectors in zip(body["data"], encoders[128].encode_documents(DOCUMENTS[:3]), strict=True):
+        decoded = np.stack([np.frombuffer(base64.b64decode(s), dtype="<f4") for s in item["embeddings"]])
+        assert_vectors_equal(decoded, vectors)
+
+
+@pytest.mark.parametrize("dim", [128, 64])
+def test_binary_and_ubinary_pack_sign_bits(client: httpx.Client, encoders, dim: int) -> None:
+    request = {"input": DOCUMENTS[:2], "dimensions": dim, "input_type": "document"}
+    ub = client.post("/v1/multi-vector", json={**request, "embedding_type": "ubinary"}).json()
+    b = client.post("/v1/multi-vector", json={**request, "embedding_type": "binary"}).json()
+    expected = encoders[dim].encode_documents(DOCUMENTS[:2])
+    for item_u, item_b, vectors in zip(ub["data"], b["data"], expected, strict=True):
+        packed_u = np.asarray(item_u["embeddings"])
+        packed_b = np.asarray(item_b["embeddings"])
+        assert packed_u.shape == (vectors.shape[0], dim // 8)
+        assert packed_u.min() >= 0 and packed_u.max() <= 255
+        assert packed_b.min() >= -128 and packed_b.max() <= 127
+        np.testing.assert_array_equal(packed_b, packed_u - 128)  # binary = ubinary offset into int8
+        bits = np.unpackbits(packed_u.astype(np.uint8), axis=-1)
+        clear = np.abs(vectors) > 1e-4  # signs of ~0 values may flip with batch padding
+        np.testing.assert_array_equal(bits[clear], (vectors > 0)[clear])
+
+
+def test_documents_are_truncated_at_the_model_max_length(toy_model_dir: Path) -> None:
+    long_doc = " ".join(f"word{i}" for i in range(400))
+    with running_server(ServerConfig(model_dir=toy_model_dir, document_max_length=24)) as base:
+        body = httpx.post(f"{base}/v1/multi-vector", json={"input": [long_doc]}, timeout=60).json()
+    (expected,) = ColbertEncoder(toy_model_dir, document_max_length=24).encode_documents([long_doc])
+    assert len(body["data"][0]["embeddings"]) <= 24
+    assert body["usage"]["total_tokens"] == 24
+    assert_vectors_equal(body["data"][0]["embeddings"], expected)
+
+
+def test_rerank_equals_direct_encoder_rerank(client: httpx.Client, encoders) -> None:
+    r = client.post("/v1/rerank", json={"model": "jina-colbert-v2", "query": QUERY, "documents": DOCUMENTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = encoders[128].rerank(QUERY, DOCUMENTS)
+    assert body["model"] == "jina-colbert-v2"
+    assert [h["index"] for h in body["results"]] == [h["index"] for h in expected]
+    for got, want in zip(body["results"], expected, strict=True):
+        assert got["relevance_score"] == pytest.approx(want["relevance_score"], abs=1e-4)
+        assert got["document"] == {"text": want["document"]}
+    scores = [h["relevance_score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    pre = encoders[128].preprocessor
+    q_tokens = min(pre.count_tokens([QUERY])[0] + 3, 32)
+    assert body["usage"]["total_tokens"] == q_tokens + pre.documents(DOCUMENTS).total_tokens
+
+
+def test_rerank_top_n_return_documents_and_text_objects(client: httpx.Client, encoders) -> None:
+    docs = [{"text": d} for d in DOCUMENTS]
+    body = client.post(
+        "/v1/rerank", json={"query": QUERY, "documents": docs, "top_n": 3, "return_documents": False}
+    ).json()
+    expected = encoders[128].rerank(QUERY, DOCUMENTS, top_n=3)
+    assert [h["index"] for h in body["results"]] == [h["index"] for h in expected]
+    assert all("document" not in h for h in body["results"])
+    big = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS[:2], "top_n": 50}).json()
+    assert len(big["results"]) == 2
+
+
+BAD_REQUESTS = [
+    ("/v1/multi-vector", b"{not json", 400, "malformed JSON"),
+    ("/v1/multi-vector", b"[1, 2]", 422, "body"),
+    ("/v1/multi-vector", {"input": [1, 2]}, 422, "input"),
+    ("/v1/multi-vector", {"input": None}, 422, "input"),
+    ("/v1/multi-vector", {}, 422, "input"),
+    ("/v1/multi-vector", {"input": []}, 422, "input is empty"),
+    ("/v1/multi-vector", {"input": ["a"], "dimensions": 100}, 422, "dimensions=100 is not served"),
+    ("/v1/multi-vector", {"input": ["a"], "dimensions": "wide"}, 422, "dimensions"),
+    ("/v1/multi-vector", {"input": ["a"], "input_type": "passage"}, 422, "input_type"),
+    ("/v1/multi-vector", {"input": ["a"], "embedding_type": "int4"}, 422, "embedding_type"),
+    ("/v1/multi-vector", {"input": ["a"], "model": "other-model"}, 422, "not served here"),
+    ("/v1/rerank", {"query": QUERY}, 422, "documents"),
+    ("/v1/rerank", {"documents": ["a"]}, 422, "query"),
+    ("/v1/rerank", {"query": 3, "documents": ["a"]}, 422, "query"),
+    ("/v1/rerank", {"query": "q", "documents": "a"}, 422, "documents"),
+    ("/v1/rerank", {"query": "q", "documents": [None]}, 422, "documents"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}, 422, "return_documents"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_a_clear_4xx_never_a_500(client: httpx.Client, path, payload, status, message) -> None:
+    if isinstance(payload, bytes):
+        r = client.post(path, content=payload, headers={"content-type": "application/json"})
+    else:
+        r = client.post(path, json=payload)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and message in detail
+
+
+def test_form_encoded_json_from_curl_is_still_parsed(client: httpx.Client) -> None:
+    r = client.post("/v1/multi-vector", content=json.dumps({"input": "hi"}), headers={"content-type": "text/plain"})
+    assert r.status_code == 200 and len(r.json()["data"]) == 1
+
+
+def test_empty_documents_rerank_returns_no_results(client: httpx.Client) -> None:
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": []})
+    assert r.status_code == 200 and r.json()["results"] == []
+
+
+# ---------------------------------------------------------------- limits and security
+
+
+@pytest.fixture(scope="module")
+def limited_url(toy_model_dir: Path) -> Iterator[str]:
+    config = ServerConfig(
+        model_dir=toy_model_dir, max_inputs_per_request=4, max_body_bytes=4000, max_tokens_per_request=120
+    )
+    with running_server(config) as base:
+        yield base
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "limit"),
+    [
+        ("/v1/multi-vector", {"input": ["a"] * 5}, "max_inputs_per_request"),
+        ("/v1/rerank", {"query": "q", "documents": ["a"] * 5}, "max_inputs_per_request"),
+        ("/v1/multi-vector", {"input": ["word " * 900]}, "max_body_bytes"),
+        ("/v1/multi-vector", {"input": [" ".join(f"w{i}" for i in range(200))]}, "max_tokens_per_request"),
+        ("/v1/rerank", {"query": "q", "documents": ["x y z " * 50] * 2}, "max_tokens_per_request"),
+    ],
+)
+def test_requests_over_a_limit_get_413_naming_it(limited_url: str, path, payload, limit) -> None:
+    r = httpx.post(f"{limited_url}{path}", json=payload, timeout=30)
+    assert r.status_code == 413, r.text
+    body = r.json()
+    assert body["limit"] == limit and limit in body["detail"] and body["value"] > body["max"]
+
+
+def test_chunked_body_over_the_limit_gets_413(limited_url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"input": ["'
+        for _ in range(50):
+            yield b"x" * 100
+        yield b'"]}'
+
+    r = httpx.post(f"{limited_url}/v1/multi-vector", content=chunks(), timeout=30)
+    assert r.status_code == 413 and r.json()["limit"] == "max_body_bytes"
+
+
+def test_requests_within_the_limits_pass(limited_url: str) -> None:
+    r = httpx.post(f"{limited_url}/v1/multi-vector", json={"input": ["a", "b", "c", "d"]}, timeout=30)
+    assert r.status_code == 200
+
+
+def test_api_key_is_required_when_configured(toy_model_dir: Path) -> None:
+    with running_server(ServerConfig(model_dir=toy_model_dir, api_key="s3cret")) as base:
+        payload = {"query": QUERY, "documents": DOCUMENTS[:2]}
+        missing = httpx.post(f"{base}/v1/rerank", json=payload)
+        wrong = httpx.post(f"{base}/v1/rerank", json=payload, headers={"Authorization": "Bearer nope"})
+        right = httpx.post(f"{base}/v1/rerank", json=payload, headers={"Authorization": "Bearer s3cret"})
+        models = httpx.get(f"{base}/v1/models")
+        health = httpx.get(f"{base}/health")
+    for r in (missing, wrong, models):
+        assert r.status_code == 401 and "API key" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200
+    assert health.status_code == 200  # probes stay open
+
+
+def test_api_key_comes_from_the_environment_when_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from colbert_onnx.cli import build_parser
+    from colbert_onnx.server.options import config_from_args
+
+    monkeypatch.setenv("COLBERT_ONNX_API_KEY", "from-env")
+    args = build_parser().parse_args(["serve", "some/dir"])
+    assert config_from_args(args).api_key == "from-env"
+    assert args.host == "127.0.0.1"
+    args = build_parser().parse_args(["serve", "some/dir", "--api-key", "flag"])
+    assert config_from_args(args).api_key == "flag"
+
+
+# ---------------------------------------------------------------- batching and concurrency
+
+
+class BlockingEncoder:
+    """Wraps a real encoder; every run waits until `release` is set (to hold a batch in flight)."""
+
+    def __init__(self, inner: ColbertEncoder) -> None:
+        self.inner = inner
+        self.preprocessor = inner.preprocessor
+        self.query_max_length = inner.query_max_length
+        self.document_max_length = inner.document_max_length
+        self.release = threading.Event()
+        self.running = threading.Event()
+
+    def _hold(self) -> None:
+        self.running.set()
+        assert self.release.wait(30), "test never released the encoder"
+
+    def encode_queries(self, texts):
+        self._hold()
+        return self.inner.encode_queries(texts)
+
+    def encode_documents(self, texts):
+        self._hold()
+        return self.inner.encode_documents(texts)
+
+
+def test_health_answers_and_queue_overflow_gets_429_while_a_batch_runs(toy_model_dir: Path, encoders) -> None:
+    blocking = BlockingEncoder(encoders[128])
+    config = ServerConfig(model_dir=toy_model_dir, dims=(128,), max_queue=1, max_batch_texts=1, retry_after_s=2)
+    with running_server(config, encoder_factory=lambda dim: blocking) as base, ThreadPoolExecutor(4) as pool:
+        post = lambda: httpx.post(f"{base}/v1/multi-vector", json={"input": ["a"]}, timeout=60)  # noqa: E731
+        first = pool.submit(post)
+        assert blocking.running.wait(10)  # first request is inside the ONNX run
+        second = pool.submit(post)  # waits in the queue (size 1)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        health = httpx.get(f"{base}/health", timeout=5)
+        health_s = time.monotonic() - t0
+        third = httpx.post(f"{base}/v1/multi-vector", json={"input": ["b"]}, timeout=5)
+        blocking.release.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+    assert health.status_code == 200 and health_s < 1.0
+    assert third.status_code == 429 and third.headers["retry-after"] == "2"
+    assert third.json()["limit"] == "max_queue"
+
+
+def test_ready_is_503_and_requests_get_503_while_the_model_loads(toy_model_dir: Path, encoders) -> None:
+    gate = threading.Event()
+
+    def slow_factory(dim: int):
+        assert gate.wait(30)
+        return encoders[dim]
+
+    with running_server(ServerConfig(model_dir=toy_model_dir), slow_factory, wait_ready=False) as base:
+        ready = httpx.get(f"{base}/ready")
+        health = httpx.get(f"{base}/health")
+        early = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]})
+        gate.set()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        later = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]})
+    assert ready.status_code == 503 and ready.json()["status"] == "loading"
+    assert health.status_code == 200
+    assert early.status_code == 503 and "retry-after" in early.headers
+    assert later.status_code == 200
+
+
+def test_32_concurrent_clients_get_identical_results_and_are_batched(base_url: str, encoders) -> None:
+    enc = encoders[128]
+    doc_sets = [DOCUMENTS[i % 8 : i % 8 + 3] or DOCUMENTS[:3] for i in range(8)]
+    expected_docs = [enc.encode_documents(docs) for docs in doc_sets]
+    expected_rank = enc.rerank(QUERY, DOCUMENTS)
+    stats_before = httpx.get(f"{base_url}/ready").json()["queues"].get("document-128", {"batches": 0, "texts": 0})
+
+    def client_run(worker: int) -> list[str]:
+        errors = []
+        with httpx.Client(base_url=base_url, timeout=60) as c:
+            for i in range(25):
+                if (worker + i) % 2:
+                    k = (worker * 25 + i) % len(doc_sets)
+                    r = c.post("/v1/multi-vector", json={"input": doc_sets[k]})
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:200]}")
+                        continue
+                    for item, want in zip(r.json()["data"], expected_docs[k], strict=True):
+                        got = np.asarray(item["embeddings"], dtype=np.float32)
+                        if got.shape != want.shape or not np.allclose(got, want, atol=ATOL, rtol=0):
+                            errors.append(f"vectors differ for doc set {k}")
+                else:
+                    r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS})
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:200]}")
+                        continue
+                    got = r.json()["results"]
+                    if [h["index"] for h in got] != [h["index"] for h in expected_rank] or not np.allclose(
+                        [h["relevance_score"] for h in got], [h["relevance_score"] for h in expected_rank], atol=1e-4
+                    ):
+                        errors.append("rerank differs")
+        return errors
+
+    with ThreadPoolExecutor(32) as pool:
+        errors = [e for errs in pool.map(client_run, range(32)) for e in errs]
+    assert errors == []
+    stats = httpx.get(f"{base_url}/ready").json()["queues"]["document-128"]
+    batches = stats["batches"] - stats_before["batches"]
+    texts = stats["texts"] - stats_before["texts"]
+    requests_with_docs = 32 * 25  # every request sends documents
+    assert batches < requests_with_docs, f"{batches} ONNX batches for {requests_with_docs} requests: no merging"
+    assert texts > 0
+
+
+def test_micro_batcher_merges_jobs_and_slices_results_back() -> None:
+    calls: list[list[str]] = []
+
+    def run(texts: list[str]) -> list[np.ndarray]:
+        calls.append(list(texts))
+        return [np.full((1, 2), float(len(t)), dtype=np.float32) for t in texts]
+
+    async def main() -> list[list[np.ndarray]]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch_texts=100, max_wait_s=0.05)
+            results = await asyncio.gather(*(batcher.submit(["x" * (i + 1)] * (i + 1)) for i in range(5)))
+            await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert len(calls) == 1 and len(calls[0]) == 15  # all five jobs in one run
+    for i, vectors in enumerate(results):
+        assert len(vectors) == i + 1 and all(v[0, 0] == i + 1 for v in vectors)
+
+
+def test_micro_batcher_reports_full_queue_and_run_errors() -> None:
+    gate = threading.Event()
+
+    def run(texts: list[str]) -> list[np.ndarray]:
+        assert gate.wait(10)
+        if "boom" in texts:
+            raise ValueError("bad batch")
+        return [np.zeros((1, 2), np.float32) for _ in texts]
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(run, pool, max_batch_texts=1, max_wait_s=0, max_queue=1)
+            first = asyncio.ensure_future(batcher.submit(["boom"]))
+            await asyncio.sleep(0.1)  # first is running (held by gate)
+            second = asyncio.ensure_future(batcher.submit(["ok"]))
+            await asyncio.sleep(0.05)
+            with pytest.raises(Overloaded):
+                await batcher.submit(["too many"])
+            gate.set()
+            with pytest.raises(ValueError, match="bad batch"):
+                await first
+            assert len(await second) == 1
+            await batcher.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- process-level: CLI, soak, shutdown
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def server_process(model_dir: Path, *extra: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m colbert_onnx.server MODEL_DIR` on a free loopback port; killed (bounded) on exit."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colbert_onnx.server", str(model_dir), "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"server exited: {proc.stdout.read() if proc.stdout else ''}"
+            assert time.monotonic() < deadline, "server not ready within 60 s"
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS is read from /proc (Linux only)")
+def test_soak_2000_requests_keeps_memory_flat(toy_model_dir: Path) -> None:
+    payloads = [
+        ("/v1/multi-vector", {"input": DOCUMENTS[i % 8 :] or DOCUMENTS, "embedding_type": ("float", "base64")[i % 2]})
+        for i in range(8)
+    ] + [("/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "top_n": 3})]
+
+    def hammer(n: int, worker: int) -> int:
+        bad = 0
+        with httpx.Client(base_url=base, timeout=60) as c:
+            for i in range(n):
+                path, payload = payloads[(worker + i) % len(payloads)]
+                bad += c.post(path, json=payload).status_code != 200
+        return bad
+
+    with server_process(toy_model_dir) as (proc, base), ThreadPoolExecutor(8) as pool:
+        t0 = time.monotonic()
+        assert sum(pool.map(hammer, [50] * 8, range(8))) == 0  # warm-up: 400 requests
+        before = rss_kib(proc.pid)
+        assert sum(pool.map(hammer, [200] * 8, range(8))) == 0  # soak: 1600 more
+        after = rss_kib(proc.pid)
+        elapsed = time.monotonic() - t0
+    growth = (after - before) / before
+    assert growth < 0.10, f"RSS grew {before} -> {after} KiB ({growth:.1%}) over 1600 requests"
+    assert elapsed < 90
+
+
+def test_sigterm_lets_in_flight_requests_finish(toy_model_dir: Path) -> None:
+    long_docs = [" ".join(f"token{j}" for j in range(600))] * 24
+    with server_process(toy_model_dir) as (proc, base), ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{base}/v1/multi-vector", json={"input": long_docs}, timeout=120)
+        deadline = time.monotonic() + 20
+        while not httpx.get(f"{base}/ready", timeout=5).json()["queues"]:  # request reached the batcher
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        response = pending.result(timeout=120)
+        rc = proc.wait(60)
+    assert response.status_code == 200 and len(response.json()["data"]) == 24
+    assert rc == 0
+
+
+def test_runtime_and_cli_import_no_web_framework() -> None:
+    code = (
+        "import sys, colbert_onnx, colbert_onnx.cli, colbert_onnx.server; colbert_onnx.cli.build_parser();"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serve_without_the_server_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from colbert_onnx.cli import main; sys.exit(main(['serve', sys.argv[1]]))"
+    )
+    env = {**os.environ, "COLBERT_ONNX_API_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 2
+    assert "[server] extra" in result.stderr
