@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 MODEL ?=
 OUT ?= models/jina-colbert-v2-onnx
 SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-v2-64
+MODEL_DIR ?= models/toy-onnx
+SERVE_ARGS ?=
 
-.PHONY: setup demo test test-slow export lint
+.PHONY: setup demo test test-slow export lint bench serve
 
 setup: $(VENV)/.installed
 
@@ -14,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,dev]"
+	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server]"
 	touch $@
 
 demo: setup
@@ -31,3 +33,14 @@ export: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# HTTP server (Jina-compatible API) on 127.0.0.1:8080; builds the toy folder first when it is missing.
+serve: setup
+	@test -f $(MODEL_DIR)/manifest.json || test "$(MODEL_DIR)" != "models/toy-onnx" || $(MAKE) demo
+	$(VENV)/bin/colbert-onnx serve $(MODEL_DIR) $(SERVE_ARGS)
+
+# Encoder benchmarks (pytest-benchmark) on the full-size architecture with random weights (cached under
+# models/bench-full); BENCH_SIZE=small for a quick run. Writes docs/benchmarks.md and a PNG plot.
+BENCH_SIZE ?= full
+bench: setup
+	BENCH_SIZE=$(BENCH_SIZE) $(PY) -m pytest benchmarks/test_bench_encoder.py -q -o addopts="" -p no:cacheprovider

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import MultiHeadColbert
 from .parity import measure_parity
+from .precisions import build_precisions, parse_precisions
 
 OPSET = 17
 # protobuf's hard limit is 2 GiB; leave headroom for the graph itself.
@@ -114,13 +115,16 @@ def export_model(
     opset: int = OPSET,
     revision: str | None = None,
     check_parity: bool = True,
+    precisions: str | Sequence[str] | None = None,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
     Checkpoints whose backbones are byte-identical share one graph whose outputs are every head,
     so three heads cost the disk of one. Parity against each checkpoint's PyTorch module is
-    measured and recorded; a head beyond tolerance raises ParityError.
+    measured and recorded; a head beyond tolerance raises ParityError. `precisions` (default
+    fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
     """
+    precisions = parse_precisions(precisions)
     if isinstance(sources, (str, Path)):
         sources = [sources]
     if not sources:
@@ -143,11 +147,13 @@ def export_model(
 
     groups = _group_by_backbone(checkpoints)
     graphs = []
+    modules = []
     for group in groups:
         dims = sorted((c.dim for c in group), reverse=True)
         file = "model.onnx" if len(groups) == 1 else "model-" + "-".join(map(str, dims)) + ".onnx"
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         info = export_graph(module, out / file, opset=opset)
+        modules.append(module)
         graphs.append(
             {
                 "file": file,
@@ -227,6 +233,7 @@ def export_model(
     }
     if not manifest["document"]["mask_punctuation"]:
         manifest["document"]["skiplist_ids"] = []
+    build_precisions(out, manifest, modules, tokenizer, special, precisions, measure=check_parity)
     _write_manifest(out, manifest)
 
     if check_parity:

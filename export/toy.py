@@ -273,7 +273,10 @@ def make_toy_trio(
     outlier_channels: int = 0,
     config_overrides: dict | None = None,
 ) -> dict[int, Path]:
-    """Write `jina-colbert-v2-toy`, `-96`, `-64` folders sharing one backbone; returns dim -> folder."""
+    """Write `jina-colbert-v2-toy`, `-96`, `-64` folders sharing one backbone; returns dim -> folder.
+
+    `config_overrides` with `vocab_size=250004` gives the full-size architecture with random weights.
+    """
     out = Path(out_dir)
     tokenizer = train_toy_tokenizer()
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)

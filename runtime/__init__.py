@@ -1,5 +1,6 @@
 """colbert-onnx: jina-colbert-v2 late-interaction retrieval on onnxruntime, without PyTorch."""
 
+from .compact import QuantizedVectors
 from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidInputError",
     "ModelFolderError",
     "PrecisionNotAvailableError",
+    "QuantizedVectors",
     "TokenizerMismatchError",
     "UnsupportedDimError",
     "maxsim",

@@ -1,4 +1,4 @@
-"""`colbert-onnx` command line: export, encode, rerank (the export verb needs the [export] extra)."""
+"""`colbert-onnx` command line: export, encode, rerank, serve (export needs [export], serve needs [server])."""
 
 from __future__ import annotations
 
@@ -38,9 +38,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    out = export_model(args.sources, args.out, document_max_length=args.document_max_length or 8192)
+    out = export_model(
+        args.sources,
+        args.out,
+        document_max_length=args.document_max_length or 8192,
+        precisions=args.precision,
+    )
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    print(json.dumps({"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"]}, indent=2))
+    report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"]}
+    if args.push_to_hub:
+        from .hub import push_to_hub
+
+        report["pushed"] = push_to_hub(out, args.push_to_hub, private=args.private)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -82,6 +92,12 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.options import run_serve
+
+    return run_serve(args)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
     p.add_argument("--dim", type=int, default=128, help="Matryoshka head: 128, 96 or 64")
@@ -99,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="checkpoint folders or hub ids, e.g. the 128/96/64 trio")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--document-max-length", type=int, default=None, help="default 8192")
+    p.add_argument(
+        "--precision",
+        default="fp32,int8,fp16",
+        help="comma-separated graphs to write: fp32 (always), int8 (CPU), fp16 (GPU); default all three",
+    )
+    p.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="upload the folder to this hub repo")
+    p.add_argument("--private", action="store_true", default=None, help="with --push-to-hub: a private repo")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("encode", help="encode texts (one per line) to JSON lines of vectors")
@@ -117,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents-file", help="file with one document per line")
     p.add_argument("--top-n", type=int, default=None)
     p.set_defaults(func=cmd_rerank)
+
+    from .server.options import add_serve_arguments  # argparse only: no web imports here
+
+    p = sub.add_parser("serve", help="Jina-compatible HTTP API (/v1/multi-vector, /v1/rerank); needs [server]")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

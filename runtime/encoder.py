@@ -7,11 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .compact import finish_documents
 from .errors import InvalidInputError
 from .model_folder import open_model_folder
+from .progress import progress_bar
 from .scoring import maxsim
-from .session import create_session
+from .session import SessionConfig, create_session
 from .tokenization import Preprocessor, as_text_list
+from .windows import UNTRUNCATED, split_windows
+
+LONG_DOCUMENT_MODES = ("truncate", "windows")
 
 
 def _positive_int(name: str, value: int | None, allow_none: bool = True) -> int | None:
@@ -55,6 +60,11 @@ class ColbertEncoder:
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
         document_max_length: tokens per document in all, specials included (default: manifest, 8192).
         batch_size: sequences per ONNX run; max_batch_tokens: padded tokens per ONNX run.
+        long_documents: ``truncate`` (default, as Jina's API) or ``windows``: documents longer than
+            document_max_length are encoded in overlapping windows, one vector per original token,
+            each token taken from the window where it is most central.
+        window_stride: tokens between window starts (default: half a window).
+        session_options: onnxruntime knobs (arena, graph optimization level); see session.py.
     """
 
     def __init__(
@@ -67,6 +77,9 @@ class ColbertEncoder:
         document_max_length: int | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | None = 16384,
+        long_documents: str = "truncate",
+        window_stride: int | None = None,
+        session_options: SessionConfig | None = None,
     ) -> None:
         self.folder = open_model_folder(model_dir)
         self.graph = self.folder.graph_for(dim, precision)
@@ -85,9 +98,20 @@ class ColbertEncoder:
             query_max_length=int(manifest["query"]["max_length"]),
             document_max_length=int(doc_max),
         )
+        if long_documents not in LONG_DOCUMENT_MODES:
+            raise InvalidInputError(
+                f"long_documents must be one of {', '.join(LONG_DOCUMENT_MODES)}, got {long_documents!r}"
+            )
+        self.long_documents = long_documents
+        body = self.preprocessor.document_max_length - 3
+        self.window_stride = _positive_int("window_stride", window_stride) or max(1, body // 2)
+        if self.window_stride > body:
+            raise InvalidInputError(f"window_stride={self.window_stride} exceeds the window body of {body} tokens")
         self._skiplist = np.array(manifest["document"]["skiplist_ids"], dtype=np.int64)
         self._output_name = self.graph.outputs[dim]
-        self.session = create_session(str(self.folder.path / self.graph.file), device=device, threads=threads)
+        self.session = create_session(
+            str(self.folder.path / self.graph.file), device=device, threads=threads, config=session_options
+        )
 
     @property
     def query_max_length(self) -> int:
@@ -98,11 +122,42 @@ class ColbertEncoder:
         return self.preprocessor.document_max_length
 
     def _run(self, ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32."""
-        (out,) = self.session.run([self._output_name], {"input_ids": ids, "attention_mask": attention_mask})
+        """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32.
+
+        On CUDA, IOBinding copies the two int64 inputs to the device once and only the requested
+        head's output back (no outputs of the other heads, no intermediate host copies).
+        """
+        if self.device == "cuda":
+            binding = self.session.io_binding()
+            binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids))
+            binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask))
+            binding.bind_output(self._output_name, "cpu")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            (out,) = self.session.run([self._output_name], {"input_ids": ids, "attention_mask": attention_mask})
         return np.asarray(out, dtype=np.float32)
 
-    def encode_queries(self, texts: str | Sequence[str]) -> list[np.ndarray]:
+    def _encode_sequences(self, seqs: list[np.ndarray], progress: bool = False) -> list[np.ndarray]:
+        """Every token's vector for each framed id sequence, batched by length under the token budget."""
+        lengths = np.fromiter((len(x) for x in seqs), dtype=np.int64, count=len(seqs))
+        results: list[np.ndarray | None] = [None] * len(seqs)
+        batches = plan_batches(lengths, self.batch_size, self.max_batch_tokens)
+        with progress_bar(progress, total=int(lengths.sum()), unit="tok", desc="encoding") as bar:
+            for indices in batches:
+                width = int(lengths[indices].max())
+                ids = np.full((len(indices), width), self.preprocessor.special.pad, dtype=np.int64)
+                mask = np.zeros_like(ids)
+                for row, i in enumerate(indices):
+                    ids[row, : lengths[i]] = seqs[i]
+                    mask[row, : lengths[i]] = 1
+                vectors = self._run(ids, mask)
+                for row, i in enumerate(indices):
+                    results[i] = vectors[row, : lengths[i]]
+                bar.update(int(lengths[indices].sum()))
+        return results  # type: ignore[return-value]
+
+    def encode_queries(self, texts: str | Sequence[str], progress: bool = False) -> list[np.ndarray]:
         """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included."""
         items = as_text_list(texts, "queries")
         if not items:
@@ -110,31 +165,37 @@ class ColbertEncoder:
         ids = self.preprocessor.queries(items)
         mask = np.ones_like(ids)
         out: list[np.ndarray] = []
-        for start in range(0, len(items), self.batch_size):
-            vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
-            out.extend(np.ascontiguousarray(v) for v in vectors)
+        with progress_bar(progress, total=len(items), unit="query", desc="encoding queries") as bar:
+            for start in range(0, len(items), self.batch_size):
+                vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
+                out.extend(np.ascontiguousarray(v) for v in vectors)
+                bar.update(len(vectors))
         return out
 
-    def encode_documents(self, texts: str | Sequence[str]) -> list[np.ndarray]:
-        """One (kept tokens, dim) float32 array per document: padding and punctuation removed."""
+    def encode_documents(
+        self, texts: str | Sequence[str], *, output: str = "float32", pool_factor: int = 1, progress: bool = False
+    ) -> list[np.ndarray]:
+        """One (kept tokens, dim) float32 array per document: padding and punctuation removed.
+
+        ``pool_factor`` > 1 merges similar token vectors (pooling.py); ``output`` float16, int8
+        (QuantizedVectors), binary or ubinary returns compact vectors (compact.py).
+        """
         items = as_text_list(texts, "documents")
         if not items:
             return []
-        batch = self.preprocessor.documents(items)
-        lengths = batch.lengths
-        results: list[np.ndarray | None] = [None] * len(items)
-        for indices in plan_batches(lengths, self.batch_size, self.max_batch_tokens):
-            width = int(lengths[indices].max())
-            ids = np.full((len(indices), width), self.preprocessor.special.pad, dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for row, i in enumerate(indices):
-                ids[row, : lengths[i]] = batch.ids[i]
-                mask[row, : lengths[i]] = 1
-            vectors = self._run(ids, mask)
-            keep = mask.astype(bool) & ~np.isin(ids, self._skiplist)
-            for row, i in enumerate(indices):
-                results[i] = np.ascontiguousarray(vectors[row][keep[row]])
-        return results  # type: ignore[return-value]
+        if self.long_documents == "windows":
+            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED).ids
+        else:
+            framed = self.preprocessor.documents(items).ids
+        limit = self.preprocessor.document_max_length
+        windows = [split_windows(ids, limit, self.window_stride) for ids in framed]
+        flat = [w for doc in windows for w in doc.sequences]
+        encoded = iter(self._encode_sequences(flat, progress=progress))
+        results = []
+        for ids, doc in zip(framed, windows, strict=True):
+            vectors = doc.merge([next(encoded) for _ in doc.sequences])
+            results.append(np.ascontiguousarray(vectors[~np.isin(ids, self._skiplist)]))
+        return finish_documents(results, output, pool_factor)  # type: ignore[arg-type]
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[dict]:
         """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document."""
@@ -148,3 +209,22 @@ class ColbertEncoder:
         scores = maxsim(query_vectors, self.encode_documents(docs))
         order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
         return [{"index": int(i), "relevance_score": float(scores[i]), "document": docs[i]} for i in order]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        **kwargs,
+    ) -> ColbertEncoder:
+        """An encoder for a local model folder or hub repo ``ORG/NAME`` (via the HF cache; see hub.py)."""
+        from .hub import resolve_model_folder
+
+        folder = resolve_model_folder(
+            name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+        )
+        return cls(folder, **kwargs)

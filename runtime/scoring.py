@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .compact import compact_kind, maxsim_compact
 from .errors import InvalidInputError
 
 # Columns of the query x document-token similarity matrix computed at once; bounds scratch memory
@@ -60,8 +61,12 @@ def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -
     """ColBERT MaxSim: for each document, sum over query vectors of the best dot product.
 
     `query_vectors` is (q_tokens, dim) for one query, giving scores of shape (n_docs,), or
-    (n_queries, q_tokens, dim), giving (n_queries, n_docs). Documents may be ragged.
+    (n_queries, q_tokens, dim), giving (n_queries, n_docs). Documents may be ragged, and may be
+    any compact kind of ``encode_documents(output=...)`` (int8, binary, ubinary; see compact.py).
     """
+    kind = compact_kind(documents_vectors)
+    if kind is not None:  # int8 (QuantizedVectors) or packed sign bits: see compact.py
+        return maxsim_compact(query_vectors, documents_vectors, kind)
     queries = np.asarray(query_vectors)
     single = queries.ndim == 2
     if single:

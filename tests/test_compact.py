@@ -166,3 +166,10 @@ def test_int8_scores_stay_within_a_hundredth_per_query_token_of_float32(toy_enco
     exact = maxsim(query, toy_encoder.encode_documents(DOCS))
     approx = maxsim(query, toy_encoder.encode_documents(DOCS, output="int8"))
     assert np.abs(approx - exact).max() < 0.01 * query.shape[0]
+
+
+@pytest.mark.parametrize("kind", ["binary", "ubinary"])
+def test_sign_bits_match_the_http_servers_embedding_type(kind: str) -> None:
+    formats = pytest.importorskip("colbert_onnx.server.formats", reason="the HTTP server package is not installed")
+    v = _unit(np.random.default_rng(10), 7)
+    np.testing.assert_array_equal(pack_sign_bits(v, kind), formats.encode_vectors(v, kind))

@@ -155,3 +155,8 @@ def test_cli_export_push_to_hub_uploads_the_exported_folder(
     assert main(["export", "ckpt", "--out", "ignored", "--push-to-hub", "org/name"]) == 0
     assert json.loads(capsys.readouterr().out)["pushed"].endswith(SHA)
     assert recording_api.calls[1][1]["folder_path"] == str(toy_model_dir)
+
+
+def test_import_colbert_onnx_does_not_import_huggingface_hub() -> None:
+    code = "import sys, colbert_onnx, colbert_onnx.hub; assert 'huggingface_hub' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

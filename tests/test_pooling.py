@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -106,3 +108,8 @@ def test_encode_documents_pools_before_quantizing(toy_encoder) -> None:
 def test_encode_documents_rejects_pool_factor_that_is_not_an_int_of_at_least_one(toy_encoder, bad: object) -> None:
     with pytest.raises(InvalidInputError, match="pool_factor"):
         toy_encoder.encode_documents(DOCS[:1], pool_factor=bad)
+
+
+def test_import_colbert_onnx_does_not_import_scipy() -> None:
+    code = "import sys, colbert_onnx, colbert_onnx.pooling; assert 'scipy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,77 @@
+"""`make bench`: the encoder benchmark suite. Models are generated once and cached under models/.
+
+BENCH_SIZE=full (default): the full jina-colbert-v2 architecture (24 x 1024, 16 heads, vocab 250004)
+with random weights; BENCH_SIZE=small: 4 x 256 for a quick look. Results are collected per run and
+written to docs/benchmarks.md (section "Encoder") plus docs/benchmarks-encoder.png at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {
+    "full": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "intermediate_size": 4096, "vocab_size": 250004},
+    "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "intermediate_size": 1024, "vocab_size": 250004},
+}
+RESULTS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session")
+def bench_size() -> str:
+    size = os.environ.get("BENCH_SIZE", "full")
+    if size not in SIZES:
+        raise pytest.UsageError(f"BENCH_SIZE must be one of {', '.join(SIZES)}")
+    return size
+
+
+@pytest.fixture(scope="session")
+def bench_model(bench_size: str) -> dict:
+    """Checkpoint folder and exported model folder (fp32 plain + whatever precisions export makes)."""
+    from colbert_onnx.export import export_model, make_toy_trio
+
+    base = ROOT / "models" / f"bench-{bench_size}"
+    ckpt = base / "checkpoint" / "jina-colbert-v2-toy"
+    out = base / "onnx"
+    if not (ckpt / "model.safetensors").is_file():
+        make_toy_trio(base / "checkpoint", dims=(128,), config_overrides=SIZES[bench_size])
+    if not (out / "manifest.json").is_file():
+        export_model([ckpt], out, check_parity=False, precisions=os.environ.get("BENCH_PRECISIONS", "fp32,int8"))
+    return {"checkpoint": ckpt, "onnx": out, "config": SIZES[bench_size]}
+
+
+def record(group: str, name: str, **values) -> None:
+    RESULTS.setdefault(group, {})[name] = values
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if not RESULTS:
+        return
+    from benchmarks.report import write_report
+
+    write_report(RESULTS, ROOT / "docs", machine=f"{platform.processor() or platform.machine()}, "
+                 f"{os.cpu_count()} cores", day=date.today().isoformat(), size=os.environ.get("BENCH_SIZE", "full"))
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best wall time of `repeat` calls (seconds), after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best

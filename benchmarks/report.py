@@ -1,0 +1,92 @@
+"""Writes the encoder section of docs/benchmarks.md and a PNG plot from one benchmark run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.conftest import SIZES
+
+HEADER = "## Encoder (make bench)"
+
+
+def model_flops_per_token(cfg: dict, length: int) -> float:
+    """2 x non-embedding weights per token, plus attention (QK^T and PV) at this length."""
+    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    weights = layers * (4 * h * h + 2 * h * i)
+    return 2 * weights + layers * 4 * length * h
+
+
+def _table(results: dict, size: str) -> list[str]:
+    cfg = SIZES[size]
+    docs = results.get("documents", {})
+    roof = results.get("roofline", {})
+    lines = [f"Model: `{size}` ({cfg['num_hidden_layers']} x {cfg['hidden_size']}, vocab {cfg['vocab_size']}, "
+             "random weights). Tokens/s are medians; ratios against `onnx-plain-fp32` and `torch-eager` of the "
+             "same run; roofline = achieved model FLOP/s over ORT's own 512x1024x4096 GEMM FLOP/s.", "",
+             "| engine | length | tokens/s | vs plain ONNX | vs torch | % of roofline |", "|---|---|---|---|---|---|"]
+    for key, row in sorted(docs.items(), key=lambda kv: (kv[1]["length"], kv[1]["engine"])):
+        length = row["length"]
+        plain = docs.get(f"onnx-plain-fp32@{length}", {}).get("tokens_per_s")
+        torch_ = docs.get(f"torch-eager@{length}", {}).get("tokens_per_s")
+        kind = "int8" if "int8" in row["engine"] else "fp32"
+        peak = roof.get(kind, {}).get("gflops")
+        achieved = row["tokens_per_s"] * model_flops_per_token(cfg, length) / 1e9
+        lines.append(
+            f"| {row['engine']} | {length} | {row['tokens_per_s']:.0f} | "
+            f"{row['tokens_per_s'] / plain:.2f}x | {row['tokens_per_s'] / torch_:.2f}x | "
+            f"{100 * achieved / peak:.0f}% |" if plain and torch_ and peak else
+            f"| {row['engine']} | {length} | {row['tokens_per_s']:.0f} | | | |"
+        )
+    for kind, row in roof.items():
+        lines.append(f"\nRoofline {kind} GEMM: {row['gflops']:.1f} GFLOP/s.")
+    for name, row in results.get("queries", {}).items():
+        lines.append(f"\nQueries ({name}): single p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms; "
+                     f"32 batched {row['batch32_ms']:.1f} ms vs one-at-a-time loop {row['loop32_ms']:.1f} ms "
+                     f"({row['speedup']:.1f}x).")
+    for name, row in results.get("maxsim", {}).items():
+        lines.append(f"\nMaxSim {name} docs x tokens, 32-token query: packed {row['packed_ms']:.1f} ms vs "
+                     f"per-document loop {row['loop_ms']:.1f} ms ({row['speedup']:.1f}x).")
+    for name, row in results.get("load", {}).items():
+        lines.append(f"\nLoad ({name}): {row['load_s']:.2f} s; peak RSS of the bench process "
+                     f"{row['peak_rss_mib']:.0f} MiB (includes torch and every engine above).")
+    return lines
+
+
+def _plot(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    docs = results.get("documents", {})
+    engines = sorted({r["engine"] for r in docs.values()})
+    lengths = sorted({r["length"] for r in docs.values()})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(engines))
+    for k, engine in enumerate(engines):
+        values = [docs.get(f"{engine}@{n}", {}).get("tokens_per_s", 0) for n in lengths]
+        ax.bar([i + k * width for i in range(len(lengths))], values, width, label=engine)
+    ax.set_xticks([i + width * (len(engines) - 1) / 2 for i in range(len(lengths))], [str(n) for n in lengths])
+    ax.set_xlabel("document length (tokens)")
+    ax.set_ylabel("tokens/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(results: dict, docs_dir: Path, machine: str, day: str, size: str) -> None:
+    """Replace the encoder section of docs/benchmarks.md (other sections are kept)."""
+    path = docs_dir / "benchmarks.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    section = "\n".join([HEADER, "", f"Measured {day} on {machine} (`BENCH_SIZE={size} make bench`).", "",
+                         *_table(results, size), "", "![encoder throughput](benchmarks-encoder.png)", ""])
+    if HEADER in text:
+        start = text.index(HEADER)
+        nxt = text.find("\n## ", start + len(HEADER))
+        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+    _plot(results, docs_dir / "benchmarks-encoder.png")

@@ -1,0 +1,148 @@
+"""Encoder benchmarks (pytest-benchmark): torch eager vs plain fp32 ONNX vs our fp32 vs our int8.
+
+Ratios are computed against baselines measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks.conftest import peak_rss_mib, record
+from colbert_onnx import ColbertEncoder
+from colbert_onnx.packed import PackedDocuments
+
+DOC_TOKENS = 4096  # tokens per timed call: batch = DOC_TOKENS // length
+
+
+def _ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(length)
+    ids = rng.integers(5, vocab, size=(batch, length)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids, np.ones_like(ids)
+
+
+@pytest.fixture(scope="session")
+def engines(bench_model, tmp_path_factory) -> dict:
+    """name -> callable(ids, mask) for each engine that exists in this run."""
+    import torch
+
+    from colbert_onnx.export import load_checkpoint
+    from colbert_onnx.export.exporter import export_graph
+    from colbert_onnx.export.modeling import MultiHeadColbert
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ckpt = load_checkpoint(bench_model["checkpoint"], hash_files=False)
+    model = ckpt.module()
+    plain = Path(bench_model["onnx"]).parent / "plain.onnx"
+    if not plain.is_file():
+        export_graph(MultiHeadColbert(model.roberta, {ckpt.dim: ckpt.head}), plain)
+    plain_session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+
+    def torch_run(ids, mask):
+        with torch.no_grad():
+            return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+
+    out = {
+        "torch-eager": torch_run,
+        "onnx-plain-fp32": lambda ids, mask: plain_session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
+    }
+    for precision in ("fp32", "int8"):
+        try:
+            enc = ColbertEncoder(bench_model["onnx"], precision=precision)
+        except Exception as exc:  # precision not exported in this run
+            print(f"skip {precision}: {exc}")
+            continue
+        out[f"ours-{precision}"] = enc._run
+    return out
+
+
+ENGINES = ["torch-eager", "onnx-plain-fp32", "ours-fp32", "ours-int8"]
+
+
+@pytest.mark.parametrize("length", [128, 512, 2048])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_document_throughput(benchmark, engines, engine, length):
+    if engine not in engines:
+        pytest.skip(f"{engine} was not exported in this run")
+    ids, mask = _ids(length, max(1, DOC_TOKENS // length))
+    benchmark.pedantic(engines[engine], args=(ids, mask), rounds=3, warmup_rounds=1)
+    tokens_per_s = ids.size / benchmark.stats.stats.median
+    record("documents", f"{engine}@{length}", tokens_per_s=tokens_per_s, length=length, engine=engine)
+
+
+def test_query_latency_single_and_batched(benchmark, bench_model):
+    enc = ColbertEncoder(bench_model["onnx"], precision="int8" if "int8" in _precisions(bench_model) else "fp32",
+                         batch_size=32)
+    queries = [f"what is the population of city number {i}?" for i in range(32)]
+    singles = []
+    for q in queries * 2:
+        start = time.perf_counter()
+        enc.encode_queries([q])
+        singles.append(time.perf_counter() - start)
+    benchmark.pedantic(enc.encode_queries, args=(queries,), rounds=5, warmup_rounds=1)
+    batched = benchmark.stats.stats.median
+    loop = float(np.sum(singles[32:]))
+    record("queries", enc.precision, p50_ms=1e3 * np.percentile(singles, 50), p95_ms=1e3 * np.percentile(singles, 95),
+           batch32_ms=1e3 * batched, loop32_ms=1e3 * loop, speedup=loop / batched)
+
+
+def _precisions(bench_model) -> list[str]:
+    import json
+
+    return json.loads((Path(bench_model["onnx"]) / "manifest.json").read_text())["precisions"]
+
+
+def test_maxsim_packed_vs_per_document_loop(benchmark):
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((1000, 300, 128)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=-1, keepdims=True)
+    doc_list = list(docs)
+    query = rng.standard_normal((32, 128)).astype(np.float32)
+    packed = PackedDocuments.from_list(doc_list)
+
+    def loop():
+        return np.array([(query @ d.T).max(axis=1).sum() for d in doc_list])
+
+    start = time.perf_counter()
+    reference = loop()
+    loop_s = time.perf_counter() - start
+    result = benchmark.pedantic(packed.scores, args=(query,), rounds=5, warmup_rounds=1)
+    np.testing.assert_allclose(result[0], reference, rtol=1e-4, atol=1e-4)
+    record("maxsim", "1000x300", packed_ms=1e3 * benchmark.stats.stats.median, loop_ms=1e3 * loop_s,
+           speedup=loop_s / benchmark.stats.stats.median)
+
+
+def _gemm_model(path: Path, k: int = 1024, n: int = 4096) -> None:
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32) * 0.02, "W")
+    node = helper.make_node("MatMul", ["X", "W"], ["Y"])
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["m", k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["m", n])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_roofline_gemm(benchmark, tmp_path, kind):
+    path = tmp_path / "gemm.onnx"
+    _gemm_model(path)
+    if kind == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(path), str(tmp_path / "gemm8.onnx"), weight_type=QuantType.QInt8)
+        path = tmp_path / "gemm8.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((512, 1024)).astype(np.float32)
+    benchmark.pedantic(session.run, args=(None, {"X": x}), rounds=10, warmup_rounds=2)
+    record("roofline", kind, gflops=2 * 512 * 1024 * 4096 / benchmark.stats.stats.median / 1e9)
+
+
+def test_load_time_and_peak_rss(benchmark, bench_model):
+    enc = benchmark.pedantic(ColbertEncoder, args=(bench_model["onnx"],), rounds=2, warmup_rounds=0)
+    enc.encode_documents([" ".join(["Berlin Paris Tokyo"] * 700)])  # ~2k tokens
+    record("load", "fp32", load_s=benchmark.stats.stats.median, peak_rss_mib=peak_rss_mib())

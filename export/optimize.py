@@ -1,0 +1,57 @@
+"""fp32 graph optimization with onnxruntime's transformer optimizer (LayerNorm/SkipLayerNorm/Gelu fusion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnxruntime.transformers.optimizer import optimize_model
+
+from .modeling import BackboneConfig
+
+# Rotary q/k sit between the q|k|v projection and the attention MatMul, so the BERT attention
+# pattern that Attention/MultiHeadAttention fusion looks for never appears (measured: 0 fused).
+FUSION_METHOD = "onnxruntime.transformers.optimizer.optimize_model(model_type='bert', opt_level=0)"
+
+
+def save_graph(model: onnx.ModelProto, path: Path, external_threshold: int = 1_800_000_000) -> dict:
+    """Save a graph (external data only above ~1.8 GB); returns external_data name and total bytes."""
+    data_name = path.name + "_data"
+    for stale in (path, path.with_name(data_name)):
+        stale.unlink(missing_ok=True)
+    external = sum(t.ByteSize() for t in model.graph.initializer) > external_threshold
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
+    size = path.stat().st_size + (path.with_name(data_name).stat().st_size if external else 0)
+    return {"external_data": data_name if external else None, "bytes": size}
+
+
+def optimize_fp32(src: Path, dst: Path, cfg: BackboneConfig) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """Fuse LayerNorm/SkipLayerNorm/BiasGelu (and attention where it applies) offline.
+
+    Returns the optimized model and the optimizer's fused-operator counts; the caller saves it.
+    """
+    optimized = optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=cfg.num_attention_heads,
+        hidden_size=cfg.hidden_size,
+        opt_level=0,
+    )
+    stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+    stats.setdefault("Attention", 0)
+    stats.setdefault("MultiHeadAttention", 0)
+    stats.setdefault("RotaryEmbedding", 0)
+    model = optimized.model
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    return model, stats

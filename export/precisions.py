@@ -1,0 +1,131 @@
+"""Per-precision graphs of an export: optimized fp32, int8 (CPU), fp16 (GPU), each with measured fidelity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from colbert_onnx.conventions import SpecialIds
+from colbert_onnx.model_folder import KNOWN_PRECISIONS
+from colbert_onnx.tokenization import Preprocessor
+from tokenizers import Tokenizer
+
+from .checkpoint import CheckpointError
+from .fidelity import build_set, calibration_texts, collect, compare, fidelity_texts, ort_runner, passes, torch_runner
+from .modeling import BackboneConfig, MultiHeadColbert
+from .optimize import FUSION_METHOD, optimize_fp32, save_graph
+from .quantize import DEFAULT_INT8_METHOD, convert_fp16, quantize_int8
+
+DEFAULT_PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def parse_precisions(value: str | Sequence[str] | None) -> list[str]:
+    """'fp32,int8' or a list -> validated list in canonical order; fp32 is always included (it is the source)."""
+    if value is None:
+        return list(DEFAULT_PRECISIONS)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [p.strip() for p in items if p.strip()]
+    unknown = sorted(set(items) - set(KNOWN_PRECISIONS))
+    if unknown:
+        raise CheckpointError(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_PRECISIONS)}")
+    return [p for p in KNOWN_PRECISIONS if p in items or p == "fp32"]
+
+
+def variant_file(file: str, precision: str) -> str:
+    """model.onnx -> model-int8.onnx."""
+    stem = file[: -len(".onnx")] if file.endswith(".onnx") else file
+    return f"{stem}-{precision}.onnx"
+
+
+def calibration_feeds(pre: Preprocessor, batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+    """Document-style and query-style batches of the calibration corpus."""
+    texts = calibration_texts()
+    fset = build_set(pre, [], {"queries": texts[:batch_size], "documents": texts}, batch_size=batch_size)
+    return [fset.queries, *fset.documents]
+
+
+def build_precisions(
+    out: Path,
+    manifest: dict,
+    modules: Sequence[MultiHeadColbert],
+    tokenizer: Tokenizer,
+    special: SpecialIds,
+    precisions: Sequence[str],
+    int8_method: str = DEFAULT_INT8_METHOD,
+    measure: bool = True,
+) -> None:
+    """Optimize each fp32 graph in place, add the int8/fp16 variants and their fidelity to `manifest`."""
+    arch = manifest["architecture"]
+    cfg = BackboneConfig(
+        vocab_size=int(manifest["vocab_size"]),
+        hidden_size=arch["hidden_size"],
+        num_hidden_layers=arch["num_hidden_layers"],
+        num_attention_heads=arch["num_attention_heads"],
+        intermediate_size=arch["intermediate_size"],
+    )
+    pre = Preprocessor(
+        tokenizer,
+        special,
+        query_max_length=int(manifest["query"]["max_length"]),
+        document_max_length=min(int(manifest["document"]["max_length"]), 512),
+    )
+    fset = build_set(pre, manifest["document"]["skiplist_ids"], fidelity_texts()) if measure else None
+    calibration = calibration_feeds(pre) if "int8" in precisions else []
+    graphs: list[dict] = []
+    fidelity: dict = {}
+    for entry, module in zip(list(manifest["graphs"]), modules, strict=True):
+        path = out / entry["file"]
+        optimized, fusions = optimize_fp32(path, path, cfg)
+        entry.update(save_graph(optimized, path))
+        entry["method"] = f"{entry['method']}; then {FUSION_METHOD}"
+        entry["fused_operators"] = fusions
+        variants = [entry]
+        if "int8" in precisions:
+            file = variant_file(entry["file"], "int8")
+            info = quantize_int8(optimized, out / file, calibration, method=int8_method)
+            variants.append({**_base(entry, file, "int8", out), **info})
+        if "fp16" in precisions:
+            file = variant_file(entry["file"], "fp16")
+            model16, info = convert_fp16(optimized)
+            variants.append({**_base(entry, file, "fp16", out, save=(model16, out / file)), **info})
+        del optimized
+        if fset is not None:
+            dims = [int(d) for d in entry["outputs"]]
+            reference = collect(torch_runner(module), fset)
+            for v in variants:
+                got = collect(ort_runner(str(out / v["file"]), dims), fset)
+                v["fidelity"] = {}
+                for d in dims:
+                    metrics = compare(reference[d], got[d])
+                    metrics["passed"] = passes(v["precision"], metrics)
+                    v["fidelity"][str(d)] = metrics
+                fidelity.setdefault(v["precision"], {}).update(v["fidelity"])
+        graphs.extend(variants)
+    fp32_bytes = sum(g["bytes"] for g in graphs if g["precision"] == "fp32")
+    for g in graphs:
+        g["size_vs_fp32"] = round(g["bytes"] / fp32_bytes, 4)
+    manifest["graphs"] = graphs
+    manifest["precisions"] = [p for p in KNOWN_PRECISIONS if any(g["precision"] == p for g in graphs)]
+    if fidelity:
+        manifest["fidelity"] = {
+            "reference": "PyTorch fp32 MultiHeadColbert of the same checkpoints",
+            "set": {"queries": len(fidelity_texts()["queries"]), "documents": len(fidelity_texts()["documents"])},
+            **fidelity,
+        }
+
+
+def _base(entry: dict, file: str, precision: str, out: Path, save: tuple | None = None) -> dict:
+    path = out / file
+    if save is not None:
+        info = save_graph(save[0], save[1])
+    else:
+        info = {"external_data": None, "bytes": path.stat().st_size}
+    return {"file": file, "precision": precision, "outputs": dict(entry["outputs"]),
+            "backbone_sha256": entry.get("backbone_sha256"), **info}
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """onnx.load with external data (for scripts and tests)."""
+    return onnx.load(str(path))

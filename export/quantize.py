@@ -1,0 +1,242 @@
+"""int8 (CPU) and fp16 (GPU) variants of an optimized fp32 graph.
+
+int8 uses onnxruntime.quantization (dynamic per-channel MatMul weights plus the embedding Gather,
+or static QDQ). What it lacks and is hand-written here: SmoothQuant-style smoothing. jina-colbert-v2
+is post-norm, so a LayerNorm output feeds both the next MatMul and the residual Add: the smoothing
+scale cannot be folded into the LayerNorm gain/bias without changing the residual path. Instead an
+explicit per-channel Mul (x / s) is inserted in front of the MatMuls that read that LayerNorm output,
+and s is folded into their weight rows (W * s), which leaves the function unchanged in exact math.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.transformers.onnx_model import OnnxModel
+
+from .optimize import save_graph
+
+INT8_METHODS = ("dynamic", "dynamic-exclude", "smooth-dynamic", "static-qdq", "smooth-static-qdq")
+DEFAULT_INT8_METHOD = "smooth-static-qdq"
+SMOOTH_ALPHA = 0.5
+# fp16: kept in fp32 so statistics (LayerNorm), Softmax and the final L2 normalization stay exact.
+FP16_OP_BLOCK_LIST = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "ReduceL2", "Clip", "Div"]
+Feeds = dict[str, np.ndarray]
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """MatMul nodes whose second input is a constant 2-D weight (the ones worth quantizing)."""
+    inits = _initializers(model)
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
+    ]
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str], folder: Path) -> Path:
+    """A copy of the model (saved under `folder`) that also returns the tensors `names`."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in existing:
+            copy.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    path = folder / "calibration.onnx"
+    save_graph(copy, path)
+    return path
+
+
+def activation_absmax(model: onnx.ModelProto, feeds: Iterable[Feeds]) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of every weight-MatMul input, over the real tokens of calibration batches."""
+    names = sorted({n.input[0] for n in weight_matmuls(model)})
+    out: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        session = ort.InferenceSession(str(_with_outputs(model, names, Path(tmp))), providers=["CPUExecutionProvider"])
+        for feed in feeds:
+            real = feed["attention_mask"].astype(bool)
+            for name, value in zip(names, session.run(names, feed), strict=True):
+                peak = np.abs(value[real]).max(axis=0)
+                out[name] = peak if name not in out else np.maximum(out[name], peak)
+    return out
+
+
+def outlier_ratio(absmax: np.ndarray) -> float:
+    """Largest channel peak over the median channel peak: how badly one channel dominates a tensor."""
+    return float(absmax.max() / max(float(np.median(absmax)), 1e-12))
+
+
+def smooth(model: onnx.ModelProto, absmax: dict[str, np.ndarray], alpha: float = SMOOTH_ALPHA) -> int:
+    """SmoothQuant in place: x/s before the MatMuls reading a LayerNorm output, W*s in their weights.
+
+    s_j = max|x_j|^alpha / max|W_j|^(1-alpha), one s per activation tensor shared by all its
+    weight-MatMul consumers. Returns how many activation tensors were smoothed.
+    """
+    inits = _initializers(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in weight_matmuls(model):
+        src = producers.get(node.input[0])
+        if src is None or src.op_type not in ("LayerNormalization", "SkipLayerNormalization"):
+            continue
+        if node.input[0] != src.output[0] or uses.get(node.input[1], 0) != 1 or node.input[0] not in absmax:
+            continue
+        consumers.setdefault(node.input[0], []).append(node)
+    new_nodes: dict[str, onnx.NodeProto] = {}
+    for tensor, nodes in consumers.items():
+        weights = {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
+        w_peak = np.max([np.abs(w).max(axis=1) for w in weights.values()], axis=0)
+        act = absmax[tensor].astype(np.float64)
+        scale = np.power(np.maximum(act, 1e-5), alpha) / np.power(np.maximum(w_peak, 1e-5), 1.0 - alpha)
+        scale = np.clip(scale, 1e-3, 1e3).astype(np.float32)
+        for n in nodes:
+            w = weights[n.name] * scale[:, None]
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array(w.astype(np.float32), n.input[1]))
+        inv_name = tensor + "_smooth_inv_scale"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inv_name))
+        smoothed = tensor + "_smoothed"
+        new_nodes[tensor] = helper.make_node("Mul", [tensor, inv_name], [smoothed], name=tensor + "_Smooth")
+        for n in nodes:
+            n.input[0] = smoothed
+    if new_nodes:  # keep topological order: each Mul right after the node producing its input
+        ordered = []
+        for node in model.graph.node:
+            ordered.append(node)
+            ordered.extend(new_nodes[o] for o in node.output if o in new_nodes)
+        del model.graph.node[:]
+        model.graph.node.extend(ordered)
+    return len(new_nodes)
+
+
+def most_sensitive_matmuls(model: onnx.ModelProto, absmax: dict[str, np.ndarray], count: int) -> list[str]:
+    """Names of the `count` weight MatMuls whose input has the worst channel-outlier ratio."""
+    ranked = sorted(weight_matmuls(model), key=lambda n: -outlier_ratio(absmax.get(n.input[0], np.ones(1))))
+    return [n.name for n in ranked[:count]]
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, feeds: Sequence[Feeds]) -> None:
+        self._it = iter(list(feeds))
+
+    def get_next(self) -> Feeds | None:
+        return next(self._it, None)
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    dst: Path,
+    calibration: Sequence[Feeds],
+    method: str = DEFAULT_INT8_METHOD,
+    exclude_count: int = 4,
+) -> dict:
+    """Write an int8 graph (weights of every constant MatMul and the embedding Gather) to `dst`.
+
+    `model` is the optimized fp32 graph; it is not modified. Returns the manifest description.
+    """
+    if method not in INT8_METHODS:
+        raise ValueError(f"unknown int8 method {method!r}; choose one of {', '.join(INT8_METHODS)}")
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    matmuls = [n.name for n in weight_matmuls(work)]
+    info: dict = {"method": method}
+    excluded: list[str] = []
+    if method in ("smooth-dynamic", "dynamic-exclude", "smooth-static-qdq"):
+        absmax = activation_absmax(work, calibration)
+        if method.startswith("smooth"):
+            info["smoothed_tensors"] = smooth(work, absmax)
+            info["smooth_alpha"] = SMOOTH_ALPHA
+        else:
+            excluded = most_sensitive_matmuls(work, absmax, exclude_count)
+            info["fp32_matmuls"] = excluded
+    gathers = [n.name for n in work.graph.node if n.op_type == "Gather" and n.input[0] in _initializers(work)]
+    nodes = [m for m in matmuls if m not in excluded] + gathers
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        save_graph(work, src)
+        dst.unlink(missing_ok=True)
+        if method.endswith("static-qdq"):
+            quantize_static(
+                str(src),
+                str(dst),
+                _Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gather"],
+                nodes_to_quantize=nodes,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            info["tool"] = "onnxruntime.quantization.quantize_static(QDQ, per_channel, MinMax, U8 act, S8 weights)"
+        else:
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gather"],
+                nodes_to_quantize=nodes,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            info["tool"] = "onnxruntime.quantization.quantize_dynamic(per_channel, S8 weights, U8 dynamic act)"
+    info["quantized_matmuls"] = len(matmuls) - len(excluded)
+    info["quantized_gathers"] = len(gathers)
+    return info
+
+
+def _rotary_nodes(model: onnx.ModelProto) -> list[str]:
+    """Cos/Sin and everything upstream of them: rotary angles reach 8191 rad, beyond fp16's precision."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    todo = [n for n in model.graph.node if n.op_type in ("Cos", "Sin")]
+    seen: dict[str, onnx.NodeProto] = {}
+    while todo:
+        node = todo.pop()
+        if node.name in seen:
+            continue
+        seen[node.name] = node
+        todo.extend(producers[i] for i in node.input if i in producers)
+    return sorted(seen)
+
+
+def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    """fp16 weights and MatMuls; LayerNorm, Softmax, the final normalization and rotary tables stay fp32."""
+    blocked_nodes = _rotary_nodes(model)
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    # OnnxModel's wrapper runs symbolic shape inference first, which knows the fused com.microsoft ops
+    # (plain float16.convert_float_to_float16 leaves fp32/fp16 mismatches after SkipLayerNormalization).
+    wrapped = OnnxModel(work)
+    wrapped.convert_float_to_float16(
+        use_symbolic_shape_infer=True,
+        keep_io_types=True,
+        op_block_list=FP16_OP_BLOCK_LIST,
+        node_block_list=blocked_nodes,
+    )
+    converted = wrapped.model
+    info = {
+        "method": "onnxruntime.transformers OnnxModel.convert_float_to_float16(keep_io_types=True, symbolic shapes)",
+        "fp32_op_types": FP16_OP_BLOCK_LIST,
+        "fp32_nodes": len(blocked_nodes),
+    }
+    return converted, info

@@ -1,0 +1,306 @@
+"""FastAPI application: Jina-compatible /v1/multi-vector and /v1/rerank, plus models, health and ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import ColbertOnnxError, InvalidInputError
+from .batching import Overloaded, ShuttingDown
+from .config import ServerConfig
+from .formats import encode_vectors
+from .schemas import (
+    ErrorBody,
+    MultiVectorRequest,
+    MultiVectorResponse,
+    RerankRequest,
+    RerankResponse,
+    TextInput,
+)
+from .service import BadRequest, EncoderFactory, LimitExceeded, ModelService, NotReady
+
+log = logging.getLogger("colbert_onnx.server")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "malformed JSON",
+        401: "missing or wrong API key",
+        413: "over a limit (body bytes, inputs or tokens per request); `limit` names it",
+        422: "invalid field value (type, input_type, embedding_type, dimensions, model)",
+        429: "queue full; retry after Retry-After seconds",
+        503: "model not loaded yet or shutting down; retry after Retry-After seconds",
+    }.items()
+}
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialized with orjson (numpy arrays included)."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    return json_response({"detail": detail, **extra}, status, headers)
+
+
+class BodyLimitMiddleware:
+    """Rejects request bodies over `max_bytes` with 413 before the app reads them (any transfer encoding)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if b"json" not in headers.get(b"content-type", b""):
+            # The API only speaks JSON: parse it as such whatever the client declared (curl -d sends form).
+            scope = dict(scope)
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope["headers"].append((b"content-type", b"application/json"))
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send, int(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(scope, receive, send, size)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        response = _error(
+            413,
+            f"request body is {size}+ bytes; max_body_bytes={self.max_bytes}",
+            limit="max_body_bytes",
+            value=size,
+            max=self.max_bytes,
+        )
+        await response(scope, receive, send)
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _texts(items: str | list[str | TextInput]) -> list[str]:
+    if isinstance(items, str):
+        return [items]
+    return [item if isinstance(item, str) else item.text for item in items]
+
+
+def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = None) -> FastAPI:
+    """The ASGI app for `config`; `encoder_factory(dim)` replaces ColbertEncoder loading (tests)."""
+    service = ModelService(config, encoder_factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.get_running_loop().create_task(service.load())
+        loading.add_done_callback(_log_load_result)
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            if not loading.done():
+                loading.cancel()
+            await service.close()
+
+    def _log_load_result(task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("loading %s failed: %s", config.model_dir, task.exception())
+        else:
+            log.info("model %s ready (dim %d)", service.model_name, service.default_dim)
+
+    app = FastAPI(
+        title="colbert-onnx",
+        version=__version__,
+        description="Jina-API-compatible multi-vector embeddings and reranking with jina-colbert-v2 on onnxruntime.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    bearer = HTTPBearer(auto_error=False, description="API key, when the server was started with one")
+
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if config.api_key is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(given.encode(), config.api_key.encode()):
+            raise StarletteHTTPException(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def check_model(model: str | None) -> None:
+        if model is not None and model != service.model_name:
+            raise BadRequest(f"model {model!r} is not served here; available: {service.model_name}")
+
+    retry = {"Retry-After": str(config.retry_after_s)}
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(400, f"malformed JSON body: {_validation_message(errors)}")
+        return _error(422, _validation_message(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(LimitExceeded)
+    async def on_limit(request: Request, exc: LimitExceeded) -> Response:
+        return _error(413, str(exc), limit=exc.limit, value=exc.value, max=exc.maximum)
+
+    @app.exception_handler(BadRequest)
+    async def on_bad(request: Request, exc: BadRequest) -> Response:
+        return _error(422, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def on_invalid(request: Request, exc: InvalidInputError) -> Response:
+        return _error(422, str(exc))
+
+    @app.exception_handler(NotReady)
+    async def on_not_ready(request: Request, exc: NotReady) -> Response:
+        return _error(503, str(exc), headers=retry)
+
+    @app.exception_handler(Overloaded)
+    async def on_overloaded(request: Request, exc: Overloaded) -> Response:
+        return _error(429, f"server busy: {exc}; retry later", headers=retry, limit="max_queue")
+
+    @app.exception_handler(ShuttingDown)
+    async def on_shutdown(request: Request, exc: ShuttingDown) -> Response:
+        return _error(503, f"server is shutting down: {exc}", headers=retry)
+
+    @app.exception_handler(ColbertOnnxError)
+    async def on_colbert(request: Request, exc: ColbertOnnxError) -> Response:
+        log.exception("model error", exc_info=exc)
+        return _error(500, f"model error: {exc}")
+
+    @app.get("/health", tags=["ops"], summary="liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], summary="readiness: 200 once the model is loaded, else 503")
+    async def ready() -> Response:
+        body = {
+            "status": "ready" if service.ready else "loading",
+            "model": service.model_name,
+            "dimensions": service.dims,
+            "loaded_dimensions": service.loaded_dims,
+            "queues": service.stats(),
+        }
+        if service.load_error:
+            body.update(status="failed", error=service.load_error)
+        return json_response(body, 200 if service.ready else 503, None if service.ready else retry)
+
+    @app.get("/v1/models", tags=["jina"], dependencies=[Depends(authorize)], responses=_ERRORS)
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": service.model_name,
+                    "object": "model",
+                    "created": service.created,
+                    "owned_by": "colbert-onnx",
+                    "dimensions": service.dims,
+                    "default_dimensions": service.default_dim,
+                    "precision": config.precision,
+                    "precisions_available": service.precisions,
+                    "endpoints": ["/v1/multi-vector", "/v1/rerank"],
+                }
+            ],
+        }
+
+    @app.post(
+        "/v1/multi-vector",
+        tags=["jina"],
+        dependencies=[Depends(authorize)],
+        response_model=MultiVectorResponse,
+        responses=_ERRORS,
+        summary="one vector per token (documents) or 32 per query",
+    )
+    async def multi_vector(body: MultiVectorRequest) -> Response:
+        check_model(body.model)
+        texts = _texts(body.input)
+        if not texts:
+            raise BadRequest("input is empty; pass a string or a non-empty list of strings")
+        input_type = body.input_type or "document"
+        embedding_type = body.embedding_type or "float"
+        dim = service.default_dim if body.dimensions is None else body.dimensions
+        encoded = await service.encode(texts, input_type, dim)
+        data = [
+            {"object": "embeddings", "index": i, "embeddings": encode_vectors(v, embedding_type)}
+            for i, v in enumerate(encoded.vectors)
+        ]
+        usage = {"total_tokens": encoded.total_tokens}
+        return json_response({"model": service.model_name, "object": "list", "usage": usage, "data": data})
+
+    @app.post(
+        "/v1/rerank",
+        tags=["jina"],
+        dependencies=[Depends(authorize)],
+        response_model=RerankResponse,
+        responses=_ERRORS,
+        summary="documents ranked by MaxSim against the query, best first",
+    )
+    async def rerank(body: RerankRequest) -> Response:
+        check_model(body.model)
+        query = body.query if isinstance(body.query, str) else body.query.text
+        documents = _texts(body.documents)
+        ranked, tokens = await service.rerank(query, documents, body.top_n)
+        if body.return_documents is not False:
+            for hit in ranked:
+                hit["document"] = {"text": documents[hit["index"]]}
+        return json_response({"model": service.model_name, "usage": {"total_tokens": tokens}, "results": ranked})
+
+    return app

@@ -1,0 +1,78 @@
+"""`colbert-onnx serve` arguments and their mapping to ServerConfig (argparse only, no web imports)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import API_KEY_ENV, ServerConfig
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the serve options on `p`."""
+    d = ServerConfig(model_dir=".")
+    p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--precision", default="fp32", help="fp32 (default), int8 or fp16 when exported")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per run")
+    p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
+    p.add_argument("--model-name", default=None, help="name in responses and /v1/models (default: manifest)")
+    p.add_argument("--dims", default=None, help="comma-separated heads to serve, e.g. 128,64 (default: all)")
+    p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
+    p.add_argument("--max-inputs", type=int, default=d.max_inputs_per_request, help="texts per request")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body size")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens_per_request, help="tokens per request")
+    p.add_argument("--max-batch-texts", type=int, default=d.max_batch_texts, help="texts merged into one run")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait for more requests to batch")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests per queue before 429")
+    p.add_argument(
+        "--inference-workers", type=int, default=d.inference_workers, help="ONNX runs in parallel (threads)"
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """ServerConfig from parsed serve arguments (API key: flag, else environment)."""
+    dims = tuple(int(x) for x in args.dims.split(",") if x.strip()) if args.dims else None
+    return ServerConfig(
+        model_dir=args.model_dir,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+        document_max_length=args.document_max_length,
+        model_name=args.model_name,
+        dims=dims,
+        api_key=args.api_key or ServerConfig.api_key_from_env(),
+        max_inputs_per_request=args.max_inputs,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens_per_request=args.max_tokens,
+        max_batch_texts=args.max_batch_texts,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        inference_workers=args.inference_workers,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Entry point of `colbert-onnx serve`: clear message when the [server] extra is missing."""
+    try:
+        import fastapi  # noqa: F401
+        import orjson  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"colbert-onnx serve needs the [server] extra (pip install 'colbert-onnx[server]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"colbert-onnx serve: error: {exc}", file=sys.stderr)
+        return 2
+    from .main import serve
+
+    serve(config, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,229 @@
+"""The model behind the HTTP API: encoders per dim, token accounting, limits and micro-batchers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import UnsupportedDimError
+from ..model_folder import open_model_folder
+from ..scoring import maxsim
+from .batching import MicroBatcher
+from .config import ServerConfig
+
+INPUT_TYPES = ("query", "document")
+# Below this many characters a request is tokenized on the event loop; above, on a thread.
+_INLINE_TOKENIZE_CHARS = 4096
+
+
+class Encoder(Protocol):
+    """The part of ColbertEncoder the server uses (tests may pass a stand-in)."""
+
+    preprocessor: Any
+    query_max_length: int
+    document_max_length: int
+
+    def encode_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+
+
+EncoderFactory = Callable[[int], Encoder]
+
+
+class LimitExceeded(Exception):
+    """A request is over a configured limit (HTTP 413)."""
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str) -> None:
+        super().__init__(f"{what}: {value} > {limit}={maximum}")
+        self.limit, self.value, self.maximum = limit, value, maximum
+
+
+class NotReady(Exception):
+    """The model is still loading (or failed to load); HTTP 503."""
+
+
+class BadRequest(Exception):
+    """A well-formed request asks for something this server cannot do (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Vectors of one request's texts, with the tokens it was billed."""
+
+    vectors: list[np.ndarray]
+    total_tokens: int
+
+
+class ModelService:
+    """Loads encoders (default dim at startup, others on first use) and serves batched requests."""
+
+    def __init__(self, config: ServerConfig, encoder_factory: EncoderFactory | None = None) -> None:
+        self.config = config
+        folder = open_model_folder(config.model_dir)
+        self.folder_dims = folder.dims
+        self.precisions = folder.precisions
+        self.model_name = config.model_name or str(folder.manifest.get("model") or "jina-colbert-v2")
+        self.created = int(time.time())
+        if config.dims:
+            missing = sorted(set(config.dims) - set(self.folder_dims))
+            if missing:
+                raise UnsupportedDimError(
+                    f"dims {missing} are not in {config.model_dir} (available: {self.folder_dims})"
+                )
+            self.dims = sorted(set(config.dims), reverse=True)
+        else:
+            self.dims = sorted(self.folder_dims, reverse=True)
+        self.default_dim = 128 if 128 in self.dims else self.dims[0]
+        self._factory = encoder_factory or self._load_encoder
+        self._encoders: dict[int, Encoder] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self._executor = ThreadPoolExecutor(config.inference_workers, thread_name_prefix="colbert-infer")
+        self.load_error: str | None = None
+
+    def _load_encoder(self, dim: int) -> Encoder:
+        from colbert_onnx import ColbertEncoder
+
+        c = self.config
+        return ColbertEncoder(
+            c.model_dir,
+            dim=dim,
+            precision=c.precision,
+            device=c.device,
+            threads=c.threads,
+            document_max_length=c.document_max_length,
+            batch_size=c.encoder_batch_size,
+            max_batch_tokens=c.encoder_max_batch_tokens,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once the default dim's encoder is loaded."""
+        return self.default_dim in self._encoders
+
+    @property
+    def loaded_dims(self) -> list[int]:
+        """Dims whose encoder is in memory."""
+        return sorted(self._encoders, reverse=True)
+
+    async def load(self, dim: int | None = None) -> Encoder:
+        """The encoder of `dim` (default dim when None), loaded on a thread on first use."""
+        dim = self.default_dim if dim is None else dim
+        if dim in self._encoders:
+            return self._encoders[dim]
+        lock = self._locks.setdefault(dim, asyncio.Lock())
+        async with lock:
+            if dim not in self._encoders:
+                try:
+                    self._encoders[dim] = await asyncio.to_thread(self._factory, dim)
+                except Exception as exc:
+                    if dim == self.default_dim:
+                        self.load_error = f"{type(exc).__name__}: {exc}"
+                    raise
+        return self._encoders[dim]
+
+    async def _encoder_for(self, dim: int) -> Encoder:
+        if not self.ready:
+            if self.load_error:
+                raise NotReady(f"model failed to load: {self.load_error}")
+            raise NotReady("model is loading; retry shortly")
+        return await self.load(dim)
+
+    def check_dim(self, dim: Any) -> int:
+        """`dim` if served, else BadRequest naming the dims this server has."""
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim not in self.dims:
+            raise BadRequest(f"dimensions={dim!r} is not served; available: {', '.join(map(str, self.dims))}")
+        return dim
+
+    def check_count(self, n: int, what: str) -> None:
+        """LimitExceeded when a request carries more than max_inputs_per_request texts."""
+        if n > self.config.max_inputs_per_request:
+            raise LimitExceeded("max_inputs_per_request", n, self.config.max_inputs_per_request, what)
+
+    async def count_tokens(self, encoder: Encoder, texts: list[str], max_length: int) -> int:
+        """Tokens the model will process for `texts` (framing tokens included, after truncation)."""
+
+        def count() -> int:
+            return sum(min(n + 3, max_length) for n in encoder.preprocessor.count_tokens(texts))
+
+        if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
+            return count()
+        return await asyncio.to_thread(count)
+
+    def _check_tokens(self, tokens: int) -> None:
+        if tokens > self.config.max_tokens_per_request:
+            raise LimitExceeded(
+                "max_tokens_per_request", tokens, self.config.max_tokens_per_request, "tokens in this request"
+            )
+
+    def _batcher(self, input_type: str, dim: int, encoder: Encoder) -> MicroBatcher:
+        key = (input_type, dim)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            run = encoder.encode_queries if input_type == "query" else encoder.encode_documents
+            c = self.config
+            batcher = MicroBatcher(
+                run,
+                self._executor,
+                max_batch_texts=c.max_batch_texts,
+                max_wait_s=c.max_wait_ms / 1000.0,
+                max_queue=c.max_queue,
+                name=f"{input_type}-{dim}",
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    async def encode(self, texts: list[str], input_type: str, dim: int) -> Encoded:
+        """Vectors for `texts` through the shared batcher of (input_type, dim), after the limit checks."""
+        if input_type not in INPUT_TYPES:
+            raise BadRequest(f"input_type={input_type!r}; choose one of {', '.join(INPUT_TYPES)}")
+        dim = self.check_dim(dim)
+        self.check_count(len(texts), "inputs in this request")
+        encoder = await self._encoder_for(dim)
+        max_length = encoder.query_max_length if input_type == "query" else encoder.document_max_length
+        tokens = await self.count_tokens(encoder, texts, max_length)
+        self._check_tokens(tokens)
+        vectors = await self._batcher(input_type, dim, encoder).submit(texts)
+        return Encoded(vectors, tokens)
+
+    async def rerank(self, query: str, documents: list[str], top_n: int | None) -> tuple[list[dict], int]:
+        """Documents ranked by MaxSim against `query` with the default dim, best first, and tokens used."""
+        dim = self.default_dim
+        self.check_count(len(documents), "documents in this request")
+        encoder = await self._encoder_for(dim)
+        q_tokens = await self.count_tokens(encoder, [query], encoder.query_max_length)
+        d_tokens = await self.count_tokens(encoder, documents, encoder.document_max_length)
+        self._check_tokens(q_tokens + d_tokens)
+        if not documents:
+            return [], q_tokens
+        (query_vectors,), doc_vectors = await asyncio.gather(
+            self._batcher("query", dim, encoder).submit([query]),
+            self._batcher("document", dim, encoder).submit(documents),
+        )
+        if len(documents) * len(doc_vectors[0]) > 4096:
+            scores = await asyncio.to_thread(maxsim, query_vectors, doc_vectors)
+        else:
+            scores = maxsim(query_vectors, doc_vectors)
+        order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
+        return [{"index": int(i), "relevance_score": float(scores[i])} for i in order], q_tokens + d_tokens
+
+    def stats(self) -> dict[str, Any]:
+        """Queue depths and batch counters per batcher."""
+        return {
+            name: {"queued": b.queued, "batches": b.batches_run, "texts": b.texts_run}
+            for (kind, dim), b in self._batchers.items()
+            for name in [f"{kind}-{dim}"]
+        }
+
+    async def close(self) -> None:
+        """Stop the batchers, then wait for the inference threads to finish their runs."""
+        for batcher in list(self._batchers.values()):
+            await batcher.close()
+        await asyncio.to_thread(self._executor.shutdown, True)

@@ -1,0 +1,212 @@
+"""Issue 3: optimized fp32, int8 and fp16 graphs per head, their fidelity gates and their error paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="quantization tests export toy checkpoints (needs the [export] extra)")
+
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx.errors import DeviceUnavailableError, ModelFolderError, PrecisionNotAvailableError  # noqa: E402
+from colbert_onnx.export import export_model, load_checkpoint, make_toy_trio  # noqa: E402
+from colbert_onnx.export.checkpoint import CheckpointError  # noqa: E402
+from colbert_onnx.export.exporter import export_graph  # noqa: E402
+from colbert_onnx.export.fidelity import Outputs, compare, fidelity_texts, passes, spearman  # noqa: E402
+from colbert_onnx.export.fidelity_report import LARGER_TOY, quiet_outlier_heads  # noqa: E402
+from colbert_onnx.export.modeling import MultiHeadColbert  # noqa: E402
+from colbert_onnx.export.precisions import parse_precisions  # noqa: E402
+
+DIMS = (128, 96, 64)
+
+
+@pytest.fixture(scope="module")
+def larger_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """4 layers x 128 hidden: big enough that int8 error is not trivially small."""
+    return make_toy_trio(tmp_path_factory.mktemp("q-trio"), seed=0, config_overrides=LARGER_TOY)
+
+
+@pytest.fixture(scope="module")
+def outlier_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The same size with 4 activation-outlier channels (10-30x LayerNorm gains)."""
+    trio = make_toy_trio(tmp_path_factory.mktemp("q-outliers"), seed=0, outlier_channels=4,
+                         config_overrides=LARGER_TOY)
+    quiet_outlier_heads(trio)
+    return trio
+
+
+def _export(trio: dict[int, Path], out: Path, **kwargs) -> Path:
+    return export_model([trio[d] for d in DIMS], out, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def larger_folder(larger_trio, tmp_path_factory) -> Path:
+    return _export(larger_trio, tmp_path_factory.mktemp("q-onnx"))
+
+
+@pytest.fixture(scope="module")
+def outlier_folder(outlier_trio, tmp_path_factory) -> Path:
+    return _export(outlier_trio, tmp_path_factory.mktemp("q-outliers-onnx"))
+
+
+@pytest.fixture(scope="module")
+def fp32_only_folder(toy_trio, tmp_path_factory) -> Path:
+    return _export(toy_trio, tmp_path_factory.mktemp("fp32-only"), precisions="fp32", check_parity=False)
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+_REFERENCES: dict[tuple[Path, int], Outputs] = {}
+
+
+def _reference(trio: dict[int, Path], folder: Path, dim: int) -> Outputs:
+    """PyTorch fp32 vectors of one checkpoint on the fidelity set (documents unpadded, skiplist removed)."""
+    key = (trio[dim], dim)
+    if key not in _REFERENCES:
+        texts = fidelity_texts()
+        pre = ColbertEncoder(folder, dim=dim).preprocessor
+        model = load_checkpoint(trio[dim], hash_files=False).module()
+        skip = np.array(_manifest(folder)["document"]["skiplist_ids"])
+        q_ids = torch.from_numpy(pre.queries(texts["queries"]))
+        with torch.no_grad():
+            ref_q = model(q_ids, torch.ones_like(q_ids)).numpy()
+            docs = []
+            for ids in pre.documents(texts["documents"]).ids:
+                vec = model(torch.from_numpy(ids)[None], torch.ones((1, len(ids)), dtype=torch.int64))[0].numpy()
+                docs.append(vec[~np.isin(ids, skip)])
+        _REFERENCES[key] = Outputs(ref_q, np.concatenate(docs), docs)
+    return _REFERENCES[key]
+
+
+def _runtime_fidelity(trio: dict[int, Path], folder: Path, precision: str, dim: int) -> dict:
+    """Fidelity measured through the runtime (ColbertEncoder) against each checkpoint's PyTorch module."""
+    texts = fidelity_texts()
+    encoder = ColbertEncoder(folder, dim=dim, precision=precision)
+    got_q = np.stack(encoder.encode_queries(texts["queries"]))
+    got_docs = encoder.encode_documents(texts["documents"])
+    return compare(_reference(trio, folder, dim), Outputs(got_q, np.concatenate(got_docs), got_docs))
+
+
+def test_manifest_lists_fp32_int8_fp16_graphs(larger_folder):
+    manifest = _manifest(larger_folder)
+    assert manifest["precisions"] == ["fp32", "int8", "fp16"]
+    assert sorted(g["precision"] for g in manifest["graphs"]) == ["fp16", "fp32", "int8"]
+
+
+def test_manifest_records_method_size_and_fidelity_per_head(larger_folder):
+    for graph in _manifest(larger_folder)["graphs"]:
+        assert graph["method"] and graph["bytes"] == (larger_folder / graph["file"]).stat().st_size
+        assert sorted(graph["fidelity"]) == sorted(map(str, DIMS))
+
+
+def test_int8_folder_is_at_most_30_percent_of_fp32(larger_folder):
+    sizes = {g["precision"]: g["bytes"] for g in _manifest(larger_folder)["graphs"]}
+    assert sizes["int8"] <= 0.30 * sizes["fp32"]
+
+
+def test_int8_quantizes_embedding_gather_and_every_weight_matmul(larger_folder):
+    graph = onnx.load(str(larger_folder / "model-int8.onnx"))
+    weights = {t.name for t in graph.graph.initializer}
+    float_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    float_tables = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2]
+    assert float_matmuls == [] and float_tables == []
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("dim", DIMS)
+def test_gates_hold_on_toy_trio(larger_trio, larger_folder, precision, dim):
+    metrics = _runtime_fidelity(larger_trio, larger_folder, precision, dim)
+    assert passes(precision, metrics), metrics
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+@pytest.mark.parametrize("dim", DIMS)
+def test_gates_hold_on_outlier_trio(outlier_trio, outlier_folder, precision, dim):
+    metrics = _runtime_fidelity(outlier_trio, outlier_folder, precision, dim)
+    assert passes(precision, metrics), metrics
+
+
+def test_export_measured_gates_pass_for_every_precision_and_head(outlier_folder):
+    graphs = _manifest(outlier_folder)["graphs"]
+    failed = [(g["precision"], d) for g in graphs for d, m in g["fidelity"].items() if not m["passed"]]
+    assert failed == []
+
+
+def test_optimized_fp32_matches_unoptimized_within_1e_5(larger_trio, larger_folder, tmp_path):
+    ckpts = [load_checkpoint(larger_trio[d], hash_files=False) for d in DIMS]
+    module = MultiHeadColbert(ckpts[0].module().roberta, {c.dim: c.head for c in ckpts})
+    export_graph(module, tmp_path / "plain.onnx")
+    ids = np.array([[0, 5, 6, 7, 8, 9, 2], [0, 11, 12, 2, 1, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)}
+    plain = ort.InferenceSession(str(tmp_path / "plain.onnx")).run(None, feeds)
+    optimized = ort.InferenceSession(str(larger_folder / "model.onnx")).run(None, feeds)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, optimized, strict=True)) <= 1e-5
+
+
+def test_optimized_fp32_fuses_layernorm_and_gelu(larger_folder):
+    ops = [n.op_type for n in onnx.load(str(larger_folder / "model.onnx")).graph.node]
+    assert ops.count("SkipLayerNormalization") == 2 * LARGER_TOY["num_hidden_layers"]
+    assert ops.count("BiasGelu") == LARGER_TOY["num_hidden_layers"]
+
+
+def test_fp16_is_finite_on_an_8192_token_document(toy_model_dir):
+    session = ort.InferenceSession(str(toy_model_dir / "model-fp16.onnx"))
+    ids = np.random.default_rng(0).integers(5, 500, size=(1, 8192)).astype(np.int64)
+    ids[0, 0], ids[0, -1] = 0, 2
+    out = session.run(["vectors_128"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_unknown_precision_error_lists_available(larger_folder):
+    with pytest.raises(PrecisionNotAvailableError, match="fp32, int8, fp16"):
+        ColbertEncoder(larger_folder, precision="int4")
+
+
+def test_precision_missing_from_folder_lists_available(fp32_only_folder):
+    with pytest.raises(PrecisionNotAvailableError, match=r"available: fp32\)"):
+        ColbertEncoder(fp32_only_folder, precision="int8")
+
+
+def test_export_rejects_unknown_precision():
+    with pytest.raises(CheckpointError, match="int3"):
+        parse_precisions("fp32,int3")
+
+
+def test_truncated_graph_file_error_names_the_file(larger_folder, tmp_path):
+    folder = Path(shutil.copytree(larger_folder, tmp_path / "copy"))
+    graph = folder / "model-int8.onnx"
+    graph.write_bytes(graph.read_bytes()[:5000])
+    with pytest.raises(ModelFolderError, match="model-int8.onnx"):
+        ColbertEncoder(folder, precision="int8")
+
+
+def test_corrupt_graph_with_matching_size_error_names_the_file(larger_folder, tmp_path):
+    folder = Path(shutil.copytree(larger_folder, tmp_path / "copy"))
+    graph = folder / "model-int8.onnx"
+    graph.write_bytes(b"\x00garbage" * (graph.stat().st_size // 8) + b"\x00" * (graph.stat().st_size % 8))
+    with pytest.raises(ModelFolderError, match="cannot load ONNX graph .*model-int8.onnx"):
+        ColbertEncoder(folder, precision="int8")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is present here")
+def test_cuda_without_cuda_raises_device_unavailable(larger_folder):
+    with pytest.raises(DeviceUnavailableError, match="CUDAExecutionProvider"):
+        ColbertEncoder(larger_folder, precision="fp16", device="cuda")
+
+
+def test_spearman_of_reversed_order_is_minus_one():
+    assert spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([4.0, 3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+
+
+def test_spearman_averages_tied_ranks():
+    # ranks a = [1, 2.5, 2.5, 4], b = [1, 2, 3, 4]: rho = 4.5 / sqrt(4.5 * 5)
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.arange(4.0)) == pytest.approx(4.5 / np.sqrt(22.5))
