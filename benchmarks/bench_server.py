@@ -21,17 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-QUERY = "What is the population of Berlin?"
-DOCUMENTS = [
-    "Berlin had a population of 3,782,202 registered inhabitants at the end of 2023.",
-    "Berlin ist mit rund 3,8 Millionen Einwohnern die bevölkerungsreichste Stadt Deutschlands.",
-    "Berlin compte environ 3,8 millions d'habitants, ce qui en fait la plus grande ville d'Allemagne.",
-    "Berlin is known for its museums, its nightlife and the remains of the Berlin Wall.",
-    "柏林是德国首都，人口约三百八十万。",
-    "The population of Paris is about 2.1 million, and 12 million live in its metropolitan area.",
-    "Berlin's economy is driven by services, start-ups, tourism and the creative industries.",
-    "Cats sleep between twelve and sixteen hours a day.",
-]
+from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS
+from colbert_onnx.examples import BERLIN_QUERY as QUERY
 
 
 def _free_port() -> int:

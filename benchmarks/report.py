@@ -24,7 +24,7 @@ def _table(results: dict, size: str) -> list[str]:
              "random weights). Tokens/s are medians; ratios against `onnx-plain-fp32` and `torch-eager` of the "
              "same run; roofline = achieved model FLOP/s over ORT's own 512x1024x4096 GEMM FLOP/s.", "",
              "| engine | length | tokens/s | vs plain ONNX | vs torch | % of roofline |", "|---|---|---|---|---|---|"]
-    for key, row in sorted(docs.items(), key=lambda kv: (kv[1]["length"], kv[1]["engine"])):
+    for row in sorted(docs.values(), key=lambda r: (r["length"], r["engine"])):
         length = row["length"]
         plain = docs.get(f"onnx-plain-fp32@{length}", {}).get("tokens_per_s")
         torch_ = docs.get(f"torch-eager@{length}", {}).get("tokens_per_s")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from colbert_onnx import ColbertEncoder, maxsim
 from colbert_onnx.compact import bytes_per_token, finish_documents, maxsim_binary
 

@@ -12,22 +12,12 @@ import sys
 from pathlib import Path
 
 from colbert_onnx import ColbertEncoder
+from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS
+from colbert_onnx.examples import BERLIN_QUERY as QUERY
 
 from .checkpoint import CheckpointError
 from .exporter import export_model
 from .toy import make_toy_trio
-
-QUERY = "What is the population of Berlin?"
-DOCUMENTS = [
-    "Berlin had a population of 3,782,202 registered inhabitants at the end of 2023.",
-    "Berlin ist mit rund 3,8 Millionen Einwohnern die bevölkerungsreichste Stadt Deutschlands.",
-    "Berlin compte environ 3,8 millions d'habitants, ce qui en fait la plus grande ville d'Allemagne.",
-    "Berlin is known for its museums, its nightlife and the remains of the Berlin Wall.",
-    "柏林是德国首都，人口约三百八十万。",
-    "The population of Paris is about 2.1 million, and 12 million live in its metropolitan area.",
-    "Berlin's economy is driven by services, start-ups, tourism and the creative industries.",
-    "Cats sleep between twelve and sixteen hours a day.",
-]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ TOP_K = 10
 
 
 def fidelity_texts(n_queries: int = 24, n_concat: int = 36) -> dict[str, list[str]]:
-    """A fixed multilingual set: corpus sentences as queries; sentences plus 2-3 sentence concatenations as documents."""
+    """Fixed multilingual set: corpus sentences as queries; sentences and 2-3 sentence concatenations as documents."""
     corpus = multilingual_texts()
     documents = list(corpus)
     for i in range(n_concat):

@@ -107,7 +107,9 @@ def compare_methods(
     return rows
 
 
-def colbert_case(name: str, work: Path, overrides: dict | None, outliers: int = 0) -> list[dict]:
+def colbert_case(
+    name: str, work: Path, overrides: dict | None, outliers: int = 0, methods: tuple[str, ...] = INT8_METHODS
+) -> list[dict]:
     """Rows for a toy-style jina-colbert-v2 trio (random weights) of the given size."""
     from colbert_onnx.model_folder import open_model_folder
     from colbert_onnx.tokenization import Preprocessor
@@ -133,7 +135,7 @@ def colbert_case(name: str, work: Path, overrides: dict | None, outliers: int = 
     graph = out / "model.onnx"
     fp32_bytes = folder.graphs[0].bytes
     optimized = onnx.load(str(graph))
-    rows = compare_methods(optimized, fp32_bytes, dims, reference, fset, calibration_feeds(pre), work)
+    rows = compare_methods(optimized, fp32_bytes, dims, reference, fset, calibration_feeds(pre), work, methods)
     fp32 = {"variant": "fp32 (optimized)", "size_vs_fp32": 1.0, **_measure(graph, dims, reference, fset, "fp32")}
     return [{"case": name, **r} for r in [fp32, *rows]]
 
@@ -231,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="toy,outliers,trained,full", help="comma-separated subset")
     parser.add_argument("--write", default=None, help="markdown file whose fidelity-table section is replaced")
     parser.add_argument("--json", default=None, help="also dump the raw rows here")
+    parser.add_argument("--full-methods", default=",".join(INT8_METHODS), help="int8 methods for the full case")
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
     rows: list[dict] = []
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             elif case == "outliers":
                 rows += colbert_case("toy 4x128, 4 outlier channels", work, LARGER_TOY, outliers=4)
             elif case == "full":
-                rows += colbert_case("full-size 24x1024, vocab 250004 (random)", work, FULL_SIZE)
+                methods = tuple(args.full_methods.split(","))
+                rows += colbert_case("full-size 24x1024, vocab 250004 (random)", work, FULL_SIZE, methods=methods)
             elif case == "trained":
                 rows += trained_case(work)
             else:

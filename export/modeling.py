@@ -35,6 +35,23 @@ class BackboneConfig:
         return self.hidden_size // self.num_attention_heads
 
 
+@torch.jit.script
+def chunked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, scale: float, chunk: int
+) -> torch.Tensor:
+    """softmax(q k^T * scale + key_bias) v, computed for `chunk` queries at a time.
+
+    Scripted, so the ONNX export keeps the loop (an ONNX Loop over query chunks) and attention
+    scratch memory is heads x chunk x seq instead of heads x seq x seq (4.3 GB per layer at 8192).
+    """
+    kt = k.transpose(-1, -2)
+    outs: list[torch.Tensor] = []
+    for start in range(0, q.shape[2], chunk):
+        logits = torch.matmul(q[:, :, start : start + chunk], kt) * scale + key_bias
+        outs.append(torch.matmul(torch.softmax(logits, dim=-1), v))
+    return torch.cat(outs, dim=2)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """GPT-NeoX (non-interleaved) rotation: cat(-x2, x1)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -48,6 +65,7 @@ class Mixer(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
+        self.attention_chunk: int | None = None  # None: plain attention; see chunked_attention
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
@@ -59,8 +77,12 @@ class Mixer(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # (batch, heads, seq, head_dim)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        logits = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + key_bias
-        context = torch.matmul(torch.softmax(logits, dim=-1), v)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if self.attention_chunk is None:
+            logits = torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias
+            context = torch.matmul(torch.softmax(logits, dim=-1), v)
+        else:
+            context = chunked_attention(q, k, v, key_bias, scale, self.attention_chunk)
         return self.out_proj(context.transpose(1, 2).reshape(batch, seq, hidden))
 
 
@@ -104,6 +126,13 @@ class Encoder(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+def set_attention_chunk(module: nn.Module, chunk: int | None) -> None:
+    """Switch every attention layer of `module` to chunked (chunk queries at a time) or plain (None)."""
+    for layer in module.modules():
+        if isinstance(layer, Mixer):
+            layer.attention_chunk = chunk
 
 
 class Backbone(nn.Module):

@@ -20,6 +20,10 @@ def save_graph(model: onnx.ModelProto, path: Path, external_threshold: int = 1_8
     for stale in (path, path.with_name(data_name)):
         stale.unlink(missing_ok=True)
     external = sum(t.ByteSize() for t in model.graph.initializer) > external_threshold
+    if external:  # onnx moves the tensors out of the proto it saves: keep the caller's model intact
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
     onnx.save_model(
         model,
         str(path),

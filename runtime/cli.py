@@ -54,17 +54,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_vectors(vectors, decimals: int) -> dict:
+    """One document's output as JSON fields: floats rounded; int8 codes with their scales; packed bits."""
+    from .compact import QuantizedVectors
+
+    if isinstance(vectors, QuantizedVectors):
+        return {"embeddings": vectors.codes.tolist(), "scales": vectors.scales.astype(float).round(9).tolist()}
+    if vectors.dtype.kind in "iu":
+        return {"embeddings": vectors.tolist()}
+    return {"embeddings": vectors.astype(float).round(decimals).tolist()}
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     texts = _read_lines(args.input)
     encoder = _encoder(args)
-    encode = encoder.encode_queries if args.input_type == "query" else encoder.encode_documents
+    if args.input_type == "query":
+        if args.output != "float32" or args.pool_factor != 1:
+            print("--output and --pool-factor apply to documents only", file=sys.stderr)
+            return 2
+        encode = encoder.encode_queries
+    else:
+        def encode(batch):
+            return encoder.encode_documents(batch, output=args.output, pool_factor=args.pool_factor,
+                                            progress=args.progress)
     for start in range(0, len(texts), 256):
         chunk = texts[start : start + 256]
         for offset, vectors in enumerate(encode(chunk)):
-            record = {
-                "index": start + offset,
-                "embeddings": vectors.astype(float).round(args.decimals).tolist(),
-            }
+            record = {"index": start + offset, **_json_vectors(vectors, args.decimals)}
             sys.stdout.write(json.dumps(record) + "\n")
     return 0
 
@@ -129,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="text file, one text per line; '-' for stdin")
     p.add_argument("--input-type", choices=["query", "document"], default="document")
     p.add_argument("--decimals", type=int, default=6, help="rounding of the printed floats")
+    p.add_argument("--output", default="float32", choices=["float32", "float16", "int8", "binary", "ubinary"],
+                   help="document vector kind (int8 adds per-vector scales; binary/ubinary are packed sign bits)")
+    p.add_argument("--pool-factor", type=int, default=1, help="token pooling factor for documents (1: none)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bar on stderr (default: when stderr is a terminal)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("rerank", help="rank documents for a query; prints Jina /v1/rerank-shaped JSON")

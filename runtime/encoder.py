@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,9 +110,22 @@ class ColbertEncoder:
             raise InvalidInputError(f"window_stride={self.window_stride} exceeds the window body of {body} tokens")
         self._skiplist = np.array(manifest["document"]["skiplist_ids"], dtype=np.int64)
         self._output_name = self.graph.outputs[dim]
+        self._threads, self._session_config = threads, session_options
         self.session = create_session(
             str(self.folder.path / self.graph.file), device=device, threads=threads, config=session_options
         )
+
+    def for_dim(self, dim: int) -> ColbertEncoder:
+        """An encoder for another head that shares this one's tokenizer and, when the same graph
+        holds both heads (the shared-backbone export), its onnxruntime session: no second copy of
+        the weights in memory."""
+        graph = self.folder.graph_for(dim, self.precision)
+        other = copy.copy(self)
+        other.graph, other.dim, other._output_name = graph, dim, graph.outputs[dim]
+        if graph.file != self.graph.file:
+            other.session = create_session(str(self.folder.path / graph.file), device=self.device,
+                                           threads=self._threads, config=self._session_config)
+        return other
 
     @property
     def query_max_length(self) -> int:

@@ -6,12 +6,9 @@ import base64
 
 import numpy as np
 
+from colbert_onnx.compact import pack_sign_bits
+
 EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
-
-
-def pack_sign_bits(vectors: np.ndarray) -> np.ndarray:
-    """(tokens, dim) floats -> (tokens, ceil(dim/8)) uint8: bit 1 where the value is > 0, MSB first."""
-    return np.packbits(np.asarray(vectors) > 0, axis=-1)
 
 
 def encode_vectors(vectors: np.ndarray, embedding_type: str) -> np.ndarray | list[str]:
@@ -26,10 +23,8 @@ def encode_vectors(vectors: np.ndarray, embedding_type: str) -> np.ndarray | lis
     if embedding_type == "base64":
         little = np.ascontiguousarray(vectors, dtype="<f4")
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
-    if embedding_type == "ubinary":
-        return pack_sign_bits(vectors)
-    if embedding_type == "binary":
-        return (pack_sign_bits(vectors).astype(np.int16) - 128).astype(np.int8)
+    if embedding_type in ("ubinary", "binary"):
+        return pack_sign_bits(vectors, embedding_type)
     raise ValueError(f"unknown embedding_type {embedding_type!r}; choose one of {', '.join(EMBEDDING_TYPES)}")
 
 

@@ -91,6 +91,9 @@ class ModelService:
     def _load_encoder(self, dim: int) -> Encoder:
         from colbert_onnx import ColbertEncoder
 
+        base = self._encoders.get(self.default_dim)
+        if base is not None and hasattr(base, "for_dim"):
+            return base.for_dim(dim)  # shares the session: one copy of the weights for every head
         c = self.config
         return ColbertEncoder(
             c.model_dir,

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from colbert_onnx import ColbertEncoder, InvalidInputError
 from colbert_onnx.encoder import plan_batches
 from colbert_onnx.session import SessionConfig

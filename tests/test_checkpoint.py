@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch", reason="checkpoint loading is part of the [export] extra")
-from colbert_onnx.export import CheckpointError, load_checkpoint  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+
+from colbert_onnx.export import CheckpointError, load_checkpoint  # noqa: E402
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -56,3 +56,23 @@ def test_export_cli_reports_bad_checkpoint(tmp_path, capsys):
     pytest.importorskip("torch", reason="export needs the [export] extra")
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "lacks config.json" in capsys.readouterr().err
+
+
+def test_encode_int8_output_prints_codes_and_scales(toy_model_dir, tmp_path, capsys):
+    src = tmp_path / "t.txt"
+    src.write_text("Berlin ist groß\n", encoding="utf-8")
+    assert main(["encode", str(toy_model_dir), "--input", str(src), "--output", "int8", "--pool-factor", "2"]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    codes, scales = np.array(line["embeddings"]), np.array(line["scales"])
+    assert codes.dtype.kind == "i" and np.abs(codes).max() <= 127
+    assert codes.shape == (len(scales), 128)
+    full = ColbertEncoder(toy_model_dir).encode_documents(["Berlin ist groß"])[0]
+    assert codes.shape[0] < full.shape[0], "pool factor 2 must reduce the vector count"
+
+
+def test_encode_queries_reject_document_only_options(toy_model_dir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("q\n"))
+    assert main(["encode", str(toy_model_dir), "--input-type", "query", "--output", "binary"]) == 2
+    assert "documents only" in capsys.readouterr().err

@@ -213,3 +213,15 @@ def test_tokenizer_without_markers_is_rejected(toy_model_dir, tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(tok))
     with pytest.raises(TokenizerMismatchError, match=r"\[QueryMarker\]"):
         ColbertEncoder(folder)
+
+
+def test_for_dim_shares_the_session_of_the_shared_backbone_graph(toy_model_dir):
+    encoder = ColbertEncoder(toy_model_dir, dim=128)
+    small = encoder.for_dim(64)
+    assert small.session is encoder.session
+    for a, b in zip(small.encode_documents(TEXTS), ColbertEncoder(toy_model_dir, dim=64).encode_documents(TEXTS),
+                    strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert encoder.encode_queries("x")[0].shape == (32, 128)
+    with pytest.raises(UnsupportedDimError):
+        encoder.for_dim(32)

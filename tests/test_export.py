@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="exporting is part of the [export] extra")
+import onnx  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
 import colbert_onnx.export.exporter as exporter  # noqa: E402
 import colbert_onnx.export.parity as parity  # noqa: E402
-import onnx  # noqa: E402
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.export import CheckpointError, ParityError, export_model, make_toy_trio  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
 
 
 def _manifest(folder):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from colbert_onnx import ColbertEncoder, ModelFolderError
 from colbert_onnx.hub import push_to_hub, resolve_model_folder
 

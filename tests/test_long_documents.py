@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from colbert_onnx import ColbertEncoder, InvalidInputError
 from colbert_onnx.windows import split_windows
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from colbert_onnx import InvalidInputError
 from colbert_onnx.packed import PackedDocuments
 

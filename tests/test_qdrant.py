@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from colbert_onnx import ColbertEncoder
 
 qdrant_client = pytest.importorskip("qdrant_client", reason="needs the qdrant extra (pip install '.[qdrant]')")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import colbert_onnx.scoring as scoring
 import numpy as np
 import pytest
+
+import colbert_onnx.scoring as scoring
 from colbert_onnx import InvalidInputError, maxsim
 
 

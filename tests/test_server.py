@@ -25,21 +25,13 @@ pytest.importorskip("uvicorn", reason="the HTTP server needs the [server] extra 
 httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([server] extra)")
 
 import uvicorn  # noqa: E402
+
 from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402
+from colbert_onnx.examples import BERLIN_QUERY as QUERY  # noqa: E402
 from colbert_onnx.server import ServerConfig, create_app  # noqa: E402
 from colbert_onnx.server.batching import MicroBatcher, Overloaded  # noqa: E402
 
-QUERY = "What is the population of Berlin?"
-DOCUMENTS = [
-    "Berlin had a population of 3,782,202 registered inhabitants at the end of 2023.",
-    "Berlin ist mit rund 3,8 Millionen Einwohnern die bevölkerungsreichste Stadt Deutschlands.",
-    "Berlin compte environ 3,8 millions d'habitants, ce qui en fait la plus grande ville d'Allemagne.",
-    "Berlin is known for its museums, its nightlife and the remains of the Berlin Wall.",
-    "柏林是德国首都，人口约三百八十万。",
-    "The population of Paris is about 2.1 million, and 12 million live in its metropolitan area.",
-    "Berlin's economy is driven by services, start-ups, tourism and the creative industries.",
-    "Cats sleep between twelve and sixteen hours a day.",
-]
 ATOL = 1e-5  # batching with other requests changes padding, hence float noise
 REPO = Path(__file__).resolve().parents[1]
 
@@ -602,3 +594,19 @@ def test_serve_without_the_server_extra_says_how_to_install_it(tmp_path: Path) -
     )
     assert result.returncode == 2
     assert "[server] extra" in result.stderr
+
+
+def test_other_dims_share_the_default_encoders_session(toy_model_dir):
+    import asyncio
+
+    from colbert_onnx.server.config import ServerConfig
+    from colbert_onnx.server.service import ModelService
+
+    async def load_two():
+        service = ModelService(ServerConfig(model_dir=str(toy_model_dir)))
+        base = await service.load()
+        other = await service.load(64)
+        return base, other
+
+    base, other = asyncio.run(load_two())
+    assert other.session is base.session and other.dim == 64
