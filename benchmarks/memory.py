@@ -3,7 +3,7 @@
 The attention peak is per layer (layers run one after another), so a 2-layer model at full width
 (1024 hidden, 16 heads, 4096 FFN, vocab 250004) shows the same activation peak as the 24-layer
 model at 1/12 of the compute; the full model's peak is its weights plus that same activation peak.
-Usage: python -m benchmarks.memory [--tokens 8192] [--precisions fp32,int8]
+Usage: python -m benchmarks.memory [--tokens 8192] [--precisions fp32,int8] [--layers 24]
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ print(json.dumps({"precision": precision, "tokens": tokens, "rss_before_mib": ba
 """
 
 
-def build(folder: Path, precisions: str) -> Path:
+def build(folder: Path, precisions: str, layers: int) -> Path:
     from colbert_onnx.export import export_model, make_toy_trio
 
     ckpt = folder / "checkpoint" / "jina-colbert-v2-toy"
     out = folder / "onnx"
     if not (ckpt / "model.safetensors").is_file():
-        make_toy_trio(folder / "checkpoint", dims=(128,), config_overrides=CONFIG)
+        make_toy_trio(folder / "checkpoint", dims=(128,), config_overrides={**CONFIG, "num_hidden_layers": layers})
     if not (out / "manifest.json").is_file():
         export_model([ckpt], out, check_parity=False, precisions=precisions)
     return out
@@ -74,9 +74,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--precisions", default="fp32,int8")
-    parser.add_argument("--folder", default=str(ROOT / "models" / "mem-2layer"))
+    parser.add_argument("--layers", type=int, default=2, help="24 for the full model (12x the compute)")
+    parser.add_argument("--folder", default=None, help="default: models/mem-<layers>layer")
     args = parser.parse_args()
-    out = build(Path(args.folder), args.precisions)
+    folder = Path(args.folder or ROOT / "models" / f"mem-{args.layers}layer")
+    out = build(folder, args.precisions, args.layers)
     for precision in args.precisions.split(","):
         print(json.dumps(measure(out, precision, args.tokens)), flush=True)
 

@@ -28,11 +28,14 @@ from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from tokenizers import Tokenizer
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
-from .modeling import MultiHeadColbert
+from .modeling import MultiHeadColbert, set_attention_chunk
 from .parity import measure_parity
 from .precisions import build_precisions, parse_precisions
 
 OPSET = 17
+# Queries per attention step inside the graph: 16 heads x 256 x 8192 x 4 B = 134 MB per step
+# instead of 4.3 GB for the full 8192 x 8192 matrix (docs/memory.md).
+ATTENTION_CHUNK = 256
 # protobuf's hard limit is 2 GiB; leave headroom for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -116,6 +119,7 @@ def export_model(
     revision: str | None = None,
     check_parity: bool = True,
     precisions: str | Sequence[str] | None = None,
+    attention_chunk: int | None = ATTENTION_CHUNK,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
@@ -123,6 +127,8 @@ def export_model(
     so three heads cost the disk of one. Parity against each checkpoint's PyTorch module is
     measured and recorded; a head beyond tolerance raises ParityError. `precisions` (default
     fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
+    `attention_chunk` computes attention for that many queries at a time inside the graph (an
+    ONNX Loop), bounding attention memory to heads x chunk x seq; None exports plain attention.
     """
     precisions = parse_precisions(precisions)
     if isinstance(sources, (str, Path)):
@@ -152,6 +158,7 @@ def export_model(
         dims = sorted((c.dim for c in group), reverse=True)
         file = "model.onnx" if len(groups) == 1 else "model-" + "-".join(map(str, dims)) + ".onnx"
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
+        set_attention_chunk(module, attention_chunk)
         info = export_graph(module, out / file, opset=opset)
         modules.append(module)
         graphs.append(
@@ -161,6 +168,7 @@ def export_model(
                 "outputs": {str(d): output_name(d) for d in dims},
                 "backbone_sha256": group[0].backbone_sha256,
                 "method": "torch.onnx.export (TorchScript), constant folding",
+                "attention_chunk": attention_chunk,
                 **info,
             }
         )

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from colbert_onnx.scoring import maxsim
 from colbert_onnx.tokenization import Preprocessor
 

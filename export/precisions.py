@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
+from tokenizers import Tokenizer
+
 from colbert_onnx.conventions import SpecialIds
 from colbert_onnx.model_folder import KNOWN_PRECISIONS
 from colbert_onnx.tokenization import Preprocessor
-from tokenizers import Tokenizer
 
 from .checkpoint import CheckpointError
 from .fidelity import build_set, calibration_texts, collect, compare, fidelity_texts, ort_runner, passes, torch_runner
@@ -78,7 +78,8 @@ def build_precisions(
     for entry, module in zip(list(manifest["graphs"]), modules, strict=True):
         path = out / entry["file"]
         optimized, fusions = optimize_fp32(path, path, cfg)
-        entry.update(save_graph(optimized, path))
+        keep_external = {"external_threshold": 0} if entry.get("external_data") else {}  # keep the exporter's choice
+        entry.update(save_graph(optimized, path, **keep_external))
         entry["method"] = f"{entry['method']}; then {FUSION_METHOD}"
         entry["fused_operators"] = fusions
         variants = [entry]
@@ -124,8 +125,3 @@ def _base(entry: dict, file: str, precision: str, out: Path, save: tuple | None 
         info = {"external_data": None, "bytes": path.stat().st_size}
     return {"file": file, "precision": precision, "outputs": dict(entry["outputs"]),
             "backbone_sha256": entry.get("backbone_sha256"), **info}
-
-
-def load_graph(path: Path) -> onnx.ModelProto:
-    """onnx.load with external data (for scripts and tests)."""
-    return onnx.load(str(path))

@@ -36,7 +36,7 @@ def test_manifest_records_sources_heads_conventions_and_parity(toy_model_dir, to
     assert m["query"]["pad_id"] == tok.token_to_id("<mask>")
     expected_skip = sorted({tok.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation})
     assert m["document"]["skiplist_ids"] == expected_skip
-    assert m["precisions"] == ["fp32"] and m["opset"] == exporter.OPSET
+    assert m["precisions"] == ["fp32", "int8", "fp16"] and m["opset"] == exporter.OPSET
     for dim in ("128", "96", "64"):
         assert m["parity"]["fp32"][dim]["max_abs_diff"] <= 1e-4
         assert m["parity"]["fp32"][dim]["long_document_tokens"] >= 1024
@@ -45,16 +45,17 @@ def test_manifest_records_sources_heads_conventions_and_parity(toy_model_dir, to
 def test_shared_backbone_is_stored_once(toy_model_dir, toy_trio, tmp_path):
     trio = _manifest(toy_model_dir)
     assert trio["shared_backbone"] is True
-    assert len(trio["graphs"]) == 1
-    assert set(trio["graphs"][0]["outputs"]) == {"128", "96", "64"}
-    single = export_model([toy_trio[128]], tmp_path / "single", check_parity=False)
-    ratio = trio["graphs"][0]["bytes"] / _manifest(single)["graphs"][0]["bytes"]
+    fp32 = [g for g in trio["graphs"] if g["precision"] == "fp32"]
+    assert len(fp32) == 1 and len(trio["graphs"]) == len(trio["precisions"])
+    assert all(set(g["outputs"]) == {"128", "96", "64"} for g in trio["graphs"])
+    single = export_model([toy_trio[128]], tmp_path / "single", check_parity=False, precisions="fp32")
+    ratio = fp32[0]["bytes"] / _manifest(single)["graphs"][0]["bytes"]
     assert ratio < 1.1, f"three heads cost {ratio:.2f}x one head"
 
 
 def test_different_backbones_get_separate_graphs(toy_trio, tmp_path):
     other = make_toy_trio(tmp_path / "other", seed=1, dims=(64,))
-    out = export_model([toy_trio[128], other[64]], tmp_path / "mixed")
+    out = export_model([toy_trio[128], other[64]], tmp_path / "mixed", precisions="fp32")
     graphs = _manifest(out)["graphs"]
     assert sorted(g["file"] for g in graphs) == ["model-128.onnx", "model-64.onnx"]
     assert ColbertEncoder(out, dim=64).encode_queries("x")[0].shape == (32, 64)
@@ -79,12 +80,12 @@ def test_onnx_matches_pytorch_for_every_head_on_padded_multilingual_batches(toy_
 def test_parity_failure_raises(toy_trio, tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        export_model([toy_trio[64]], tmp_path / "strict")
+        export_model([toy_trio[64]], tmp_path / "strict", precisions="fp32")
 
 
 def test_large_models_use_external_data(toy_trio, tmp_path, monkeypatch):
     monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 0)
-    out = export_model([toy_trio[128]], tmp_path / "ext")
+    out = export_model([toy_trio[128]], tmp_path / "ext", precisions="fp32")
     graph = _manifest(out)["graphs"][0]
     assert graph["external_data"] == "model.onnx_data"
     assert (out / "model.onnx_data").stat().st_size > (out / "model.onnx").stat().st_size
@@ -119,3 +120,15 @@ def test_toy_tokenizer_uses_xlmr_special_ids_and_appends_markers(toy_trio):
     config = json.loads((toy_trio[128] / "config.json").read_text())
     assert config["vocab_size"] == size
     assert np.all(np.array(tok.encode("Berlin!", add_special_tokens=False).ids) < size)
+
+
+def test_attention_runs_in_query_chunks_inside_the_graph(toy_model_dir, toy_trio, tmp_path):
+    chunked = onnx.load(str(toy_model_dir / "model.onnx"))
+    assert sum(n.op_type == "Loop" for n in chunked.graph.node) == 2, "one chunk loop per layer"
+    plain = export_model([toy_trio[64]], tmp_path / "plain", precisions="fp32", attention_chunk=None)
+    assert not any(n.op_type == "Loop" for n in onnx.load(str(plain / "model.onnx")).graph.node)
+    long_doc = " ".join(["Berlin ist die Hauptstadt Deutschlands."] * 80)
+    a = ColbertEncoder(plain, dim=64).encode_documents([long_doc])[0]
+    b = ColbertEncoder(toy_model_dir, dim=64).encode_documents([long_doc])[0]
+    assert a.shape[0] > exporter.ATTENTION_CHUNK
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -14,6 +14,7 @@ pytest.importorskip("torch", reason="quantization tests export toy checkpoints (
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.errors import DeviceUnavailableError, ModelFolderError, PrecisionNotAvailableError  # noqa: E402
 from colbert_onnx.export import export_model, load_checkpoint, make_toy_trio  # noqa: E402
@@ -170,8 +171,8 @@ def test_optimized_fp32_fuses_layernorm_and_gelu(larger_folder):
     assert ops.count("BiasGelu") == LARGER_TOY["num_hidden_layers"]
 
 
-def test_fp16_is_finite_on_an_8192_token_document(toy_model_dir):
-    session = ort.InferenceSession(str(toy_model_dir / "model-fp16.onnx"))
+def test_fp16_is_finite_on_an_8192_token_document(larger_folder):
+    session = ort.InferenceSession(str(larger_folder / "model-fp16.onnx"))
     ids = np.random.default_rng(0).integers(5, 500, size=(1, 8192)).astype(np.int64)
     ids[0, 0], ids[0, -1] = 0, 2
     out = session.run(["vectors_128"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
@@ -222,3 +223,20 @@ def test_spearman_of_reversed_order_is_minus_one():
 def test_spearman_averages_tied_ranks():
     # ranks a = [1, 2.5, 2.5, 4], b = [1, 2, 3, 4]: rho = 4.5 / sqrt(4.5 * 5)
     assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.arange(4.0)) == pytest.approx(4.5 / np.sqrt(22.5))
+
+
+def test_cli_export_writes_only_the_requested_precisions(toy_trio, tmp_path):
+    from colbert_onnx.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["export", str(toy_trio[64]), "--out", str(out), "--precision", "fp32,int8"]) == 0
+    assert _manifest(out)["precisions"] == ["fp32", "int8"]
+
+
+def test_optimization_keeps_the_exporters_external_data_choice(toy_trio, tmp_path, monkeypatch):
+    from colbert_onnx.export import exporter
+
+    monkeypatch.setattr(exporter, "EXTERNAL_DATA_THRESHOLD", 0)
+    out = _export(toy_trio, tmp_path / "ext", precisions="fp32", check_parity=False)
+    assert _manifest(out)["graphs"][0]["external_data"] == "model.onnx_data"
+    assert ColbertEncoder(out, precision="fp32").encode_queries("x")[0].shape == (32, 128)
