@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import MultiHeadColbert, set_attention_chunk
+from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import measure_parity
 from .precisions import build_precisions, parse_precisions
 
@@ -36,8 +37,6 @@ OPSET = 17
 # Queries per attention step inside the graph: 16 heads x 256 x 8192 x 4 B = 134 MB per step
 # instead of 4.3 GB for the full 8192 x 8192 matrix (docs/memory.md).
 ATTENTION_CHUNK = 256
-# protobuf's hard limit is 2 GiB; leave headroom for the graph itself.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -70,22 +69,7 @@ def export_graph(module: MultiHeadColbert, path: Path, opset: int = OPSET) -> di
                 opset_version=opset,
                 do_constant_folding=True,
             )
-        model = onnx.load(str(raw))
-        data_bytes = sum(t.ByteSize() for t in model.graph.initializer)
-        external = data_bytes > EXTERNAL_DATA_THRESHOLD
-        data_name = path.name + "_data"
-        for stale in (path, path.with_name(data_name)):
-            stale.unlink(missing_ok=True)
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=external,
-            all_tensors_to_one_file=True,
-            location=data_name,
-            size_threshold=1024,
-        )
-    size = path.stat().st_size + (path.with_name(data_name).stat().st_size if external else 0)
-    return {"external_data": data_name if external else None, "bytes": size}
+        return save_graph(onnx.load(str(raw)), path, external_threshold=EXTERNAL_DATA_THRESHOLD)
 
 
 def _group_by_backbone(checkpoints: Sequence[Checkpoint]) -> list[list[Checkpoint]]:

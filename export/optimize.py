@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import load_external_data_for_model
 from onnxruntime.transformers.optimizer import optimize_model
 
 from .modeling import BackboneConfig
@@ -14,7 +17,11 @@ from .modeling import BackboneConfig
 FUSION_METHOD = "onnxruntime.transformers.optimizer.optimize_model(model_type='bert', opt_level=0)"
 
 
-def save_graph(model: onnx.ModelProto, path: Path, external_threshold: int = 1_800_000_000) -> dict:
+# protobuf's hard limit is 2 GiB; leave headroom for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def save_graph(model: onnx.ModelProto, path: Path, external_threshold: int = EXTERNAL_DATA_THRESHOLD) -> dict:
     """Save a graph (external data only above ~1.8 GB); returns external_data name and total bytes."""
     data_name = path.name + "_data"
     for stale in (path, path.with_name(data_name)):
@@ -41,13 +48,25 @@ def optimize_fp32(src: Path, dst: Path, cfg: BackboneConfig) -> tuple[onnx.Model
 
     Returns the optimized model and the optimizer's fused-operator counts; the caller saves it.
     """
-    optimized = optimize_model(
-        str(src),
-        model_type="bert",
-        num_heads=cfg.num_attention_heads,
-        hidden_size=cfg.hidden_size,
-        opt_level=0,
-    )
+    # The optimizer only needs weight shapes, not values, but given the full model it holds several
+    # copies of it (12 GB for a 1 GB graph; the 2.2 GB model does not fit in 24 GB). So it works on
+    # a proto whose large tensors are external references, and the weights are attached afterwards.
+    with tempfile.TemporaryDirectory() as tmp:
+        save_graph(onnx.load(str(src)), Path(tmp) / "light.onnx", external_threshold=0)
+        light = onnx.load(str(Path(tmp) / "light.onnx"), load_external_data=False)
+        cwd = os.getcwd()
+        os.chdir(tmp)  # the optimizer reads the few constant values it checks relative to the cwd
+        try:
+            optimized = optimize_model(
+                light,
+                model_type="bert",
+                num_heads=cfg.num_attention_heads,
+                hidden_size=cfg.hidden_size,
+                opt_level=0,
+            )
+        finally:
+            os.chdir(cwd)
+        load_external_data_for_model(optimized.model, tmp)
     stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
     stats.setdefault("Attention", 0)
     stats.setdefault("MultiHeadAttention", 0)

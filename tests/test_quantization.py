@@ -240,3 +240,15 @@ def test_optimization_keeps_the_exporters_external_data_choice(toy_trio, tmp_pat
     out = _export(toy_trio, tmp_path / "ext", precisions="fp32", check_parity=False)
     assert _manifest(out)["graphs"][0]["external_data"] == "model.onnx_data"
     assert ColbertEncoder(out, precision="fp32").encode_queries("x")[0].shape == (32, 128)
+
+
+def test_fp16_softmax_runs_in_fp32_inside_chunked_attention(larger_folder):
+    graph = onnx.load(str(larger_folder / "model-fp16.onnx")).graph
+    loops = [n for n in graph.node if n.op_type == "Loop"]
+    bodies = [a.g for n in loops for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    assert bodies, "expected chunked attention (Loop) in the exported graph"
+    for body in bodies:
+        casts = {n.output[0]: n for n in body.node if n.op_type == "Cast"}
+        for softmax in (n for n in body.node if n.op_type == "Softmax"):
+            cast = casts.get(softmax.input[0])
+            assert cast is not None and cast.attribute[0].i == onnx.TensorProto.FLOAT
