@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from colbert_onnx.errors import ColbertOnnxError
 from safetensors import safe_open
+
+from colbert_onnx.errors import ColbertOnnxError
 
 from .modeling import BackboneConfig, ColbertModel
 
@@ -188,7 +189,8 @@ class Checkpoint:
     def module(self) -> ColbertModel:
         """The plain-PyTorch reference model (eval mode, fp32)."""
         model = ColbertModel(self.backbone_config, self.dim)
-        model.roberta.load_state_dict(self.backbone_state)
+        # assign=True: the module uses these tensors instead of copying them (one copy in memory).
+        model.roberta.load_state_dict(self.backbone_state, assign=True)
         with torch.no_grad():
             model.linear.weight.copy_(self.head)
         return model.eval()

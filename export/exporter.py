@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import tempfile
@@ -9,10 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import colbert_onnx
 import onnx
 import onnxruntime
 import torch
+from tokenizers import Tokenizer
+
+import colbert_onnx
 from colbert_onnx.conventions import (
     DOCUMENT_MARKER,
     DOCUMENT_MAX_LENGTH,
@@ -25,13 +28,13 @@ from colbert_onnx.conventions import (
 from colbert_onnx.encoder import ColbertEncoder
 from colbert_onnx.errors import ColbertOnnxError
 from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
-from tokenizers import Tokenizer
+from colbert_onnx.tokenization import Preprocessor
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
-from .parity import measure_parity
-from .precisions import build_precisions, parse_precisions
+from .parity import PARITY_TOLERANCE, compare_parity, record_parity_reference
+from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
 
 OPSET = 17
 # Queries per attention step inside the graph: 16 heads x 256 x 8192 x 4 B = 134 MB per step
@@ -119,7 +122,13 @@ def export_model(
         sources = [sources]
     if not sources:
         raise CheckpointError("no checkpoint given")
-    checkpoints = [load_checkpoint(s, revision=revision) for s in sources]
+    checkpoints: list[Checkpoint] = []
+    for source in sources:
+        ckpt = load_checkpoint(source, revision=revision)
+        twin = next((c for c in checkpoints if c.backbone_sha256 == ckpt.backbone_sha256), None)
+        if twin is not None:  # byte-identical backbone: keep one copy of the weights in memory
+            ckpt.backbone_state = twin.backbone_state
+        checkpoints.append(ckpt)
     _check_compatible(checkpoints)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,15 +145,67 @@ def export_model(
         raise CheckpointError(f"tokenizer.json of {first.source_id} has no {exc.args[0]!r} token") from None
 
     groups = _group_by_backbone(checkpoints)
+    manifest = _manifest(out, checkpoints, groups, tokenizer, special, document_max_length, opset, attention_chunk)
+    parity_pre = Preprocessor(tokenizer, special, manifest["query"]["max_length"], document_max_length)
+    fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
+    parity_refs: list = []
+    fidelity_refs: list = []
+    for group, entry in zip(groups, manifest["graphs"], strict=True):
+        module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
+        set_attention_chunk(module, attention_chunk)
+        entry.update(export_graph(module, out / entry["file"], opset=opset))
+        if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
+            set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
+            parity_refs.append(record_parity_reference(_torch_run(module), parity_pre))
+            fidelity_refs.append(record_fidelity_reference(module, fset))
+        del module
+    for ckpt in checkpoints:
+        ckpt.backbone_state = {}
+    gc.collect()
+
+    build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions)
+    _write_manifest(out, manifest)
+
+    if check_parity:
+        parity = {}
+        for reference, entry in zip(parity_refs, manifest["graphs"], strict=False):
+            for dim in entry["outputs"]:
+                parity[dim] = compare_parity(ColbertEncoder(out, dim=int(dim)), reference)
+        parity = dict(sorted(parity.items(), key=lambda kv: int(kv[0])))
+        manifest["parity"] = {"fp32": {"reference": "PyTorch fp32 module of the same checkpoint", **parity}}
+        _write_manifest(out, manifest)
+        failed = {d: p["max_abs_diff"] for d, p in parity.items() if not p["passed"]}
+        if failed:
+            raise ParityError(f"ONNX output differs from PyTorch beyond {PARITY_TOLERANCE}: {failed}")
+    return out
+
+
+def _torch_run(module: MultiHeadColbert):
+    """(ids, mask) -> dim -> vectors of a MultiHeadColbert, as numpy."""
+
+    def run(ids, mask):
+        with torch.no_grad():
+            outs = module(torch.from_numpy(ids), torch.from_numpy(mask))
+        return {d: o.numpy() for d, o in zip(module.dims, outs, strict=True)}
+
+    return run
+
+
+def _manifest(
+    out: Path,
+    checkpoints: Sequence[Checkpoint],
+    groups: list[list[Checkpoint]],
+    tokenizer: Tokenizer,
+    special: SpecialIds,
+    document_max_length: int,
+    opset: int,
+    attention_chunk: int | None = ATTENTION_CHUNK,
+) -> dict:
+    """The manifest of a new export (graph entries get sizes once written, parity once measured)."""
     graphs = []
-    modules = []
     for group in groups:
         dims = sorted((c.dim for c in group), reverse=True)
         file = "model.onnx" if len(groups) == 1 else "model-" + "-".join(map(str, dims)) + ".onnx"
-        module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
-        set_attention_chunk(module, attention_chunk)
-        info = export_graph(module, out / file, opset=opset)
-        modules.append(module)
         graphs.append(
             {
                 "file": file,
@@ -153,10 +214,9 @@ def export_model(
                 "backbone_sha256": group[0].backbone_sha256,
                 "method": "torch.onnx.export (TorchScript), constant folding",
                 "attention_chunk": attention_chunk,
-                **info,
             }
         )
-
+    first = checkpoints[0]
     metadata = first.metadata
     cfg = first.backbone_config
     manifest = {
@@ -225,20 +285,7 @@ def export_model(
     }
     if not manifest["document"]["mask_punctuation"]:
         manifest["document"]["skiplist_ids"] = []
-    build_precisions(out, manifest, modules, tokenizer, special, precisions, measure=check_parity)
-    _write_manifest(out, manifest)
-
-    if check_parity:
-        by_dim = {c.dim: c for c in checkpoints}
-        parity = {
-            str(dim): measure_parity(ColbertEncoder(out, dim=dim), by_dim[dim]) for dim in sorted(by_dim)
-        }
-        manifest["parity"] = {"fp32": {"reference": "PyTorch fp32 module of the same checkpoint", **parity}}
-        _write_manifest(out, manifest)
-        failed = {d: p["max_abs_diff"] for d, p in parity.items() if not p["passed"]}
-        if failed:
-            raise ParityError(f"ONNX output differs from PyTorch beyond {1e-4}: {failed}")
-    return out
+    return manifest
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:

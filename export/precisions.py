@@ -13,7 +13,18 @@ from colbert_onnx.model_folder import KNOWN_PRECISIONS
 from colbert_onnx.tokenization import Preprocessor
 
 from .checkpoint import CheckpointError
-from .fidelity import build_set, calibration_texts, collect, compare, fidelity_texts, ort_runner, passes, torch_runner
+from .fidelity import (
+    FidelitySet,
+    Outputs,
+    build_set,
+    calibration_texts,
+    collect,
+    compare,
+    fidelity_texts,
+    ort_runner,
+    passes,
+    torch_runner,
+)
 from .modeling import BackboneConfig, MultiHeadColbert
 from .optimize import FUSION_METHOD, optimize_fp32, save_graph
 from .quantize import DEFAULT_INT8_METHOD, convert_fp16, quantize_int8
@@ -46,17 +57,35 @@ def calibration_feeds(pre: Preprocessor, batch_size: int = 8) -> list[dict[str, 
     return [fset.queries, *fset.documents]
 
 
+def fidelity_inputs(manifest: dict, tokenizer: Tokenizer, special: SpecialIds) -> tuple[Preprocessor, FidelitySet]:
+    """The preprocessor (documents capped at 512 tokens) and id batches fidelity is measured on."""
+    pre = Preprocessor(
+        tokenizer,
+        special,
+        query_max_length=int(manifest["query"]["max_length"]),
+        document_max_length=min(int(manifest["document"]["max_length"]), 512),
+    )
+    return pre, build_set(pre, manifest["document"]["skiplist_ids"], fidelity_texts())
+
+
+def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet) -> dict[int, Outputs]:
+    """The fp32 PyTorch vectors of every head on the fidelity set (recorded before the weights are freed)."""
+    return collect(torch_runner(module), fset)
+
+
 def build_precisions(
     out: Path,
     manifest: dict,
-    modules: Sequence[MultiHeadColbert],
-    tokenizer: Tokenizer,
-    special: SpecialIds,
+    pre: Preprocessor,
+    fset: FidelitySet,
+    references: Sequence[dict[int, Outputs]] | None,
     precisions: Sequence[str],
     int8_method: str = DEFAULT_INT8_METHOD,
-    measure: bool = True,
 ) -> None:
-    """Optimize each fp32 graph in place, add the int8/fp16 variants and their fidelity to `manifest`."""
+    """Optimize each fp32 graph in place, add the int8/fp16 variants and their fidelity to `manifest`.
+
+    `references` holds, per graph, the recorded PyTorch outputs on `fset`; None skips measuring.
+    """
     arch = manifest["architecture"]
     cfg = BackboneConfig(
         vocab_size=int(manifest["vocab_size"]),
@@ -65,17 +94,11 @@ def build_precisions(
         num_attention_heads=arch["num_attention_heads"],
         intermediate_size=arch["intermediate_size"],
     )
-    pre = Preprocessor(
-        tokenizer,
-        special,
-        query_max_length=int(manifest["query"]["max_length"]),
-        document_max_length=min(int(manifest["document"]["max_length"]), 512),
-    )
-    fset = build_set(pre, manifest["document"]["skiplist_ids"], fidelity_texts()) if measure else None
     calibration = calibration_feeds(pre) if "int8" in precisions else []
     graphs: list[dict] = []
     fidelity: dict = {}
-    for entry, module in zip(list(manifest["graphs"]), modules, strict=True):
+    graph_references = references if references is not None else [None] * len(manifest["graphs"])
+    for entry, reference in zip(list(manifest["graphs"]), graph_references, strict=True):
         path = out / entry["file"]
         optimized, fusions = optimize_fp32(path, path, cfg)
         keep_external = {"external_threshold": 0} if entry.get("external_data") else {}  # keep the exporter's choice
@@ -92,9 +115,8 @@ def build_precisions(
             model16, info = convert_fp16(optimized)
             variants.append({**_base(entry, file, "fp16", out, save=(model16, out / file)), **info})
         del optimized
-        if fset is not None:
+        if reference is not None:
             dims = [int(d) for d in entry["outputs"]]
-            reference = collect(torch_runner(module), fset)
             for v in variants:
                 got = collect(ort_runner(str(out / v["file"]), dims), fset)
                 v["fidelity"] = {}
