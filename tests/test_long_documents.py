@@ -52,3 +52,14 @@ def test_unknown_long_documents_mode_is_rejected(toy_model_dir):
     with pytest.raises(InvalidInputError, match="long_documents"):
         ColbertEncoder(toy_model_dir, long_documents="chunks")
 
+
+
+def test_one_megabyte_document_is_truncated_or_windowed_without_crash(toy_model_dir):
+    text = ("Berlin ist die Hauptstadt Deutschlands, und sie hat 3,8 Millionen Einwohner. " * 13000)[: 1 << 20]
+    assert len(text.encode("utf-8")) >= 1_000_000
+    (truncated,) = ColbertEncoder(toy_model_dir).encode_documents([text])
+    assert 0 < truncated.shape[0] <= 8192
+    windowed = ColbertEncoder(toy_model_dir, document_max_length=2048, long_documents="windows", window_stride=2045)
+    (all_tokens,) = windowed.encode_documents([text])
+    assert all_tokens.shape[0] > 20 * truncated.shape[0] / 4
+    assert np.isfinite(all_tokens).all()
