@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from colbert_onnx.scoring import maxsim
-from colbert_onnx.tokenization import Preprocessor
+from colbert_onnx.tokenization import Preprocessor, pad_batch
 
 from .corpus import multilingual_texts
 
@@ -57,12 +57,7 @@ def build_set(
     docs, keep = [], []
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = np.full((len(chunk), width), pre.special.pad, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, seq in enumerate(chunk):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_batch(chunk, pre.special.pad)
         docs.append({"input_ids": ids, "attention_mask": mask})
         keep.append(mask.astype(bool) & ~np.isin(ids, np.asarray(skiplist, dtype=np.int64)))
     return FidelitySet(queries=queries, documents=docs, keep=keep)

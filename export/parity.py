@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from colbert_onnx.encoder import ColbertEncoder
-from colbert_onnx.tokenization import Preprocessor
+from colbert_onnx.tokenization import Preprocessor, pad_batch
 
 from .checkpoint import Checkpoint
 from .corpus import multilingual_texts
@@ -28,16 +28,6 @@ def parity_texts() -> dict[str, list[str]]:
         "documents": corpus[16:40] + ["", "   "],
         "long": [" ".join(corpus)],
     }
-
-
-def _padded(pre: Preprocessor, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pre.special.pad, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 @dataclass(frozen=True)
@@ -62,8 +52,8 @@ def record_parity_reference(
     query_ids = pre.queries(texts["queries"])
     batches = {
         "queries": (query_ids, np.ones_like(query_ids)),
-        "documents": _padded(pre, pre.documents(texts["documents"]).ids),
-        "long": _padded(pre, pre.documents(texts["long"], long_tokens).ids),
+        "documents": pad_batch(pre.documents(texts["documents"]).ids, pre.special.pad),
+        "long": pad_batch(pre.documents(texts["long"], long_tokens).ids, pre.special.pad),
     }
     vectors: dict[int, dict[str, np.ndarray]] = {}
     for name, (ids, mask) in batches.items():

@@ -175,7 +175,8 @@ def _blocked_maxsim(queries: np.ndarray, documents: Sequence, decode) -> np.ndar
     return out
 
 
-def _as_queries(query_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+def as_queries(query_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(n_queries, q_tokens, dim) float32 and whether a single (q_tokens, dim) query was given."""
     queries = np.asarray(query_vectors, dtype=np.float32)
     single = queries.ndim == 2
     if single:
@@ -189,7 +190,7 @@ def _as_queries(query_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def maxsim_int8(query_vectors: np.ndarray, documents: Sequence[QuantizedVectors]) -> np.ndarray:
     """MaxSim of float queries against int8 documents: ``sum_q max_t scale_t * (q · codes_t)``."""
-    queries, single = _as_queries(query_vectors)
+    queries, single = as_queries(query_vectors)
     scores = _blocked_maxsim(queries, documents, QuantizedVectors.dequantize)
     return scores[0] if single else scores
 
@@ -201,7 +202,7 @@ def maxsim_binary(
 
     With ``binarize_query=False`` the float query is scored against ``±1 / sqrt(dim)`` document vectors.
     """
-    queries, single = _as_queries(query_vectors)
+    queries, single = as_queries(query_vectors)
     dim = queries.shape[2]
     if binarize_query:
         queries = np.where(queries > 0, 1.0, -1.0).astype(np.float32) / np.float32(dim)

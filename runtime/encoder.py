@@ -14,7 +14,7 @@ from .model_folder import open_model_folder
 from .progress import progress_bar
 from .scoring import maxsim
 from .session import SessionConfig, create_session
-from .tokenization import Preprocessor, as_text_list
+from .tokenization import Preprocessor, as_text_list, pad_batch
 from .windows import UNTRUNCATED, split_windows
 
 LONG_DOCUMENT_MODES = ("truncate", "windows")
@@ -159,12 +159,7 @@ class ColbertEncoder:
         batches = plan_batches(lengths, self.batch_size, self.max_batch_tokens)
         with progress_bar(progress, total=int(lengths.sum()), unit="tok", desc="encoding") as bar:
             for indices in batches:
-                width = int(lengths[indices].max())
-                ids = np.full((len(indices), width), self.preprocessor.special.pad, dtype=np.int64)
-                mask = np.zeros_like(ids)
-                for row, i in enumerate(indices):
-                    ids[row, : lengths[i]] = seqs[i]
-                    mask[row, : lengths[i]] = 1
+                ids, mask = pad_batch([seqs[i] for i in indices], self.preprocessor.special.pad)
                 vectors = self._run(ids, mask)
                 for row, i in enumerate(indices):
                     results[i] = vectors[row, : lengths[i]]

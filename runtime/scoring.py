@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .compact import compact_kind, maxsim_compact
+from .compact import as_queries, compact_kind, maxsim_compact
 from .errors import InvalidInputError
 
 # Columns of the query x document-token similarity matrix computed at once; bounds scratch memory
@@ -67,14 +67,7 @@ def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -
     kind = compact_kind(documents_vectors)
     if kind is not None:  # int8 (QuantizedVectors) or packed sign bits: see compact.py
         return maxsim_compact(query_vectors, documents_vectors, kind)
-    queries = np.asarray(query_vectors)
-    single = queries.ndim == 2
-    if single:
-        queries = queries[None]
-    if queries.ndim != 3:
-        raise InvalidInputError(
-            f"query_vectors has shape {queries.shape}, expected (q_tokens, dim) or (n_queries, q_tokens, dim)"
-        )
+    queries, single = as_queries(query_vectors)
     packed, offsets = pack_documents(documents_vectors)
     if packed.shape[1] != queries.shape[2]:
         raise InvalidInputError(f"query dim {queries.shape[2]} does not match document dim {packed.shape[1]}")

@@ -32,6 +32,17 @@ def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
     return items
 
 
+def pad_batch(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id sequences into (batch, longest) `input_ids` and the matching `attention_mask`."""
+    lengths = [len(s) for s in seqs]
+    ids = np.full((len(seqs), max(lengths)), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+        ids[row, :n] = seq
+        mask[row, :n] = 1
+    return ids, mask
+
+
 @dataclass(frozen=True)
 class TokenizedBatch:
     """Framed ids of a list of texts, unpadded; `lengths[i] == len(ids[i])`."""
