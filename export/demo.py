@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     for dim, parity in manifest["parity"]["fp32"].items():
         if dim.isdigit():
             print(f"      head {dim}: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.2e}")
+    for precision in ("int8", "fp16"):
+        for dim, m in sorted(manifest.get("fidelity", {}).get(precision, {}).items(), key=lambda kv: -int(kv[0])):
+            print(f"      {precision} head {dim}: mean token cosine {m['mean_token_cosine']:.5f}, "
+                  f"top-10 overlap {m['top10_overlap']:.3f} vs PyTorch fp32")
 
     print(f"[2/3] encoding with onnxruntime (dim {args.dim}, fp32, no PyTorch in this step)")
     encoder = ColbertEncoder(out, dim=args.dim)

@@ -10,8 +10,10 @@ and s is folded into their weight rows (W * s), which leaves the function unchan
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -177,37 +179,50 @@ def quantize_int8(
         del work
         dst.unlink(missing_ok=True)
         tmp_dst = Path(tmp) / "int8.onnx"
-        if method.endswith("static-qdq"):
-            quantize_static(
-                str(src),
-                str(tmp_dst),
-                _Reader(calibration),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gather"],
-                nodes_to_quantize=nodes,
-                use_external_data_format=big,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-            info["tool"] = "onnxruntime.quantization.quantize_static(QDQ, per_channel, MinMax, U8 act, S8 weights)"
-        else:
-            quantize_dynamic(
-                str(src),
-                str(tmp_dst),
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gather"],
-                nodes_to_quantize=nodes,
-                use_external_data_format=big,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-            info["tool"] = "onnxruntime.quantization.quantize_dynamic(per_channel, S8 weights, U8 dynamic act)"
+        # onnxruntime.quantization logs a root-logger warning for every tensor it skips.
+        with _root_log_level(logging.ERROR):
+            if method.endswith("static-qdq"):
+                quantize_static(
+                    str(src),
+                    str(tmp_dst),
+                    _Reader(calibration),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Gather"],
+                    nodes_to_quantize=nodes,
+                    use_external_data_format=big,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+                info["tool"] = "onnxruntime.quantization.quantize_static(QDQ, per_channel, MinMax, U8 act, S8 weights)"
+            else:
+                quantize_dynamic(
+                    str(src),
+                    str(tmp_dst),
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Gather"],
+                    nodes_to_quantize=nodes,
+                    use_external_data_format=big,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+                info["tool"] = "onnxruntime.quantization.quantize_dynamic(per_channel, S8 weights, U8 dynamic act)"
         save_graph(onnx.load(str(tmp_dst)), dst)  # one self-contained file (int8 stays far below 2 GB)
     info["quantized_matmuls"] = len(matmuls) - len(excluded)
     info["quantized_gathers"] = len(gathers)
     return info
+
+
+@contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def _rotary_nodes(model: onnx.ModelProto) -> list[str]:
