@@ -247,6 +247,7 @@ def _manifest(
             "intermediate_size": cfg.intermediate_size,
             "rotary_emb_base": cfg.rotary_emb_base,
             "layer_norm_eps": cfg.layer_norm_eps,
+            "max_position_embeddings": int(first.config.get("max_position_embeddings", 8194)),
         },
         "vocab_size": cfg.vocab_size,
         "heads": sorted((c.dim for c in checkpoints), reverse=True),

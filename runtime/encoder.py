@@ -93,6 +93,12 @@ class ColbertEncoder:
         tokenizer, special = self.folder.load_tokenizer()
         doc_max = manifest["document"]["max_length"] if document_max_length is None else document_max_length
         _positive_int("document_max_length", doc_max, allow_none=False)
+        trained = manifest.get("architecture", {}).get("max_position_embeddings")
+        if trained is not None and doc_max > trained:
+            raise InvalidInputError(
+                f"document_max_length={doc_max} exceeds the {trained} positions the model was trained on; "
+                "use long_documents='windows' to cover longer documents"
+            )
         self.preprocessor = Preprocessor(
             tokenizer,
             special,

@@ -63,3 +63,8 @@ def test_one_megabyte_document_is_truncated_or_windowed_without_crash(toy_model_
     (all_tokens,) = windowed.encode_documents([text])
     assert all_tokens.shape[0] > 20 * truncated.shape[0] / 4
     assert np.isfinite(all_tokens).all()
+
+
+def test_document_max_length_beyond_trained_positions_points_to_windows(toy_model_dir):
+    with pytest.raises(InvalidInputError, match="long_documents='windows'"):
+        ColbertEncoder(toy_model_dir, document_max_length=20000)
