@@ -72,7 +72,7 @@ def real_encoder(tmp_path_factory):
     from colbert_onnx import ColbertEncoder
     from colbert_onnx.export import export_model
 
-    out = export_model([Path(REAL)], tmp_path_factory.mktemp("real-onnx"))
+    out = export_model([Path(REAL)], tmp_path_factory.mktemp("real-onnx"), precisions="fp32")
     return ColbertEncoder(out, dim=128)
 
 
