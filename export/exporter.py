@@ -31,6 +31,7 @@ from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from colbert_onnx.tokenization import Preprocessor
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
+from .fidelity import torch_runner
 from .modeling import MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import PARITY_TOLERANCE, compare_parity, record_parity_reference
@@ -156,7 +157,12 @@ def export_model(
         entry.update(export_graph(module, out / entry["file"], opset=opset))
         if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
             set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
-            parity_refs.append(record_parity_reference(_torch_run(module), parity_pre))
+            run = torch_runner(module)
+
+            def run_ids(ids, mask, run=run):
+                return run({"input_ids": ids, "attention_mask": mask})
+
+            parity_refs.append(record_parity_reference(run_ids, parity_pre))
             fidelity_refs.append(record_fidelity_reference(module, fset))
         del module
     for ckpt in checkpoints:
@@ -178,17 +184,6 @@ def export_model(
         if failed:
             raise ParityError(f"ONNX output differs from PyTorch beyond {PARITY_TOLERANCE}: {failed}")
     return out
-
-
-def _torch_run(module: MultiHeadColbert):
-    """(ids, mask) -> dim -> vectors of a MultiHeadColbert, as numpy."""
-
-    def run(ids, mask):
-        with torch.no_grad():
-            outs = module(torch.from_numpy(ids), torch.from_numpy(mask))
-        return {d: o.numpy() for d, o in zip(module.dims, outs, strict=True)}
-
-    return run
 
 
 def _manifest(
