@@ -54,4 +54,4 @@ fidelity: setup
 
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup
-	$(PY) benchmarks/bench_quantization.py --length 256
+	$(PY) -m benchmarks.bench_quantization --length 256

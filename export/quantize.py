@@ -1,7 +1,8 @@
 """int8 (CPU) and fp16 (GPU) variants of an optimized fp32 graph.
 
-int8 uses onnxruntime.quantization (dynamic per-channel MatMul weights plus the embedding Gather,
-or static QDQ). What it lacks and is hand-written here: SmoothQuant-style smoothing. jina-colbert-v2
+int8 candidates: onnxruntime.quantization (dynamic per-channel, static QDQ, MatMulNBits) and the
+default, per-token dynamic activations (export/per_token.py: onnxruntime has no per-token mode).
+Also hand-written because onnxruntime lacks it: SmoothQuant-style smoothing. jina-colbert-v2
 is post-norm, so a LayerNorm output feeds both the next MatMul and the residual Add: the smoothing
 scale cannot be folded into the LayerNorm gain/bias without changing the residual path. Instead an
 explicit per-channel Mul (x / s) is inserted in front of the MatMuls that read that LayerNorm output,
@@ -30,9 +31,20 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from .optimize import save_graph
+from .per_token import rewrite_gathers, rewrite_matmuls, rewrite_weight_only
 
-INT8_METHODS = ("dynamic", "dynamic-exclude", "smooth-dynamic", "static-qdq", "smooth-static-qdq")
-DEFAULT_INT8_METHOD = "smooth-static-qdq"
+INT8_METHODS = (
+    "dynamic",
+    "dynamic-exclude",
+    "smooth-dynamic",
+    "static-qdq",
+    "smooth-static-qdq",
+    "smooth-nbits8",
+    "smooth-int4",
+    "per-token",
+    "smooth-per-token",
+)
+DEFAULT_INT8_METHOD = "smooth-per-token"
 SMOOTH_ALPHA = 0.5
 # fp16: kept in fp32 so statistics (LayerNorm), Softmax and the final L2 normalization stay exact.
 FP16_OP_BLOCK_LIST = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "ReduceL2", "Clip", "Div"]
@@ -51,6 +63,66 @@ def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
         for n in model.graph.node
         if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2
     ]
+
+
+def annotate_types(model: onnx.ModelProto) -> int:
+    """Add value_info (element types and shapes) for every tensor, in place; returns how many were added.
+
+    onnx's own shape inference stops at the com.microsoft ops of the optimized graph
+    (SkipLayerNormalization, BiasGelu), and onnxruntime's calibrator only calibrates tensors whose
+    type it knows: without this, every MatMul fed by a fused op keeps fp32 activations and
+    onnxruntime runs it as a weight-only MatMulNBits (measured: 72 of 97 MatMuls, ~300 instead of
+    ~700 GFLOP/s). Symbolic shape inference knows those ops; it runs on a copy whose large weights
+    are graph inputs of the same shape, so it never copies or serializes gigabytes.
+    """
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inferred = SymbolicShapeInference.infer_shapes(_weights_as_inputs(model), auto_merge=True, guess_output_rank=True)
+    known = {v.name for v in model.graph.value_info}
+    added = [v for v in inferred.graph.value_info if v.name not in known and v.type.tensor_type.elem_type]
+    model.graph.value_info.extend(added)
+    return len(added)
+
+
+def _weights_as_inputs(model: onnx.ModelProto, small: int = 1024) -> onnx.ModelProto:
+    """A copy of `model` whose initializers above `small` elements are graph inputs of the same type and shape."""
+    graph = onnx.GraphProto(name=model.graph.name)
+    graph.node.extend(model.graph.node)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    graph.input.extend(model.graph.input)
+    for t in model.graph.initializer:
+        if np.prod(t.dims) > small:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            graph.initializer.append(t)
+    return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+
+
+def output_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Weight MatMuls whose result reaches a graph output without passing another MatMul: the ColBERT heads.
+
+    They hold ~0.1 % of the FLOPs and write the vectors directly, so quantizing them buys no speed
+    and costs fidelity where it is seen first.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    found = []
+    for node in weight_matmuls(model):
+        todo, seen = list(node.output), set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in outputs:
+                found.append(node.name)
+                break
+            for c in consumers.get(tensor, []):
+                if c.name not in seen and c.op_type not in ("MatMul", "Gemm"):
+                    seen.add(c.name)
+                    todo.extend(c.output)
+    return found
 
 
 def _with_outputs(model: onnx.ModelProto, names: Sequence[str], folder: Path) -> Path:
@@ -163,7 +235,7 @@ def quantize_int8(
     matmuls = [n.name for n in weight_matmuls(work)]
     info: dict = {"method": method}
     excluded: list[str] = []
-    if method in ("smooth-dynamic", "dynamic-exclude", "smooth-static-qdq"):
+    if method.startswith("smooth") or method == "dynamic-exclude":
         absmax = activation_absmax(work, calibration)
         if method.startswith("smooth"):
             info["smoothed_tensors"] = smooth(work, absmax)
@@ -171,6 +243,24 @@ def quantize_int8(
         else:
             excluded = most_sensitive_matmuls(work, absmax, exclude_count)
             info["fp32_matmuls"] = excluded
+    if method.endswith("per-token"):
+        heads = output_matmuls(work)
+        info["quantized_matmuls"] = rewrite_matmuls(work, set(matmuls) - set(heads))
+        info["weight_only_matmuls"] = rewrite_weight_only(work, set(heads))
+        info["quantized_gathers"] = rewrite_gathers(work)
+        info["tool"] = "hand-written (export/per_token.py): per-token dynamic U8 activations, S8 weights per channel"
+        save_graph(work, dst)
+        return info
+    if method.endswith(("nbits8", "int4")):
+        bits, block = (8, 128) if method.endswith("nbits8") else (4, 32)
+        info["quantized_matmuls"] = _matmul_nbits(work, bits, block)
+        info["quantized_gathers"] = rewrite_gathers(work)
+        info["tool"] = (
+            f"onnxruntime MatMulNBitsQuantizer(bits={bits}, block {block}, accuracy_level=4) + per-row int8 Gather"
+        )
+        save_graph(work, dst)
+        return info
+    info["typed_tensors"] = annotate_types(work)
     gathers = [n.name for n in work.graph.node if n.op_type == "Gather" and n.input[0] in _initializers(work)]
     nodes = [m for m in matmuls if m not in excluded] + gathers
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +283,11 @@ def quantize_int8(
                     op_types_to_quantize=["MatMul", "Gather"],
                     nodes_to_quantize=nodes,
                     use_external_data_format=big,
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                    extra_options={
+                        "DefaultTensorType": onnx.TensorProto.FLOAT,
+                        # float MatMul outputs: onnxruntime fuses DQ->MatMul into MatMulIntegerToFloat
+                        "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                    },
                 )
                 info["tool"] = "onnxruntime.quantization.quantize_static(QDQ, per_channel, MinMax, U8 act, S8 weights)"
             else:
@@ -212,6 +306,25 @@ def quantize_int8(
     info["quantized_matmuls"] = len(matmuls) - len(excluded)
     info["quantized_gathers"] = len(gathers)
     return info
+
+
+def _matmul_nbits(model: onnx.ModelProto, bits: int, block_size: int) -> int:
+    """Weight MatMuls to com.microsoft MatMulNBits (4- or 8-bit weight blocks, int8 compute), in place."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    cfg = DefaultWeightOnlyQuantConfig(
+        block_size=block_size, is_symmetric=True, accuracy_level=4, bits=bits, op_types_to_quantize=("MatMul",)
+    )
+    with _root_log_level(logging.ERROR):
+        opsets = {o.domain: o.version for o in model.opset_import}
+        quantizer = MatMulNBitsQuantizer(model, algo_config=cfg)
+        quantizer.process()
+    for o in quantizer.model.model.opset_import:  # raised to 21 for int4 QDQ only; MatMulNBits needs none
+        if o.domain in opsets:
+            o.version = opsets[o.domain]
+    if quantizer.model.model is not model:
+        model.CopyFrom(quantizer.model.model)
+    return sum(n.op_type == "MatMulNBits" for n in model.graph.node)
 
 
 @contextmanager

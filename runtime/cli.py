@@ -43,6 +43,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.out,
         document_max_length=args.document_max_length or 8192,
         precisions=args.precision,
+        int8_method=args.int8_method,
     )
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"]}
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32,int8,fp16",
         help="comma-separated graphs to write: fp32 (always), int8 (CPU), fp16 (GPU); default all three",
+    )
+    p.add_argument(
+        "--int8-method",
+        default="smooth-per-token",
+        help="how int8 is made (default smooth-per-token; smooth-nbits8 is slower and more faithful; "
+        "all methods and their measurements: docs/quantization.md)",
     )
     p.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="upload the folder to this hub repo")
     p.add_argument("--private", action="store_true", default=None, help="with --push-to-hub: a private repo")

@@ -13,7 +13,7 @@ from .errors import InvalidInputError
 from .model_folder import open_model_folder
 from .progress import progress_bar
 from .scoring import maxsim
-from .session import SessionConfig, create_session
+from .session import SessionConfig, binding_device, create_session, run_with_binding
 from .tokenization import Preprocessor, as_text_list, pad_batch
 from .windows import UNTRUNCATED, split_windows
 
@@ -66,6 +66,9 @@ class ColbertEncoder:
             each token taken from the window where it is most central.
         window_stride: tokens between window starts (default: half a window).
         session_options: onnxruntime knobs (arena, graph optimization level); see session.py.
+        io_binding: run through onnxruntime IOBinding on the session's device (inputs copied there
+            once per batch, only the requested head's output copied back); None (default): on for
+            cuda, off for cpu.
     """
 
     def __init__(
@@ -81,7 +84,10 @@ class ColbertEncoder:
         long_documents: str = "truncate",
         window_stride: int | None = None,
         session_options: SessionConfig | None = None,
+        io_binding: bool | None = None,
     ) -> None:
+        if io_binding is not None and not isinstance(io_binding, bool):
+            raise InvalidInputError(f"io_binding must be True, False or None, got {io_binding!r}")
         self.folder = open_model_folder(model_dir)
         self.graph = self.folder.graph_for(dim, precision)
         self.dim = dim
@@ -120,6 +126,8 @@ class ColbertEncoder:
         self.session = create_session(
             str(self.folder.path / self.graph.file), device=device, threads=threads, config=session_options
         )
+        self.io_binding = device == "cuda" if io_binding is None else io_binding
+        self._binding_device = binding_device(self.session) if self.io_binding else None
 
     def for_dim(self, dim: int) -> ColbertEncoder:
         """An encoder for another head that shares this one's tokenizer and, when the same graph
@@ -131,6 +139,7 @@ class ColbertEncoder:
         if graph.file != self.graph.file:
             other.session = create_session(str(self.folder.path / graph.file), device=self.device,
                                            threads=self._threads, config=self._session_config)
+            other._binding_device = binding_device(other.session) if other.io_binding else None
         return other
 
     @property
@@ -144,18 +153,14 @@ class ColbertEncoder:
     def _run(self, ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32.
 
-        On CUDA, IOBinding copies the two int64 inputs to the device once and only the requested
-        head's output back (no outputs of the other heads, no intermediate host copies).
+        With io_binding (default on CUDA), the two int64 inputs are copied to the session's device
+        once and only the requested head's output is copied back (session.run_with_binding).
         """
-        if self.device == "cuda":
-            binding = self.session.io_binding()
-            binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids))
-            binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask))
-            binding.bind_output(self._output_name, "cpu")
-            self.session.run_with_iobinding(binding)
-            out = binding.copy_outputs_to_cpu()[0]
+        inputs = {"input_ids": ids, "attention_mask": attention_mask}
+        if self._binding_device is not None:
+            out = run_with_binding(self.session, self._output_name, inputs, self._binding_device)
         else:
-            (out,) = self.session.run([self._output_name], {"input_ids": ids, "attention_mask": attention_mask})
+            (out,) = self.session.run([self._output_name], inputs)
         return np.asarray(out, dtype=np.float32)
 
     def _encode_sequences(self, seqs: list[np.ndarray], progress: bool = False) -> list[np.ndarray]:

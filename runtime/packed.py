@@ -7,38 +7,102 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compact import QuantizedVectors, pack_int8, quantize_int8
 from .errors import InvalidInputError
-from .scoring import maxsim_packed, pack_documents
+from .scoring import int8_codes_to_uint8, maxsim_packed, maxsim_packed_int8, pack_documents
+
+_STORAGE = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int8): "int8"}
+_QUANTIZE_ROWS = 1 << 16  # float rows quantized at once by from_list(..., dtype=np.int8): bounds scratch memory
 
 
 @dataclass(frozen=True)
 class PackedDocuments:
-    """Many documents' token vectors in one contiguous array (float32 or float16) with start offsets.
+    """Many documents' token vectors in one contiguous array with start offsets.
 
-    One allocation instead of thousands of small arrays; scoring is one GEMM per token block plus a
-    segmented max, never a Python loop over documents.
+    Storage is float32 (exact scores), float16 (exact for the stored halves) or int8: then
+    ``vectors`` holds the uint8 ``code + 128`` of per-vector symmetric int8 codes (the layout the
+    integer kernel reads directly) and ``scales`` the (tokens,) float32 scales, as
+    ``encode_documents(output="int8")``. int8 scores quantize the query too (docs/maxsim.md).
+
+    One allocation instead of thousands of small arrays; scoring is one GEMM per cache-sized token
+    block plus a segmented max, never a Python loop over documents.
     """
 
     vectors: np.ndarray
     offsets: np.ndarray
+    scales: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        v, offsets = self.vectors, self.offsets
+        if v.ndim != 2 or v.shape[0] == 0:
+            raise InvalidInputError(f"vectors must be a non-empty (tokens, dim) array, got shape {v.shape}")
+        if offsets.ndim != 1 or offsets.shape[0] == 0 or offsets[0] != 0:
+            raise InvalidInputError("offsets must be a non-empty 1-D array of document starts beginning at 0")
+        if np.any(np.diff(offsets) <= 0) or offsets[-1] >= v.shape[0]:
+            raise InvalidInputError("offsets must increase strictly and stay below the number of vectors")
+        if self.scales is None:
+            if v.dtype not in (np.float32, np.float16):
+                raise InvalidInputError(f"vectors must be float32 or float16 (or uint8 with scales), got {v.dtype}")
+        elif v.dtype != np.uint8 or self.scales.shape != (v.shape[0],):
+            raise InvalidInputError(
+                f"int8 storage needs uint8 vectors (code + 128) and ({v.shape[0]},) scales, "
+                f"got {v.dtype} and {self.scales.shape}"
+            )
 
     @classmethod
-    def from_list(cls, documents: Sequence[np.ndarray], dtype: type = np.float32) -> PackedDocuments:
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
-            raise InvalidInputError(f"dtype must be float32 or float16, got {np.dtype(dtype)}")
-        packed, offsets = pack_documents(documents)
-        return cls(np.ascontiguousarray(packed, dtype=dtype), offsets)
+    def from_list(
+        cls, documents: Sequence[np.ndarray] | Sequence[QuantizedVectors], dtype: type | None = None
+    ) -> PackedDocuments:
+        """Pack float documents (or ``QuantizedVectors``) as float32, float16 or int8 (`dtype`).
+
+        `dtype` defaults to float32 for float documents and int8 for ``QuantizedVectors`` (packed as
+        they are); ``dtype=np.int8`` quantizes float documents per vector like ``quantize_int8``.
+        """
+        quantized = len(documents) > 0 and isinstance(documents[0], QuantizedVectors)
+        storage = _STORAGE.get(np.dtype(dtype if dtype is not None else np.int8 if quantized else np.float32))
+        if storage is None:
+            raise InvalidInputError(f"dtype must be float32, float16 or int8, got {np.dtype(dtype)}")
+        if quantized and storage == "int8":
+            codes_u8, scales, offsets = pack_int8(documents)  # type: ignore[arg-type]
+            return cls(codes_u8, offsets, scales)
+        if quantized:
+            documents = [d.dequantize() if isinstance(d, QuantizedVectors) else d for d in documents]
+        packed, offsets = pack_documents(documents)  # type: ignore[arg-type]
+        if storage != "int8":
+            return cls(np.ascontiguousarray(packed, dtype=storage), offsets)
+        codes_u8 = np.empty(packed.shape, dtype=np.uint8)
+        scales = np.empty(packed.shape[0], dtype=np.float32)
+        for start in range(0, packed.shape[0], _QUANTIZE_ROWS):
+            q = quantize_int8(packed[start : start + _QUANTIZE_ROWS])
+            int8_codes_to_uint8(q.codes, out=codes_u8[start : start + _QUANTIZE_ROWS])
+            scales[start : start + _QUANTIZE_ROWS] = q.scales
+        return cls(codes_u8, offsets, scales)
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int) -> np.ndarray | QuantizedVectors:
+        """Document `i`: its (tokens, dim) float array, or its ``QuantizedVectors`` for int8 storage."""
         end = self.offsets[i + 1] if i + 1 < len(self) else self.vectors.shape[0]
-        return self.vectors[self.offsets[i] : end]
+        start = self.offsets[i]
+        if self.scales is None:
+            return self.vectors[start:end]
+        codes = int8_codes_to_uint8(self.vectors[start:end]).view(np.int8)
+        return QuantizedVectors(codes=codes, scales=self.scales[start:end])
 
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+    @property
+    def storage(self) -> str:
+        """``float32``, ``float16`` or ``int8``."""
+        return "int8" if self.scales is not None else _STORAGE[self.vectors.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        """Stored bytes (vectors, plus scales for int8; offsets not counted)."""
+        return int(self.vectors.nbytes + (self.scales.nbytes if self.scales is not None else 0))
 
     def scores(self, queries: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(n_queries, n_documents) MaxSim scores; `queries` is (n, q_tokens, dim) or a list of them."""
@@ -47,12 +111,16 @@ class PackedDocuments:
             q = q[None]
         if q.ndim != 3 or q.shape[2] != self.dim:
             raise InvalidInputError(f"queries of shape {q.shape} do not fit documents of dim {self.dim}")
+        if self.scales is not None:
+            return maxsim_packed_int8(q, self.vectors, self.scales, self.offsets)
         return maxsim_packed(q, self.vectors, self.offsets)
 
     def top_k(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and scores of the k best documents for one (q_tokens, dim) query, best first."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"k must be a positive int, got {k!r}")
         scores = self.scores(query)[0]
-        k = min(k, len(self))
+        k = min(int(k), len(self))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         return best, scores[best]

@@ -1,9 +1,12 @@
-"""onnxruntime session creation: providers, threads and load errors turned into typed errors."""
+"""onnxruntime session creation: providers, threads and load errors turned into typed errors;
+runs through IOBinding on whatever device the session's provider is."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import onnxruntime as ort
 
 from .errors import DeviceUnavailableError, InvalidInputError, ModelFolderError
@@ -71,6 +74,46 @@ def create_session(
         options.inter_op_num_threads = 1
     providers = providers_for(device)
     try:
-        return ort.InferenceSession(graph_path, sess_options=options, providers=providers)
+        session = ort.InferenceSession(graph_path, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated exception types on bad files
         raise ModelFolderError(f"cannot load ONNX graph {graph_path}: {str(exc).strip()[:500]}") from exc
+    if providers[0] not in session.get_providers():
+        # onnxruntime only warns when a provider fails to initialize (e.g. missing CUDA/cuDNN
+        # libraries) and silently runs on the CPU instead.
+        raise DeviceUnavailableError(
+            f"device={device!r} was requested but onnxruntime could not initialize {providers[0]} "
+            f"(session runs on {', '.join(session.get_providers())}); check the CUDA/cuDNN libraries "
+            "onnxruntime-gpu needs, or use device='cpu'"
+        )
+    return session
+
+
+BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
+def binding_device(session: ort.InferenceSession) -> tuple[str, int]:
+    """(device_type, device_id) of the session's first provider: where IOBinding places inputs and outputs."""
+    provider = session.get_providers()[0]
+    if provider not in BINDING_DEVICES:
+        raise DeviceUnavailableError(f"io_binding supports {', '.join(BINDING_DEVICES)}, not {provider}")
+    device_id = session.get_provider_options().get(provider, {}).get("device_id", 0)
+    return BINDING_DEVICES[provider], int(device_id)
+
+
+def run_with_binding(
+    session: ort.InferenceSession, output_name: str, inputs: Mapping[str, np.ndarray], device: tuple[str, int]
+) -> np.ndarray:
+    """One run through IOBinding: each input copied to `device` once, the one output allocated there
+    by onnxruntime and copied to host memory once. Thread-safe: one binding per call."""
+    device_type, device_id = device
+    binding = session.io_binding()
+    # Keep the OrtValues (and the arrays a CPU OrtValue wraps without copying) alive until the run ends.
+    values = [
+        ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device_type, device_id)
+        for array in inputs.values()
+    ]
+    for name, value in zip(inputs, values, strict=True):
+        binding.bind_ortvalue_input(name, value)
+    binding.bind_output(output_name, device_type, device_id)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()[0]

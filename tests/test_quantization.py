@@ -118,7 +118,10 @@ def test_int8_quantizes_embedding_gather_and_every_weight_matmul(larger_folder):
     graph = onnx.load(str(larger_folder / "model-int8.onnx"))
     weights = {t.name for t in graph.graph.initializer}
     float_matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
-    float_tables = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2]
+    float_tables = [  # per-row scales ([rows, 1]) are not tables
+        t for t in graph.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) > 1
+    ]
     assert float_matmuls == [] and float_tables == []
 
 
@@ -252,3 +255,64 @@ def test_fp16_softmax_runs_in_fp32_inside_chunked_attention(larger_folder):
         for softmax in (n for n in body.node if n.op_type == "Softmax"):
             cast = casts.get(softmax.input[0])
             assert cast is not None and cast.attribute[0].i == onnx.TensorProto.FLOAT
+
+
+def test_export_builds_the_int8_method_asked_for(larger_trio, tmp_path):
+    out = _export(larger_trio, tmp_path, precisions="fp32,int8", check_parity=False, int8_method="smooth-nbits8")
+    int8 = next(g for g in _manifest(out)["graphs"] if g["precision"] == "int8")
+    ops = {n.op_type for n in onnx.load(str(out / int8["file"])).graph.node}
+    assert int8["method"] == "smooth-nbits8" and "MatMulNBits" in ops
+
+
+def test_unknown_int8_method_is_refused_before_any_work(larger_trio, tmp_path):
+    with pytest.raises(CheckpointError, match="unknown int8 method 'int3'.*smooth-per-token"):
+        _export(larger_trio, tmp_path, int8_method="int3")
+    assert not any(tmp_path.iterdir())
+
+
+def test_default_int8_runs_every_backbone_matmul_as_an_integer_gemm(larger_folder):
+    graph = onnx.load(str(larger_folder / "model-int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("MatMulInteger") == 4 * LARGER_TOY["num_hidden_layers"]
+
+
+def test_static_qdq_quantizes_the_activation_of_every_weight_matmul(larger_folder, tmp_path):
+    # Regression: the calibrator skipped tensors after fused com.microsoft ops (types unknown to onnx),
+    # leaving those MatMuls weight-only.
+    from colbert_onnx.export.precisions import calibration_feeds
+    from colbert_onnx.export.quantize import quantize_int8
+
+    pre = ColbertEncoder(larger_folder).preprocessor
+    quantize_int8(onnx.load(str(larger_folder / "model.onnx")), tmp_path / "q.onnx", calibration_feeds(pre),
+                  method="static-qdq")
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and producers.get(n.input[1]) == "DequantizeLinear"]
+    assert len(matmuls) == 4 * LARGER_TOY["num_hidden_layers"] + len(DIMS)
+    assert all(producers.get(n.input[0]) == "DequantizeLinear" for n in matmuls)
+
+
+def test_export_falls_back_to_the_more_faithful_int8_when_the_default_misses_a_gate(larger_trio, tmp_path,
+                                                                                    monkeypatch):
+    import colbert_onnx.export.precisions as precisions
+
+    real, int8_verdicts = precisions.passes, []
+
+    def first_int8_graph_fails(precision: str, metrics: dict) -> bool:
+        if precision == "int8":
+            int8_verdicts.append(precision)
+            if len(int8_verdicts) <= len(DIMS):  # every head of the first int8 graph
+                return False
+        return real(precision, metrics)
+
+    monkeypatch.setattr(precisions, "passes", first_int8_graph_fails)
+    out = _export(larger_trio, tmp_path, precisions="fp32,int8")
+    int8 = next(g for g in _manifest(out)["graphs"] if g["precision"] == "int8")
+    assert int8["method"] == "smooth-nbits8" and int8["instead_of"]["method"] == "smooth-per-token"
+    assert all(m["passed"] for m in int8["fidelity"].values())
+    assert not any(m["passed"] for m in int8["instead_of"]["fidelity"].values())
+
+
+def test_export_keeps_the_fast_int8_when_it_passes(larger_folder):
+    int8 = next(g for g in _manifest(larger_folder)["graphs"] if g["precision"] == "int8")
+    assert int8["method"] == "smooth-per-token" and "instead_of" not in int8

@@ -1,0 +1,121 @@
+"""The per-token int8 rewrite (export/per_token.py): exact against a numpy emulation, and where it applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+pytest.importorskip("torch", reason="export/ needs the [export] extra")
+
+from colbert_onnx.export.per_token import (  # noqa: E402
+    quantize_weight,
+    rewrite_gathers,
+    rewrite_matmuls,
+    rewrite_weight_only,
+)
+from colbert_onnx.export.quantize import output_matmuls  # noqa: E402
+
+K, N = 64, 48
+
+
+def _matmul_graph(w: np.ndarray, opset: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, N])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _run(model: onnx.ModelProto, **feeds: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def _emulate(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-token symmetric activation scales, per-channel weight scales, integer products."""
+    wq, ws = quantize_weight(w)
+    s = np.maximum(np.abs(x).max(-1, keepdims=True), 1e-8) / 127.0
+    xq = np.clip(np.round(x / s), -127, 127)
+    return (xq.astype(np.float64) @ wq.astype(np.float64)) * s * ws
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_rewritten_matmul_equals_per_token_int8_emulation(opset):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    x = rng.standard_normal((2, 5, K)).astype(np.float32)
+    x[1, 2] *= 50.0  # one loud token must not coarsen the others' scale
+    model = _matmul_graph(w, opset)
+    assert rewrite_matmuls(model, {"mm"}) == 1
+    got = _run(model, x=x)
+    np.testing.assert_allclose(got, _emulate(x, w), rtol=1e-5, atol=1e-4)
+    assert np.abs(got - x @ w).max() / np.abs(x @ w).max() < 0.02
+
+
+def test_rewritten_matmul_runs_as_an_integer_gemm():
+    model = _matmul_graph(np.ones((K, N), np.float32), 17)
+    rewrite_matmuls(model, {"mm"})
+    ops = {n.op_type for n in model.graph.node}
+    assert "MatMulInteger" in ops and "MatMul" not in ops
+
+
+def test_all_zero_token_gives_zero_not_nan():
+    model = _matmul_graph(np.ones((K, N), np.float32), 17)
+    rewrite_matmuls(model, {"mm"})
+    got = _run(model, x=np.zeros((1, 3, K), np.float32))
+    assert np.isfinite(got).all() and not got.any()
+
+
+def test_weight_only_matmul_keeps_float_activations_and_int8_weights():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    x = rng.standard_normal((1, 4, K)).astype(np.float32)
+    model = _matmul_graph(w, 17)
+    assert rewrite_weight_only(model, {"mm"}) == 1
+    assert [t.data_type for t in model.graph.initializer if len(t.dims) == 2] == [TensorProto.INT8]
+    wq, ws = quantize_weight(w)
+    np.testing.assert_allclose(_run(model, x=x), x @ (wq * ws), rtol=1e-4, atol=1e-4)
+
+
+def test_embedding_rows_get_their_own_int8_scale():
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((10, K)).astype(np.float32)
+    table[3] *= 1000.0  # a huge row must not flatten the others
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["y"], name="emb")],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, K])],
+        [numpy_helper.from_array(table, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert rewrite_gathers(model) == 1
+    ids = np.arange(10, dtype=np.int64)
+    got = _run(model, ids=ids)
+    step = np.abs(table).max(axis=1, keepdims=True) / 127.0
+    assert (np.abs(got - table) <= 0.5 * step + 1e-6).all()
+
+
+def test_output_matmuls_are_the_heads_not_the_backbone():
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="backbone"),
+        helper.make_node("Relu", ["h"], ["r"], name="act"),
+        helper.make_node("MatMul", ["r", "W2"], ["v"], name="head"),
+        helper.make_node("LpNormalization", ["v"], ["y"], name="norm", axis=-1),
+    ]
+    w = numpy_helper.from_array(np.ones((K, K), np.float32), "W1")
+    w2 = numpy_helper.from_array(np.ones((K, N), np.float32), "W2")
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, N])],
+        [w, w2],
+    )
+    assert output_matmuls(helper.make_model(graph)) == ["head"]
