@@ -22,11 +22,16 @@ from onnx import TensorProto, helper, numpy_helper
 EPS = 1e-8
 
 
+def quantize_symmetric(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per slice along `axis` reduced away: (int8 values, float32 scales, kept dims)."""
+    scale = (np.maximum(np.abs(x).max(axis=axis, keepdims=True), EPS) / 127.0).astype(np.float32)
+    return np.clip(np.round(x / scale), -127, 127).astype(np.int8), scale
+
+
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel (column) of a [K, N] weight: (int8 weight, float32 scales)."""
-    scale = np.maximum(np.abs(w).max(axis=0), EPS) / 127.0
-    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-    return q, scale.astype(np.float32)
+    """Symmetric int8 per output channel (column) of a [K, N] weight: (int8 weight, (N,) float32 scales)."""
+    q, scale = quantize_symmetric(w, axis=0)
+    return q, scale[0]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -113,8 +118,7 @@ def rewrite_gathers(model: onnx.ModelProto) -> int:
             nodes.append(node)
             continue
         data = numpy_helper.to_array(table)
-        scale = (np.maximum(np.abs(data).max(axis=1, keepdims=True), EPS) / 127.0).astype(np.float32)
-        q = np.clip(np.round(data / scale), -127, 127).astype(np.int8)
+        q, scale = quantize_symmetric(data, axis=1)  # one scale per token row
         q_name, s_name, y = table.name + "_row_int8", table.name + "_row_scale", node.output[0]
         table.CopyFrom(numpy_helper.from_array(q, q_name))
         model.graph.initializer.append(numpy_helper.from_array(scale, s_name))
