@@ -316,12 +316,8 @@ def _matmul_nbits(model: onnx.ModelProto, bits: int, block_size: int) -> int:
         block_size=block_size, is_symmetric=True, accuracy_level=4, bits=bits, op_types_to_quantize=("MatMul",)
     )
     with _root_log_level(logging.ERROR):
-        opsets = {o.domain: o.version for o in model.opset_import}
         quantizer = MatMulNBitsQuantizer(model, algo_config=cfg)
         quantizer.process()
-    for o in quantizer.model.model.opset_import:  # raised to 21 for int4 QDQ only; MatMulNBits needs none
-        if o.domain in opsets:
-            o.version = opsets[o.domain]
     if quantizer.model.model is not model:
         model.CopyFrom(quantizer.model.model)
     return sum(n.op_type == "MatMulNBits" for n in model.graph.node)
