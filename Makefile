@@ -8,7 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant
+.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant bench-gpu
 
 setup: $(VENV)/.installed
 
@@ -55,3 +55,9 @@ fidelity: setup
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup
 	$(PY) -m benchmarks.bench_quantization --length 256
+
+# fp32/fp16 on onnxruntime's CUDA provider vs PyTorch eager on the same GPU (full-size architecture).
+# Needs onnxruntime-gpu in place of onnxruntime and a CUDA device; docs/gpu.md has the figures and
+# how the lent GPU machine was used (benchmarks/device/).
+bench-gpu: setup
+	$(PY) -m benchmarks.bench_gpu --json models/bench-gpu.json

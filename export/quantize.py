@@ -363,14 +363,37 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         node_block_list=blocked_nodes,
     )
     converted = wrapped.model
+    duplicates = drop_duplicate_nodes(converted.graph)
     subgraph_softmax = _softmax_fp32_in_subgraphs(converted)
     info = {
         "method": "onnxruntime.transformers OnnxModel.convert_float_to_float16(keep_io_types=True, symbolic shapes)",
         "fp32_op_types": FP16_OP_BLOCK_LIST,
         "fp32_nodes": len(blocked_nodes),
         "fp32_softmax_in_loop_bodies": subgraph_softmax,
+        "duplicate_nodes_dropped": duplicates,
     }
     return converted, info
+
+
+def drop_duplicate_nodes(graph: onnx.GraphProto) -> int:
+    """Remove nodes identical to an earlier one (same op, inputs, outputs, attributes); returns how many.
+
+    onnxruntime 1.31's fp16 converter inserts one Cast per fp32 consumer of a tensor, all with the same
+    name and output (here: the head's MatMul feeding ReduceL2 and Div), which onnxruntime then refuses
+    to load ("two nodes with same node name"). The copies compute the same tensor, so one is kept.
+    """
+    seen: set[bytes] = set()
+    kept = []
+    for node in graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    dropped = len(graph.node) - len(kept)
+    if dropped:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return dropped
 
 
 def _softmax_fp32_in_subgraphs(model: onnx.ModelProto) -> int:
@@ -384,7 +407,8 @@ def _softmax_fp32_in_subgraphs(model: onnx.ModelProto) -> int:
     loops = [n for n in model.graph.node if n.op_type == "Loop"]
     if not loops:
         return 0
-    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+    # On a weight-less copy: the full-size model's gigabytes are not copied or serialized.
+    inferred = SymbolicShapeInference.infer_shapes(_weights_as_inputs(model), auto_merge=True, guess_output_rank=True)
     bodies = {n.name: a.g for n in inferred.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH}
     count = 0
     for loop in loops:

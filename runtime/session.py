@@ -31,6 +31,29 @@ class SessionConfig:
     enable_cpu_mem_arena: bool = True
     enable_mem_pattern: bool = True
     graph_optimization_level: str = "all"
+    # CUDA only: cap on the session's GPU arena in bytes (None: no cap), and how the arena grows.
+    # "kSameAsRequested" keeps several full-size sessions in one process within the card (docs/gpu.md).
+    gpu_mem_limit: int | None = None
+    arena_extend_strategy: str = "kNextPowerOfTwo"
+
+
+ARENA_EXTEND_STRATEGIES = ("kNextPowerOfTwo", "kSameAsRequested")
+
+
+def cuda_provider_options(config: SessionConfig) -> dict[str, str]:
+    """onnxruntime CUDAExecutionProvider options for `config` (validated here, not deep in onnxruntime)."""
+    if config.arena_extend_strategy not in ARENA_EXTEND_STRATEGIES:
+        raise InvalidInputError(
+            f"arena_extend_strategy must be one of {', '.join(ARENA_EXTEND_STRATEGIES)}, "
+            f"got {config.arena_extend_strategy!r}"
+        )
+    options = {"arena_extend_strategy": config.arena_extend_strategy}
+    limit = config.gpu_mem_limit
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"gpu_mem_limit must be a positive number of bytes or None, got {limit!r}")
+        options["gpu_mem_limit"] = str(limit)
+    return options
 
 
 def providers_for(device: str) -> list[str]:
@@ -72,9 +95,13 @@ def create_session(
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    cuda_options = cuda_provider_options(config)  # validated on every device: a typo must not wait for a GPU
     providers = providers_for(device)
+    provider_options = [cuda_options if p == "CUDAExecutionProvider" else {} for p in providers]
     try:
-        session = ort.InferenceSession(graph_path, sess_options=options, providers=providers)
+        session = ort.InferenceSession(
+            graph_path, sess_options=options, providers=providers, provider_options=provider_options
+        )
     except Exception as exc:  # onnxruntime raises several unrelated exception types on bad files
         raise ModelFolderError(f"cannot load ONNX graph {graph_path}: {str(exc).strip()[:500]}") from exc
     if providers[0] not in session.get_providers():

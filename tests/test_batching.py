@@ -9,7 +9,7 @@ import pytest
 
 from colbert_onnx import ColbertEncoder, InvalidInputError
 from colbert_onnx.encoder import plan_batches
-from colbert_onnx.session import SessionConfig
+from colbert_onnx.session import SessionConfig, cuda_provider_options
 
 TEXTS = [f"Dokument {i}: " + "Berlin Paris Tokyo " * (i % 7) for i in range(40)]
 
@@ -73,3 +73,15 @@ def test_session_options_are_applied_and_validated(toy_model_dir):
     assert encoder.session.get_session_options().enable_cpu_mem_arena is False
     with pytest.raises(InvalidInputError, match="graph_optimization_level"):
         ColbertEncoder(toy_model_dir, session_options=SessionConfig(graph_optimization_level="max"))
+
+
+def test_cuda_provider_options_carry_the_gpu_arena_settings():
+    config = SessionConfig(gpu_mem_limit=2**30, arena_extend_strategy="kSameAsRequested")
+    assert cuda_provider_options(config) == {"arena_extend_strategy": "kSameAsRequested", "gpu_mem_limit": str(2**30)}
+    assert cuda_provider_options(SessionConfig()) == {"arena_extend_strategy": "kNextPowerOfTwo"}
+
+
+@pytest.mark.parametrize("bad", [{"arena_extend_strategy": "grow"}, {"gpu_mem_limit": 0}, {"gpu_mem_limit": "1GB"}])
+def test_bad_gpu_arena_options_are_refused_even_on_cpu(toy_model_dir, bad):
+    with pytest.raises(InvalidInputError, match=next(iter(bad))):
+        ColbertEncoder(toy_model_dir, session_options=SessionConfig(**bad))

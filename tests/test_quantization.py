@@ -257,6 +257,33 @@ def test_fp16_softmax_runs_in_fp32_inside_chunked_attention(larger_folder):
             assert cast is not None and cast.attribute[0].i == onnx.TensorProto.FLOAT
 
 
+def test_every_exported_graph_has_unique_node_names_and_outputs(larger_folder):
+    # onnxruntime refuses duplicates at load ("two nodes with same node name"); onnxruntime 1.31's fp16
+    # converter made them (one Cast per fp32 consumer of the head's output), seen on a GPU machine.
+    for graph in _manifest(larger_folder)["graphs"]:
+        nodes = onnx.load(str(larger_folder / graph["file"])).graph.node
+        names = [n.name for n in nodes]
+        outputs = [o for n in nodes for o in n.output]
+        assert len(set(names)) == len(names) and len(set(outputs)) == len(outputs), graph["file"]
+
+
+def test_drop_duplicate_nodes_keeps_one_copy_of_identical_casts():
+    from onnx import TensorProto, helper
+
+    from colbert_onnx.export.quantize import drop_duplicate_nodes
+
+    cast = helper.make_node("Cast", ["x"], ["x32"], name="x_cast_to_fp32_node", to=TensorProto.FLOAT)
+    graph = helper.make_graph(
+        [cast, onnx.NodeProto.FromString(cast.SerializeToString()), helper.make_node("Neg", ["x32"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    assert drop_duplicate_nodes(graph) == 1
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": np.array([1, -2], np.float16)})[0], [-1, 2])
+
+
 def test_export_builds_the_int8_method_asked_for(larger_trio, tmp_path):
     out = _export(larger_trio, tmp_path, precisions="fp32,int8", check_parity=False, int8_method="smooth-nbits8")
     int8 = next(g for g in _manifest(out)["graphs"] if g["precision"] == "int8")
