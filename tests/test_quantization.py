@@ -267,6 +267,30 @@ def test_every_exported_graph_has_unique_node_names_and_outputs(larger_folder):
         assert len(set(names)) == len(names) and len(set(outputs)) == len(outputs), graph["file"]
 
 
+def test_fp16_conversion_on_stubbed_weights_equals_the_converter_on_the_full_model(larger_folder, monkeypatch):
+    # convert_fp16 runs onnxruntime's converter on data-less weight stubs (memory) and converts the
+    # weights afterwards; the result must be the graph the converter makes from the full model.
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from colbert_onnx.export import quantize
+
+    monkeypatch.setattr(quantize, "STUB_ABOVE", 1024)  # the toy's matrices are small: stub them all
+    fp32 = onnx.load(str(larger_folder / "model.onnx"))
+    assert sum(int(np.prod(t.dims)) > 1024 for t in fp32.graph.initializer) >= 10
+    lean, _ = quantize.convert_fp16(fp32)
+    full = onnx.ModelProto()
+    full.CopyFrom(fp32)
+    wrapped = OnnxModel(full)
+    wrapped.convert_float_to_float16(use_symbolic_shape_infer=True, keep_io_types=True,
+                                     op_block_list=quantize.FP16_OP_BLOCK_LIST,
+                                     node_block_list=quantize._rotary_nodes(fp32))
+    reference = wrapped.model
+    quantize.drop_duplicate_nodes(reference.graph)
+    quantize._softmax_fp32_in_subgraphs(reference)
+    for field in ("node", "initializer", "value_info", "input", "output"):
+        assert getattr(lean.graph, field) == getattr(reference.graph, field), field
+
+
 def test_drop_duplicate_nodes_keeps_one_copy_of_identical_casts():
     from onnx import TensorProto, helper
 
