@@ -58,6 +58,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+class RotaryEmbedding(torch.autograd.Function):
+    """x * cos + rotate_half(x) * sin on (batch, seq, hidden) heads-major rows, from half-width tables.
+
+    PyTorch computes it plainly; the ONNX export writes one com.microsoft.RotaryEmbedding node
+    (onnxruntime's fused kernel, CPU and CUDA) instead of the ~10 Slice/Neg/Concat/Mul/Add nodes
+    per q and k that neither onnxruntime's optimizer nor its rotary fusion recognise (docs/export.md).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos_half: torch.Tensor, sin_half: torch.Tensor, num_heads: int):
+        batch, seq, hidden = x.shape
+        heads = x.view(batch, seq, num_heads, hidden // num_heads)
+        cos = torch.cat((cos_half, cos_half), dim=-1)[:, None, :]
+        sin = torch.cat((sin_half, sin_half), dim=-1)[:, None, :]
+        return (heads * cos + rotate_half(heads) * sin).reshape(batch, seq, hidden)
+
+    @staticmethod
+    def symbolic(g, x, cos_half, sin_half, num_heads: int):
+        offset = g.op("Constant", value_t=torch.tensor([0], dtype=torch.int64))  # positions 0..seq-1
+        # No num_heads attribute needed: onnxruntime derives head_dim from the table width (head_dim / 2).
+        return g.op("com.microsoft::RotaryEmbedding", x, offset, cos_half, sin_half, interleaved_i=0).setType(x.type())
+
+
 class Mixer(nn.Module):
     """Multi-head self-attention with one fused q|k|v projection and rotary q/k."""
 
@@ -73,10 +96,10 @@ class Mixer(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor
     ) -> torch.Tensor:
         batch, seq, hidden = x.shape
-        qkv = self.Wqkv(x).view(batch, seq, 3, self.num_heads, self.head_dim)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # (batch, heads, seq, head_dim)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k, v = self.Wqkv(x).split(self.num_heads * self.head_dim, dim=-1)  # each (batch, seq, hidden)
+        q = RotaryEmbedding.apply(q, cos, sin, self.num_heads)
+        k = RotaryEmbedding.apply(k, cos, sin, self.num_heads)
+        q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         scale = 1.0 / math.sqrt(self.head_dim)
         if self.attention_chunk is None:
             logits = torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias
@@ -150,11 +173,10 @@ class Backbone(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotary_tables(self, seq_len: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin of shape (seq, head_dim) for positions 0..seq-1, built in float32."""
+        """cos/sin of shape (seq, head_dim / 2) for positions 0..seq-1, built in float32."""
         positions = torch.arange(seq_len, dtype=torch.float32, device=self.inv_freq.device)
         freqs = torch.outer(positions, self.inv_freq)
-        angles = torch.cat((freqs, freqs), dim=-1)
-        return angles.cos(), angles.sin()
+        return freqs.cos(), freqs.sin()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.emb_ln(self.embeddings(input_ids))
