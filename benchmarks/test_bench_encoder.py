@@ -35,14 +35,16 @@ def engines(bench_model, tmp_path_factory) -> dict:
 
     from colbert_onnx.export import load_checkpoint
     from colbert_onnx.export.exporter import export_graph
-    from colbert_onnx.export.modeling import MultiHeadColbert
+    from colbert_onnx.export.modeling import MultiHeadColbert, set_fused_rotary
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ckpt = load_checkpoint(bench_model["checkpoint"], hash_files=False)
     model = ckpt.module()
     plain = Path(bench_model["onnx"]).parent / "plain.onnx"
-    if not plain.is_file():
-        export_graph(MultiHeadColbert(model.roberta, {ckpt.dim: ckpt.head}), plain)
+    if not plain.is_file():  # what fastembed runs: no fusions, no contrib ops, plain attention
+        baseline = MultiHeadColbert(model.roberta, {ckpt.dim: ckpt.head})
+        set_fused_rotary(baseline, False)
+        export_graph(baseline, plain)
     plain_session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
 
     def torch_run(ids, mask):

@@ -58,6 +58,15 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def rotary(x: torch.Tensor, cos_half: torch.Tensor, sin_half: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin per head of (batch, seq, hidden) rows, from (seq, head_dim / 2) tables."""
+    batch, seq, hidden = x.shape
+    heads = x.view(batch, seq, num_heads, hidden // num_heads)
+    cos = torch.cat((cos_half, cos_half), dim=-1)[:, None, :]
+    sin = torch.cat((sin_half, sin_half), dim=-1)[:, None, :]
+    return (heads * cos + rotate_half(heads) * sin).reshape(batch, seq, hidden)
+
+
 class RotaryEmbedding(torch.autograd.Function):
     """x * cos + rotate_half(x) * sin on (batch, seq, hidden) heads-major rows, from half-width tables.
 
@@ -68,11 +77,7 @@ class RotaryEmbedding(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, cos_half: torch.Tensor, sin_half: torch.Tensor, num_heads: int):
-        batch, seq, hidden = x.shape
-        heads = x.view(batch, seq, num_heads, hidden // num_heads)
-        cos = torch.cat((cos_half, cos_half), dim=-1)[:, None, :]
-        sin = torch.cat((sin_half, sin_half), dim=-1)[:, None, :]
-        return (heads * cos + rotate_half(heads) * sin).reshape(batch, seq, hidden)
+        return rotary(x, cos_half, sin_half, num_heads)
 
     @staticmethod
     def symbolic(g, x, cos_half, sin_half, num_heads: int):
@@ -89,6 +94,7 @@ class Mixer(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
         self.attention_chunk: int | None = None  # None: plain attention; see chunked_attention
+        self.fused_rotary = True  # False: export the rotation as plain ops (the baseline benchmarks use)
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
@@ -97,8 +103,8 @@ class Mixer(nn.Module):
     ) -> torch.Tensor:
         batch, seq, hidden = x.shape
         q, k, v = self.Wqkv(x).split(self.num_heads * self.head_dim, dim=-1)  # each (batch, seq, hidden)
-        q = RotaryEmbedding.apply(q, cos, sin, self.num_heads)
-        k = RotaryEmbedding.apply(k, cos, sin, self.num_heads)
+        rotate = RotaryEmbedding.apply if self.fused_rotary else rotary
+        q, k = rotate(q, cos, sin, self.num_heads), rotate(k, cos, sin, self.num_heads)
         q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         scale = 1.0 / math.sqrt(self.head_dim)
         if self.attention_chunk is None:
@@ -149,6 +155,13 @@ class Encoder(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+def set_fused_rotary(module: nn.Module, fused: bool) -> None:
+    """Export q/k rotation as one com.microsoft.RotaryEmbedding (True, default) or as plain ONNX ops."""
+    for layer in module.modules():
+        if isinstance(layer, Mixer):
+            layer.fused_rotary = fused
 
 
 def set_attention_chunk(module: nn.Module, chunk: int | None) -> None:

@@ -132,3 +132,25 @@ def test_attention_runs_in_query_chunks_inside_the_graph(toy_model_dir, toy_trio
     b = ColbertEncoder(toy_model_dir, dim=64).encode_documents([long_doc])[0]
     assert a.shape[0] > exporter.ATTENTION_CHUNK
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_rotary_exports_as_one_contrib_node_per_q_and_k_or_as_plain_ops(toy_trio, tmp_path, fused):
+    import onnxruntime as ort
+    import torch
+
+    from colbert_onnx.export import load_checkpoint
+    from colbert_onnx.export.modeling import MultiHeadColbert, set_fused_rotary
+
+    ckpt = load_checkpoint(toy_trio[128], hash_files=False)
+    module = MultiHeadColbert(ckpt.module().roberta, {128: ckpt.head})
+    set_fused_rotary(module, fused)
+    exporter.export_graph(module, tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops.count("RotaryEmbedding") == (2 * ckpt.backbone_config.num_hidden_layers if fused else 0)
+    ids = np.array([[0, 617, 40, 41, 42, 43, 44, 2], [0, 617, 50, 51, 2, 1, 1, 1]])
+    mask = (ids != 1).astype(np.int64)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = module(torch.from_numpy(ids), torch.from_numpy(mask))[0].numpy()
+    assert np.abs(got - want).max() < 1e-5
