@@ -21,33 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.conftest import SIZES
+from benchmarks.conftest import SIZES, interleaved_medians, random_ids
 from colbert_onnx.export.exporter import ATTENTION_CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_VARIANTS = {"chunked": ATTENTION_CHUNK, "plain-attention": None}  # export name -> attention_chunk
 VARIANTS = dict(ALL_VARIANTS)  # narrowed by --variants
 PRECISIONS = ("fp32", "fp16")
-
-
-def _ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(length)
-    ids = rng.integers(5, vocab, size=(batch, length)).astype(np.int64)
-    ids[:, 0], ids[:, -1] = 0, 2
-    return ids, np.ones_like(ids)
-
-
-def _medians(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each callable, timed in turns after one warm-up each."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for fn in candidates.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _gpu_used_mib() -> float | None:
@@ -211,7 +191,7 @@ class Bench:
             batch = batches.get(length, max(1, 32768 // length))
             if self.args.size == "small" or self.device == "cpu":
                 batch = max(1, batch // 16)
-            feeds[f"{batch}x{length}"] = _ids(length, batch)
+            feeds[f"{batch}x{length}"] = random_ids(length, batch)
         engines = ["torch-fp32", "torch-autocast-fp16", *(f"{v}-{p}" for v in VARIANTS for p in PRECISIONS),
                    f"{next(iter(VARIANTS))}-fp16-no-iobinding"]
         seconds: dict[str, dict[str, float]] = {key: {} for key in feeds}
@@ -219,7 +199,8 @@ class Bench:
             try:
                 run = self._engine(engine)
                 for key, (ids, mask) in feeds.items():
-                    seconds[key][engine] = _medians({engine: partial(run, ids, mask)}, rounds=self.args.rounds)[engine]
+                    timed = interleaved_medians({engine: partial(run, ids, mask)}, rounds=self.args.rounds)
+                    seconds[key][engine] = timed[engine]
             except Exception as exc:  # one engine failing (e.g. out of GPU memory) keeps the others' rows
                 print(f"{engine}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
             run = None
@@ -261,7 +242,7 @@ class Bench:
                     enc.encode_queries([q])
                     singles.append(time.perf_counter() - start)
                 singles = singles[32:]
-                batched = _medians({"b": lambda e=enc: e.encode_queries(queries)}, rounds=5)["b"]
+                batched = interleaved_medians({"b": lambda e=enc: e.encode_queries(queries)}, rounds=5)["b"]
                 loop = float(np.sum(singles[:32]))
                 out[f"{variant}-{precision}"] = {
                     "p50_ms": 1e3 * float(np.percentile(singles, 50)),

@@ -14,6 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,27 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
     write_report(RESULTS, ROOT / "docs", machine=f"{platform.processor() or platform.machine()}, "
                  f"{os.cpu_count()} cores", day=date.today().isoformat(), size=os.environ.get("BENCH_SIZE", "full"))
+
+
+def random_ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(batch, length) ids framed by <s> ... </s>, all real tokens, and their all-ones mask (seeded by length)."""
+    rng = np.random.default_rng(length)
+    ids = rng.integers(5, vocab, size=(batch, length)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids, np.ones_like(ids)
+
+
+def interleaved_medians(candidates: dict, rounds: int = 7) -> dict[str, float]:
+    """Median seconds of each callable, timed in turns (one warm-up each) so load changes hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for fn in candidates.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def timed(fn, repeat: int = 3) -> float:

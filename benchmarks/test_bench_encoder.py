@@ -14,18 +14,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.conftest import peak_rss_mib, record
+from benchmarks.conftest import interleaved_medians, peak_rss_mib, random_ids, record
 from colbert_onnx import ColbertEncoder
 from colbert_onnx.packed import PackedDocuments
 
 DOC_TOKENS = 4096  # tokens per timed call: batch = DOC_TOKENS // length
-
-
-def _ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(length)
-    ids = rng.integers(5, vocab, size=(batch, length)).astype(np.int64)
-    ids[:, 0], ids[:, -1] = 0, 2
-    return ids, np.ones_like(ids)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +66,7 @@ ENGINES = ["torch-eager", "onnx-plain-fp32", "ours-fp32", "ours-int8"]
 def test_document_throughput(benchmark, engines, engine, length):
     if engine not in engines:
         pytest.skip(f"{engine} was not exported in this run")
-    ids, mask = _ids(length, max(1, DOC_TOKENS // length))
+    ids, mask = random_ids(length, max(1, DOC_TOKENS // length))
     benchmark.pedantic(engines[engine], args=(ids, mask), rounds=3, warmup_rounds=1)
     tokens_per_s = ids.size / benchmark.stats.stats.median
     record("documents", f"{engine}@{length}", tokens_per_s=tokens_per_s, length=length, engine=engine)
@@ -101,19 +94,6 @@ def _precisions(bench_model) -> list[str]:
     return json.loads((Path(bench_model["onnx"]) / "manifest.json").read_text())["precisions"]
 
 
-def _interleaved_medians(candidates: dict, rounds: int = 7) -> dict[str, float]:
-    """Median seconds of each callable, timed in turns (one warm-up each) so load changes hit all alike."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for fn in candidates.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def test_maxsim_packed_vs_per_document_loop(benchmark):
     """Packed float32 (exact) and packed int8 MaxSim vs a per-document numpy loop, timed in the same run."""
     rng = np.random.default_rng(0)
@@ -133,7 +113,7 @@ def test_maxsim_packed_vs_per_document_loop(benchmark):
     approx = packed8.scores(query)[0]
     np.testing.assert_allclose(exact, reference, rtol=1e-5, atol=1e-5)
     top10 = len(set(np.argsort(-approx)[:10]) & set(np.argsort(-reference)[:10])) / 10
-    medians = _interleaved_medians({"loop": loop, "float32": lambda: packed.scores(query),
+    medians = interleaved_medians({"loop": loop, "float32": lambda: packed.scores(query),
                                     "int8": lambda: packed8.scores(query)})
     benchmark.pedantic(packed.scores, args=(query,), rounds=3, warmup_rounds=1)  # pytest-benchmark's own row
     record("maxsim", "1000x300", loop_ms=1e3 * medians["loop"], packed_ms=1e3 * medians["float32"],
