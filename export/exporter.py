@@ -6,6 +6,7 @@ import gc
 import json
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ from colbert_onnx.conventions import (
     punctuation_skiplist,
 )
 from colbert_onnx.encoder import ColbertEncoder
-from colbert_onnx.errors import ColbertOnnxError
+from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
 from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
 from colbert_onnx.tokenization import Preprocessor
 
@@ -178,6 +179,11 @@ def export_model(
         out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
     )
     _write_manifest(out, manifest)
+    missed = [f"{g['precision']} head {d}" for g in manifest["graphs"] for d, m in g.get("fidelity", {}).items()
+              if not m.get("passed", True)]
+    if missed:
+        warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
+                      "docs/quantization.md)", FidelityWarning, stacklevel=2)
 
     if check_parity:
         parity = {}

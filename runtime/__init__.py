@@ -5,6 +5,7 @@ from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
     DeviceUnavailableError,
+    FidelityWarning,
     InvalidInputError,
     ModelFolderError,
     PrecisionNotAvailableError,
@@ -19,6 +20,7 @@ __all__ = [
     "ColbertEncoder",
     "ColbertOnnxError",
     "DeviceUnavailableError",
+    "FidelityWarning",
     "InvalidInputError",
     "ModelFolderError",
     "PrecisionNotAvailableError",

@@ -46,7 +46,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         int8_method=args.int8_method,
     )
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"]}
+    fidelity = {g["precision"]: {d: m["passed"] for d, m in g["fidelity"].items()}
+                for g in manifest["graphs"] if g.get("fidelity")}
+    report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"],
+              "fidelity_gates_passed": fidelity}
     if args.push_to_hub:
         from .hub import push_to_hub
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .compact import finish_documents
-from .errors import InvalidInputError
+from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .progress import progress_bar
 from .scoring import maxsim
@@ -26,6 +27,20 @@ def _positive_int(name: str, value: int | None, allow_none: bool = True) -> int 
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
+    metrics = folder.missed_gates(graph, dim)
+    if metrics:
+        figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",
+                                                              "top10_overlap", "spearman") if k in metrics)
+        warnings.warn(
+            f"{precision} head {dim} of {folder.path} missed its fidelity gates at export ({figures}); its "
+            "vectors and rankings differ from the PyTorch model more than the gates allow "
+            "(docs/quantization.md); fp32 or fp16 are faithful",
+            FidelityWarning,
+            stacklevel=3,
+        )
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> list[np.ndarray]:
@@ -90,6 +105,7 @@ class ColbertEncoder:
             raise InvalidInputError(f"io_binding must be True, False or None, got {io_binding!r}")
         self.folder = open_model_folder(model_dir)
         self.graph = self.folder.graph_for(dim, precision)
+        _warn_if_gates_missed(self.folder, self.graph, dim, precision)
         self.dim = dim
         self.precision = precision
         self.device = device
@@ -134,6 +150,7 @@ class ColbertEncoder:
         holds both heads (the shared-backbone export), its onnxruntime session: no second copy of
         the weights in memory."""
         graph = self.folder.graph_for(dim, self.precision)
+        _warn_if_gates_missed(self.folder, graph, dim, self.precision)
         other = copy.copy(self)
         other.graph, other.dim, other._output_name = graph, dim, graph.outputs[dim]
         if graph.file != self.graph.file:

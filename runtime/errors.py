@@ -29,3 +29,7 @@ class TokenizerMismatchError(ModelFolderError):
 
 class DeviceUnavailableError(ColbertOnnxError, RuntimeError):
     """The requested execution device (e.g. CUDA) is not available in this onnxruntime build."""
+
+
+class FidelityWarning(UserWarning):
+    """A graph missed the fidelity gates it was measured against at export (vectors less faithful)."""

@@ -74,6 +74,12 @@ class ModelFolder:
             f"(available: {', '.join(have)}); export it with `colbert-onnx export ... --precision {precision}`"
         )
 
+    def missed_gates(self, graph: GraphEntry, dim: int) -> dict | None:
+        """The export-time fidelity figures of `graph`'s head `dim` when they missed a gate, else None."""
+        entry = next((g for g in self.manifest.get("graphs", []) if g.get("file") == graph.file), {})
+        metrics = entry.get("fidelity", {}).get(str(dim))
+        return metrics if isinstance(metrics, dict) and metrics.get("passed") is False else None
+
     def load_tokenizer(self) -> tuple[Tokenizer, SpecialIds]:
         """The folder's tokenizer, checked against the graph vocabulary and the ColBERT markers."""
         tok_path = self.path / self.manifest.get("tokenizer", {}).get("file", "tokenizer.json")

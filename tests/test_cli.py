@@ -48,7 +48,9 @@ def test_export_cli_writes_a_usable_folder(toy_trio, tmp_path, capsys):
     pytest.importorskip("torch", reason="export needs the [export] extra")
     out = tmp_path / "cli-out"
     assert main(["export", str(toy_trio[64]), "--out", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["heads"] == [64]
+    report = json.loads(capsys.readouterr().out)
+    assert report["heads"] == [64]
+    assert set(report["fidelity_gates_passed"]) == {"fp32", "int8", "fp16"}
     assert ColbertEncoder(out, dim=64).encode_queries("x")[0].shape == (32, 64)
 
 

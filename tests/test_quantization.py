@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,12 @@ import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from colbert_onnx import ColbertEncoder  # noqa: E402
-from colbert_onnx.errors import DeviceUnavailableError, ModelFolderError, PrecisionNotAvailableError  # noqa: E402
+from colbert_onnx.errors import (  # noqa: E402
+    DeviceUnavailableError,
+    FidelityWarning,
+    ModelFolderError,
+    PrecisionNotAvailableError,
+)
 from colbert_onnx.export import export_model, load_checkpoint, make_toy_trio  # noqa: E402
 from colbert_onnx.export.checkpoint import CheckpointError  # noqa: E402
 from colbert_onnx.export.exporter import export_graph  # noqa: E402
@@ -362,6 +368,33 @@ def test_export_falls_back_to_the_more_faithful_int8_when_the_default_misses_a_g
     assert int8["method"] == "smooth-nbits8" and int8["instead_of"]["method"] == "smooth-per-token"
     assert all(m["passed"] for m in int8["fidelity"].values())
     assert not any(m["passed"] for m in int8["instead_of"]["fidelity"].values())
+
+
+def test_export_warns_when_a_precision_misses_its_gates_even_after_the_fallback(larger_trio, tmp_path, monkeypatch):
+    import colbert_onnx.export.precisions as precisions
+
+    real = precisions.passes
+    monkeypatch.setattr(precisions, "passes", lambda p, m: False if p == "int8" else real(p, m))
+    with pytest.warns(FidelityWarning, match="int8 head 128, int8 head 96, int8 head 64 missed the fidelity gates"):
+        _export(larger_trio, tmp_path, precisions="fp32,int8")
+
+
+def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(larger_folder, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(larger_folder, folder)
+    manifest = _manifest(folder)
+    int8 = next(g for g in manifest["graphs"] if g["precision"] == "int8")
+    int8["fidelity"]["96"]["passed"] = False
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.warns(FidelityWarning, match="int8 head 96 of .* missed its fidelity gates.*min_token_cosine"):
+        encoder = ColbertEncoder(folder, dim=96, precision="int8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FidelityWarning)
+        ColbertEncoder(folder, dim=128, precision="int8")  # its head passed: no warning
+        ColbertEncoder(folder, dim=96, precision="fp32")
+    with pytest.warns(FidelityWarning, match="int8 head 96"):
+        ColbertEncoder(folder, dim=128, precision="int8").for_dim(96)
+    assert encoder.encode_queries("x")[0].shape == (32, 96)
 
 
 def test_export_keeps_the_fast_int8_when_it_passes(larger_folder):
