@@ -119,3 +119,49 @@ def test_output_matmuls_are_the_heads_not_the_backbone():
         [w, w2],
     )
     assert output_matmuls(helper.make_model(graph)) == ["head"]
+
+
+def _embedding_graph(table: np.ndarray, gamma: np.ndarray) -> onnx.ModelProto:
+    """ids -> Gather(table) -> + type row -> LayerNormalization(gamma): the embedding path of the export."""
+    h = table.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="gather"),
+         helper.make_node("Add", ["emb", "type_row"], ["summed"], name="add"),
+         helper.make_node("LayerNormalization", ["summed", "gamma", "beta"], ["y"], name="ln", axis=-1)],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [None, None, h]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, h])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.zeros(h, np.float32), "type_row"),
+         numpy_helper.from_array(gamma, "gamma"), numpy_helper.from_array(np.zeros(h, np.float32), "beta")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _embedding_outputs(model: onnx.ModelProto, ids: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["emb"], {"ids": ids})[0]
+
+
+def test_embedding_columns_the_layernorm_amplifies_stay_exact_in_int8():
+    rng = np.random.default_rng(0)
+    table = (0.05 * rng.standard_normal((300, 64))).astype(np.float32)
+    gamma = np.ones(64, np.float32)
+    gamma[[7, 40]] = [20.0, 12.0]  # outlier gains, as trained XLM-R-large has
+    model = _embedding_graph(table, gamma)
+    ids = rng.integers(0, 300, size=(2, 9)).astype(np.int64)
+    want = _embedding_outputs(model, ids)
+    assert rewrite_gathers(model) == 1
+    got = _embedding_outputs(model, ids)
+    np.testing.assert_array_equal(got[..., [7, 40]], want[..., [7, 40]])
+    rest = np.setdiff1d(np.arange(64), [7, 40])
+    step = np.abs(table[:, rest]).max(axis=1)[ids] / 127.0  # per-row int8 step, outlier columns left out
+    assert (np.abs(got[..., rest] - want[..., rest]) <= 0.5 * step[..., None] + 1e-7).all()
+
+
+def test_embedding_without_outlier_gains_keeps_the_plain_per_row_int8():
+    rng = np.random.default_rng(1)
+    model = _embedding_graph((0.05 * rng.standard_normal((50, 32))).astype(np.float32),
+                             (1.0 + 0.1 * rng.standard_normal(32)).astype(np.float32))
+    rewrite_gathers(model)
+    assert [n.op_type for n in model.graph.node if n.name.startswith("gather")] == ["Gather", "Cast", "Gather", "Mul"]
