@@ -28,7 +28,7 @@ from colbert_onnx.conventions import (
 )
 from colbert_onnx.encoder import ColbertEncoder
 from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
-from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME
+from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, gate_verdicts
 from colbert_onnx.tokenization import Preprocessor
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
@@ -179,8 +179,7 @@ def export_model(
         out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
     )
     _write_manifest(out, manifest)
-    missed = [f"{g['precision']} head {d}" for g in manifest["graphs"] for d, m in g.get("fidelity", {}).items()
-              if not m.get("passed", True)]
+    missed = [f"{p} head {d}" for p, heads in gate_verdicts(manifest).items() for d, ok in heads.items() if not ok]
     if missed:
         warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
                       "docs/quantization.md)", FidelityWarning, stacklevel=2)

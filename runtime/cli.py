@@ -45,11 +45,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         precisions=args.precision,
         int8_method=args.int8_method,
     )
+    from .model_folder import gate_verdicts
+
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    fidelity = {g["precision"]: {d: m["passed"] for d, m in g["fidelity"].items()}
-                for g in manifest["graphs"] if g.get("fidelity")}
     report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"],
-              "fidelity_gates_passed": fidelity}
+              "fidelity_gates_passed": gate_verdicts(manifest)}
     if args.push_to_hub:
         from .hub import push_to_hub
 

@@ -34,6 +34,15 @@ class GraphEntry:
     bytes: int
 
 
+def gate_verdicts(manifest: dict[str, Any]) -> dict[str, dict[str, bool]]:
+    """precision -> head -> whether its export-time fidelity passed the gates (graphs measured only)."""
+    verdicts: dict[str, dict[str, bool]] = {}
+    for graph in manifest.get("graphs", []):
+        for dim, metrics in graph.get("fidelity", {}).items():
+            verdicts.setdefault(graph["precision"], {})[dim] = bool(metrics.get("passed", True))
+    return verdicts
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     """A validated model folder: what the runtime needs to build sessions and preprocess text."""
