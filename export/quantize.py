@@ -88,17 +88,29 @@ def annotate_types(model: onnx.ModelProto) -> int:
 
 def _weights_as_inputs(model: onnx.ModelProto, small: int = 1024) -> onnx.ModelProto:
     """A copy of `model` whose initializers above `small` elements are graph inputs of the same type and shape."""
+    return _without_weight_data(model, small, as_inputs=True)
+
+
+def _without_weight_data(model: onnx.ModelProto, small: int, as_inputs: bool) -> onnx.ModelProto:
+    """A copy of `model` (no tensor data copied) whose initializers above `small` elements become graph
+    inputs (`as_inputs`) or data-less stubs of the same type and dims; smaller ones are kept."""
     graph = onnx.GraphProto(name=model.graph.name)
-    graph.node.extend(model.graph.node)
-    graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
-    graph.input.extend(model.graph.input)
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(model.graph, field))
     for t in model.graph.initializer:
-        if np.prod(t.dims) > small:
+        if np.prod(t.dims) <= small:
+            graph.initializer.append(t)
+        elif as_inputs:
             graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         else:
-            graph.initializer.append(t)
-    return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+            stub = graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            stub.external_data.add(key="location", value=STUB_LOCATION)
+    work = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(work, field, getattr(model, field))
+    work.metadata_props.extend(model.metadata_props)
+    return work
 
 
 def output_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -358,15 +370,14 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     held ~11 GB more than the fp32 graph (three model copies inside symbolic shape inference).
     """
     blocked_nodes = _rotary_nodes(model)
-    work = _stub_weights(model)
+    # Weight matrices and the embedding table as data-less stubs; biases and LayerNorm gains stay
+    # (symbolic shape inference reads some of them as values).
+    work = _without_weight_data(model, STUB_ABOVE, as_inputs=False)
     # OnnxModel's wrapper runs symbolic shape inference first, which knows the fused com.microsoft ops
     # (plain float16.convert_float_to_float16 leaves fp32/fp16 mismatches after SkipLayerNormalization).
     wrapped = OnnxModel(work)
     # The converter reads each converted weight's data only to learn its shape; the dims say the same.
-    # (patched in the namespace of the converter OnnxModel really calls: onnx_model imports it as a
-    # top-level module `float16`, a different module object from onnxruntime.transformers.float16)
-    converter_globals = onnx_model.convert_float_to_float16.__globals__
-    with mock.patch.dict(converter_globals, {"make_value_info_from_tensor": _value_info_from_dims}):
+    with mock.patch.dict(_converter_namespace(), {"make_value_info_from_tensor": _value_info_from_dims}):
         wrapped.convert_float_to_float16(
             use_symbolic_shape_infer=True,
             keep_io_types=True,
@@ -391,33 +402,14 @@ STUB_LOCATION = "colbert-onnx-fp16-stub"
 STUB_ABOVE = 65536  # elements: weight matrices and the embedding table, not biases or LayerNorm gains
 
 
+def _converter_namespace() -> dict:
+    """Globals of the fp16 converter OnnxModel calls (onnx_model imports it as a top-level module
+    `float16`, a different module object from onnxruntime.transformers.float16)."""
+    return onnx_model.convert_float_to_float16.__globals__
+
+
 def _value_info_from_dims(tensor: onnx.TensorProto) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-
-
-def _stub_weights(model: onnx.ModelProto, small: int | None = None) -> onnx.ModelProto:
-    """A copy of `model` whose initializers above `small` elements (the weight matrices and the embedding
-    table) carry dims and type but no data. Biases and LayerNorm gains stay: symbolic shape inference
-    reads some of them as values."""
-    work = onnx.ModelProto()
-    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(work, field, getattr(model, field))
-    work.opset_import.extend(model.opset_import)
-    work.metadata_props.extend(model.metadata_props)
-    small = STUB_ABOVE if small is None else small
-    graph = work.graph
-    graph.name = model.graph.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field).extend(getattr(model.graph, field))
-    for t in model.graph.initializer:
-        if np.prod(t.dims) > small:
-            stub = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
-            stub.data_location = onnx.TensorProto.EXTERNAL
-            stub.external_data.add(key="location", value=STUB_LOCATION)
-            graph.initializer.append(stub)
-        else:
-            graph.initializer.append(t)
-    return work
 
 
 def _fill_stubs(converted: onnx.ModelProto, source: onnx.ModelProto) -> None:
@@ -430,7 +422,7 @@ def _fill_stubs(converted: onnx.ModelProto, source: onnx.ModelProto) -> None:
         weight = onnx.TensorProto()
         weight.CopyFrom(originals[stub.name])
         if stub.data_type == onnx.TensorProto.FLOAT16 and weight.data_type == onnx.TensorProto.FLOAT:
-            weight = onnx_model.convert_float_to_float16.__globals__["convert_tensor_float_to_float16"](weight)
+            weight = _converter_namespace()["convert_tensor_float_to_float16"](weight)
         elif stub.data_type != weight.data_type:
             raise RuntimeError(f"fp16 conversion typed {stub.name} as {stub.data_type}, from {weight.data_type}")
         stub.CopyFrom(weight)
