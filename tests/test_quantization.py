@@ -27,7 +27,7 @@ from colbert_onnx.export import export_model, load_checkpoint, make_toy_trio  # 
 from colbert_onnx.export.checkpoint import CheckpointError  # noqa: E402
 from colbert_onnx.export.exporter import export_graph  # noqa: E402
 from colbert_onnx.export.fidelity import Outputs, compare, fidelity_texts, passes, spearman  # noqa: E402
-from colbert_onnx.export.fidelity_report import LARGER_TOY, quiet_outlier_heads  # noqa: E402
+from colbert_onnx.export.fidelity_report import LARGER_TOY, make_outlier_toy_trio  # noqa: E402
 from colbert_onnx.export.modeling import MultiHeadColbert  # noqa: E402
 from colbert_onnx.export.precisions import parse_precisions  # noqa: E402
 
@@ -42,11 +42,8 @@ def larger_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 @pytest.fixture(scope="module")
 def outlier_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """The same size with 4 activation-outlier channels (10-30x LayerNorm gains)."""
-    trio = make_toy_trio(tmp_path_factory.mktemp("q-outliers"), seed=0, outlier_channels=4,
-                         config_overrides=LARGER_TOY)
-    quiet_outlier_heads(trio)
-    return trio
+    """4 x 512 with 4 activation-outlier channels (10-30x LayerNorm gains) and moderate attention."""
+    return make_outlier_toy_trio(tmp_path_factory.mktemp("q-outliers"))
 
 
 def _export(trio: dict[int, Path], out: Path, **kwargs) -> Path:
@@ -60,7 +57,7 @@ def larger_folder(larger_trio, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def outlier_folder(outlier_trio, tmp_path_factory) -> Path:
-    return _export(outlier_trio, tmp_path_factory.mktemp("q-outliers-onnx"), check_parity=False)
+    return _export(outlier_trio, tmp_path_factory.mktemp("q-outliers-onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +142,9 @@ def test_int8_gates_hold_on_outlier_trio(outlier_trio, outlier_folder, dim):
 
 
 @pytest.mark.parametrize("dim", DIMS)
-def test_fp16_token_cosine_gate_holds_on_outlier_trio(outlier_trio, outlier_folder, dim):
+def test_fp16_gates_hold_on_outlier_trio(outlier_trio, outlier_folder, dim):
     metrics = _runtime_fidelity(outlier_trio, outlier_folder, "fp16", dim)
-    assert metrics["mean_token_cosine"] >= 0.999 and metrics["finite"], metrics
-
-
-@pytest.mark.xfail(strict=True, reason="outlier toy: MaxSim scores of ~all documents lie within 1e-3 of each other "
-                   "(random weights), so even fp16's 1e-7 cosine error reorders the top 10; see docs/quantization.md")
-def test_fp16_ranking_gate_holds_on_outlier_trio(outlier_trio, outlier_folder):
-    metrics = _runtime_fidelity(outlier_trio, outlier_folder, "fp16", 128)
-    assert metrics["top10_overlap"] >= 0.9, metrics
+    assert passes("fp16", metrics), metrics
 
 
 def test_export_measured_gates_pass_for_every_precision_and_head(larger_folder):
@@ -397,19 +387,20 @@ def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(large
     assert encoder.encode_queries("x")[0].shape == (32, 96)
 
 
-WIDE_OUTLIER_TOY = {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048}
+def test_export_measured_gates_pass_on_the_outlier_trio(outlier_folder):
+    # Before the embedding's LayerNorm-amplified columns stayed fp32, every int8 method failed here
+    # (min token cosine ~0.8; docs/quantization.md).
+    graphs = _manifest(outlier_folder)["graphs"]
+    assert all(sorted(g["fidelity"]) == sorted(map(str, DIMS)) for g in graphs)
+    failed = [(g["precision"], d, m) for g in graphs for d, m in g["fidelity"].items() if not m["passed"]]
+    assert failed == []
 
 
-def test_int8_export_passes_the_gates_on_a_wide_outlier_toy_with_moderate_attention(tmp_path):
-    # 4 outlier channels of 512 (XLM-R-large has a few of 1024), q/k scaled as trained models keep them.
-    # Before the embedding's amplified columns stayed fp32, every int8 method failed here (min cosine ~0.8).
-    from colbert_onnx.export.fidelity_report import calm_outlier_attention
-
-    trio = make_toy_trio(tmp_path / "ck", seed=0, outlier_channels=4, config_overrides=WIDE_OUTLIER_TOY)
-    calm_outlier_attention(trio, quiet_outlier_heads(trio))
-    out = _export(trio, tmp_path / "onnx", precisions="fp32,int8")
-    int8 = next(g for g in _manifest(out)["graphs"] if g["precision"] == "int8")
-    assert all(m["passed"] for m in int8["fidelity"].values()), int8["fidelity"]
+def test_export_keeps_the_fast_int8_on_the_outlier_trio(outlier_folder):
+    # Without the fp32 split of the outlier channels (quantize.smooth) head 64 missed the min-cosine
+    # gate (0.979) and the exporter fell back to the slower smooth-nbits8.
+    int8 = next(g for g in _manifest(outlier_folder)["graphs"] if g["precision"] == "int8")
+    assert int8["method"] == "smooth-per-token" and int8["fp32_split_channels"] > 0, int8
 
 
 def test_export_keeps_the_fast_int8_when_it_passes(larger_folder):
