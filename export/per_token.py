@@ -6,7 +6,7 @@ both fail the fidelity gates on a trained encoder (docs/quantization.md). Here e
 `y = x @ W` becomes
 
     s   = max(|x|, last axis) / 127                 one scale per token (row), computed at run time
-    xq  = QuantizeLinear(x / s, 1, 128)             uint8, symmetric around 128
+    xq  = QuantizeLinear(x, s, 128, axis=rows)      uint8, symmetric around 128
     y   = MatMulInteger(xq, Wq, 128, 0) * (s * w)   Wq int8 per output channel, w its scales
 
 onnxruntime fuses the last line (MatMulInteger, Cast, Mul) into MatMulIntegerToFloat, a u8 x s8
@@ -51,13 +51,19 @@ def rewrite_matmuls(model: onnx.ModelProto, names: set[str]) -> int:
     shared = [
         numpy_helper.from_array(np.array(1.0 / 127.0, np.float32), "pt_inv127"),
         numpy_helper.from_array(np.array(EPS, np.float32), "pt_eps"),
-        numpy_helper.from_array(np.array(1.0, np.float32), "pt_one"),
         numpy_helper.from_array(np.array(128, np.uint8), "pt_zp128"),
         numpy_helper.from_array(np.array(0, np.int8), "pt_wzp"),
     ]
     axes_as_input = _opset(model) >= 18
     if axes_as_input:
         shared.append(numpy_helper.from_array(np.array([-1], np.int64), "pt_last_axis"))
+    shared.append(numpy_helper.from_array(np.array([-1], np.int64), "pt_flat"))
+
+    def reduce(op: str, src: str, dst: str) -> onnx.NodeProto:
+        if axes_as_input:
+            return helper.make_node(op, [src, "pt_last_axis"], [dst], name=dst + "_" + op, keepdims=1)
+        return helper.make_node(op, [src], [dst], name=dst + "_" + op, axes=[-1], keepdims=1)
+
     quantized: dict[str, tuple[str, str]] = {}  # activation -> (uint8 tensor, per-token scale)
     nodes: list[onnx.NodeProto] = []
     count = 0
@@ -67,19 +73,26 @@ def rewrite_matmuls(model: onnx.ModelProto, names: set[str]) -> int:
             continue
         x, w_name, y = node.input[0], node.input[1], node.output[0]
         if x not in quantized:
+            # max|x| per token as max(max x, -min x): two reads, no |x| tensor written; then one
+            # per-axis QuantizeLinear over the tokens as rows instead of Div + QuantizeLinear
+            # (the same codes; 3x faster at 1024 channels, 1.9x at 4096, measured)
             p = f"{x}_pt"
-            reduce = (
-                helper.make_node("ReduceMax", [p + "_abs", "pt_last_axis"], [p + "_max"], name=p + "_Rmax", keepdims=1)
-                if axes_as_input
-                else helper.make_node("ReduceMax", [p + "_abs"], [p + "_max"], name=p + "_Rmax", axes=[-1], keepdims=1)
-            )
             nodes += [
-                helper.make_node("Abs", [x], [p + "_abs"], name=p + "_Abs"),
-                reduce,
-                helper.make_node("Max", [p + "_max", "pt_eps"], [p + "_maxe"], name=p + "_Max"),
-                helper.make_node("Mul", [p + "_maxe", "pt_inv127"], [p + "_scale"], name=p + "_Scale"),
-                helper.make_node("Div", [x, p + "_scale"], [p + "_scaled"], name=p + "_Div"),
-                helper.make_node("QuantizeLinear", [p + "_scaled", "pt_one", "pt_zp128"], [p + "_q"], name=p + "_Q"),
+                reduce("ReduceMax", x, p + "_max"),
+                reduce("ReduceMin", x, p + "_min"),
+                helper.make_node("Neg", [p + "_min"], [p + "_negmin"], name=p + "_Neg"),
+                helper.make_node("Max", [p + "_max", p + "_negmin", "pt_eps"], [p + "_peak"], name=p + "_Peak"),
+                helper.make_node("Mul", [p + "_peak", "pt_inv127"], [p + "_scale"], name=p + "_Scale"),
+                helper.make_node("Reshape", [p + "_scale", "pt_flat"], [p + "_rows_scale"], name=p + "_RowsScale"),
+                helper.make_node("Shape", [p + "_rows_scale"], [p + "_rows"], name=p + "_Rows"),
+                helper.make_node("Expand", ["pt_zp128", p + "_rows"], [p + "_rows_zp"], name=p + "_RowsZp"),
+                helper.make_node("Shape", [x], [p + "_shape"], name=p + "_Shape"),
+                helper.make_node("Shape", [x], [p + "_width"], name=p + "_Width", start=-1),
+                helper.make_node("Concat", ["pt_flat", p + "_width"], [p + "_2d"], name=p + "_2dShape", axis=0),
+                helper.make_node("Reshape", [x, p + "_2d"], [p + "_x2d"], name=p + "_X2d"),
+                helper.make_node("QuantizeLinear", [p + "_x2d", p + "_rows_scale", p + "_rows_zp"], [p + "_q2d"],
+                                 name=p + "_Q", axis=0),
+                helper.make_node("Reshape", [p + "_q2d", p + "_shape"], [p + "_q"], name=p + "_QShape"),
             ]
             quantized[x] = (p + "_q", p + "_scale")
         xq, scale = quantized[x]
