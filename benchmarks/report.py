@@ -21,7 +21,7 @@ def _table(results: dict, size: str) -> list[str]:
     docs = results.get("documents", {})
     roof = results.get("roofline", {})
     lines = [f"Model: `{size}` ({cfg['num_hidden_layers']} x {cfg['hidden_size']}, vocab {cfg['vocab_size']}, "
-             "random weights). Tokens/s are medians of 3 calls of 4096 tokens, the engines timed in turns; "
+             "random weights). Tokens/s are medians of 3 calls (5 at 512) of 4096 tokens, the engines timed in turns; "
              "ratios against `onnx-plain-fp32` and `torch-eager` of the same run; roofline = achieved model "
              "FLOP/s over ORT's own 512x1024x4096 GEMM FLOP/s, timed in turns with the engines at each length.",
              "",
