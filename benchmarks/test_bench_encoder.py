@@ -69,8 +69,6 @@ def test_document_throughput(benchmark, engines, rooflines, length):
     ids, mask = random_ids(length, max(1, DOC_TOKENS // length))
     candidates = {name: partial(run, ids, mask) for name, run in engines.items()}
     candidates.update({f"gemm-{kind}": roofline for kind, roofline in rooflines.items()})  # same moments
-    for roofline in rooflines.values():
-        roofline.samples = []
     medians = interleaved_medians(candidates, rounds=ROUNDS[length])
     peaks = {f"roofline_{kind}": roofline.gflops() for kind, roofline in rooflines.items()}
     for engine in engines:
@@ -175,7 +173,7 @@ class Roofline:
         self.samples.append(float(np.median(times[GEMM_REPEAT // 2 :])))
 
     def gflops(self) -> float:
-        """Median over the calls since the last reset."""
+        """Median over the calls since the last reading (which starts a new series)."""
         gflops = 2 * GEMM_ROWS * 1024 * 4096 / float(np.median(self.samples)) / 1e9
         self.samples = []
         return gflops
@@ -188,7 +186,6 @@ def rooflines(tmp_path_factory) -> dict[str, Roofline]:
 
 @pytest.mark.parametrize("kind", ["fp32", "int8"])
 def test_roofline_gemm(benchmark, rooflines, kind):
-    rooflines[kind].samples = []
     benchmark.pedantic(rooflines[kind], rounds=3, warmup_rounds=1)
     record("roofline", kind, gflops=rooflines[kind].gflops())
 

@@ -156,20 +156,18 @@ def colbert_case(
     from .checkpoint import load_checkpoint
     from .modeling import MultiHeadColbert
 
-    out = export_model([trio[d] for d in sorted(trio, reverse=True)], work / "onnx", precisions="fp32",
-                       check_parity=False)
+    dims = sorted(trio, reverse=True)
+    out = export_model([trio[d] for d in dims], work / "onnx", precisions="fp32", check_parity=False)
     folder = open_model_folder(out)
     tokenizer, special = folder.load_tokenizer()
     pre = Preprocessor(tokenizer, special, query_max_length=32, document_max_length=512)
     fset = build_set(pre, folder.manifest["document"]["skiplist_ids"], fidelity_texts())
-    order = sorted(trio, reverse=True)
-    first = load_checkpoint(trio[order[0]], hash_files=False)  # one backbone in memory, not three
-    heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in order[1:]}}
+    first = load_checkpoint(trio[dims[0]], hash_files=False)  # one backbone in memory, not three
+    heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in dims[1:]}}
     module = MultiHeadColbert(first.module().roberta, heads)
     del first
     reference = collect(torch_runner(module), fset)
     del module
-    dims = sorted(trio, reverse=True)
     graph = out / "model.onnx"
     fp32_bytes = folder.graphs[0].bytes
     optimized = onnx.load(str(graph))
