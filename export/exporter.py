@@ -31,17 +31,20 @@ from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
 from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, gate_verdicts
 from colbert_onnx.tokenization import Preprocessor
 
+from .attention import expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .fidelity import torch_runner
-from .modeling import MultiHeadColbert, set_attention_chunk
+from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import PARITY_TOLERANCE, compare_parity, record_parity_reference
 from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
 from .quantize import DEFAULT_INT8_METHOD, INT8_METHODS
 
 OPSET = 17
-# Queries per attention step inside the graph: 16 heads x 256 x 8192 x 4 B = 134 MB per step
-# instead of 4.3 GB for the full 8192 x 8192 matrix (docs/memory.md).
+# Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
+# batch x heads x queries x seq scores within ATTENTION_BUDGET (2^26: 256 MB in fp32): one step for
+# 8 x 512 tokens, 16 steps of 512 for one 8192-token document instead of its 4.3 GB score matrix
+# (export/attention.py, docs/memory.md).
 ATTENTION_CHUNK = 256
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -75,7 +78,9 @@ def export_graph(module: MultiHeadColbert, path: Path, opset: int = OPSET) -> di
                 opset_version=opset,
                 do_constant_folding=True,
             )
-        return save_graph(onnx.load(str(raw)), path, external_threshold=EXTERNAL_DATA_THRESHOLD)
+        model = onnx.load(str(raw))
+        expand_attention(model)
+        return save_graph(model, path, external_threshold=EXTERNAL_DATA_THRESHOLD)
 
 
 def _group_by_backbone(checkpoints: Sequence[Checkpoint]) -> list[list[Checkpoint]]:
@@ -111,6 +116,7 @@ def export_model(
     precisions: str | Sequence[str] | None = None,
     attention_chunk: int | None = ATTENTION_CHUNK,
     int8_method: str = DEFAULT_INT8_METHOD,
+    attention_budget: int = ATTENTION_BUDGET,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
@@ -118,11 +124,15 @@ def export_model(
     so three heads cost the disk of one. Parity against each checkpoint's PyTorch module is
     measured and recorded; a head beyond tolerance raises ParityError. `precisions` (default
     fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
-    `attention_chunk` computes attention for that many queries at a time inside the graph (an
-    ONNX Loop), bounding attention memory to heads x chunk x seq; None exports plain attention.
+    Attention is onnxruntime's fused MultiHeadAttention, run in steps of at least `attention_chunk`
+    queries that keep batch x heads x queries x seq scores within `attention_budget` (one step when
+    the whole batch fits); `attention_chunk=None` exports plain MatMul/Softmax attention instead.
     `int8_method` picks how int8 is made (quantize.INT8_METHODS; docs/quantization.md compares them).
     """
     precisions = parse_precisions(precisions)
+    if attention_chunk is not None and (attention_chunk < 1 or attention_budget < 1):
+        raise ValueError(f"attention_chunk ({attention_chunk}) and attention_budget ({attention_budget}) "
+                         "must be positive; attention_chunk=None exports plain attention")
     if int8_method not in INT8_METHODS:
         raise CheckpointError(f"unknown int8 method {int8_method!r}; choose one of {', '.join(INT8_METHODS)}")
     if isinstance(sources, (str, Path)):
@@ -152,14 +162,15 @@ def export_model(
         raise CheckpointError(f"tokenizer.json of {first.source_id} has no {exc.args[0]!r} token") from None
 
     groups = _group_by_backbone(checkpoints)
-    manifest = _manifest(out, checkpoints, groups, tokenizer, special, document_max_length, opset, attention_chunk)
+    manifest = _manifest(out, checkpoints, groups, tokenizer, special, document_max_length, opset, attention_chunk,
+                         attention_budget)
     parity_pre = Preprocessor(tokenizer, special, manifest["query"]["max_length"], document_max_length)
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
     for group, entry in zip(groups, manifest["graphs"], strict=True):
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
-        set_attention_chunk(module, attention_chunk)
+        set_attention_chunk(module, attention_chunk, attention_budget)
         entry.update(export_graph(module, out / entry["file"], opset=opset))
         if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
             set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
@@ -207,6 +218,7 @@ def _manifest(
     document_max_length: int,
     opset: int,
     attention_chunk: int | None = ATTENTION_CHUNK,
+    attention_budget: int = ATTENTION_BUDGET,
 ) -> dict:
     """The manifest of a new export (graph entries get sizes once written, parity once measured)."""
     graphs = []
@@ -220,7 +232,12 @@ def _manifest(
                 "outputs": {str(d): output_name(d) for d in dims},
                 "backbone_sha256": group[0].backbone_sha256,
                 "method": "torch.onnx.export (TorchScript), constant folding",
+                "attention": (
+                    "plain MatMul/Softmax" if attention_chunk is None else
+                    "com.microsoft.MultiHeadAttention in query steps (export/attention.py)"
+                ),
                 "attention_chunk": attention_chunk,
+                "attention_budget": None if attention_chunk is None else attention_budget,
             }
         )
     first = checkpoints[0]

@@ -15,6 +15,8 @@ from torch import nn
 
 # The reference implementation adds this to the attention logits of padded keys.
 MASKED_LOGIT = -10000.0
+# Attention scores (batch x heads x queries x seq) one fused step may hold: 256 MB in fp32.
+ATTENTION_BUDGET = 2**26
 
 
 @dataclass(frozen=True)
@@ -35,21 +37,38 @@ class BackboneConfig:
         return self.hidden_size // self.num_attention_heads
 
 
-@torch.jit.script
-def chunked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, scale: float, chunk: int
-) -> torch.Tensor:
-    """softmax(q k^T * scale + key_bias) v, computed for `chunk` queries at a time.
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + key_bias) v on (batch, heads, seq, head_dim) tensors."""
+    return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias, dim=-1), v)
 
-    Scripted, so the ONNX export keeps the loop (an ONNX Loop over query chunks) and attention
-    scratch memory is heads x chunk x seq instead of heads x seq x seq (4.3 GB per layer at 8192).
+
+class FusedAttention(torch.autograd.Function):
+    """Multi-head attention over (batch, seq, hidden) heads-major rows, for the ONNX export.
+
+    PyTorch computes the same math as `attention`, `min_step` queries at a time; the export writes one
+    colbert::ChunkedAttention placeholder per layer, which export/attention.py expands into
+    onnxruntime's fused MultiHeadAttention, run in query steps that keep batch x heads x queries x seq
+    scores within `budget` (so an 8192-token document does not need the 4.3 GB score matrix).
     """
-    kt = k.transpose(-1, -2)
-    outs: list[torch.Tensor] = []
-    for start in range(0, q.shape[2], chunk):
-        logits = torch.matmul(q[:, :, start : start + chunk], kt) * scale + key_bias
-        outs.append(torch.matmul(torch.softmax(logits, dim=-1), v))
-    return torch.cat(outs, dim=2)
+
+    @staticmethod
+    def forward(ctx, q, k, v, attention_mask, num_heads: int, scale: float, min_step: int, budget: int):
+        batch, seq, hidden = q.shape
+        q, k, v = (t.view(batch, seq, num_heads, hidden // num_heads).transpose(1, 2) for t in (q, k, v))
+        key_bias = (1.0 - attention_mask[:, None, None, :].to(q.dtype)) * MASKED_LOGIT
+        context = torch.cat([attention(q[:, :, s : s + min_step], k, v, key_bias, scale)
+                             for s in range(0, seq, min_step)], dim=2)
+        return context.transpose(1, 2).reshape(batch, seq, hidden)
+
+    @staticmethod
+    def symbolic(g, q, k, v, attention_mask, num_heads: int, scale: float, min_step: int, budget: int):
+        from .attention import PLACEHOLDER_DOMAIN, PLACEHOLDER_OP
+
+        mask = g.op("Cast", attention_mask, to_i=6)  # int32 key padding mask, as MultiHeadAttention takes it
+        return g.op(
+            f"{PLACEHOLDER_DOMAIN}::{PLACEHOLDER_OP}", q, k, v, mask, num_heads_i=num_heads, min_step_i=min_step,
+            budget_i=budget, scale_f=scale, mask_filter_value_f=MASKED_LOGIT,
+        ).setType(q.type())
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -93,25 +112,26 @@ class Mixer(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
-        self.attention_chunk: int | None = None  # None: plain attention; see chunked_attention
+        self.attention_chunk: int | None = None  # None: plain attention ops; else FusedAttention steps
+        self.attention_budget = ATTENTION_BUDGET
         self.fused_rotary = True  # False: export the rotation as plain ops (the baseline benchmarks use)
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor,
+        attention_mask: torch.Tensor,
     ) -> torch.Tensor:
         batch, seq, hidden = x.shape
         q, k, v = self.Wqkv(x).split(self.num_heads * self.head_dim, dim=-1)  # each (batch, seq, hidden)
         rotate = RotaryEmbedding.apply if self.fused_rotary else rotary
         q, k = rotate(q, cos, sin, self.num_heads), rotate(k, cos, sin, self.num_heads)
+        if self.attention_chunk is not None:
+            context = FusedAttention.apply(q, k, v, attention_mask, self.num_heads, 1.0 / math.sqrt(self.head_dim),
+                                           self.attention_chunk, self.attention_budget)
+            return self.out_proj(context)
         q, k, v = (t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        scale = 1.0 / math.sqrt(self.head_dim)
-        if self.attention_chunk is None:
-            logits = torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias
-            context = torch.matmul(torch.softmax(logits, dim=-1), v)
-        else:
-            context = chunked_attention(q, k, v, key_bias, scale, self.attention_chunk)
+        context = attention(q, k, v, key_bias, 1.0 / math.sqrt(self.head_dim))
         return self.out_proj(context.transpose(1, 2).reshape(batch, seq, hidden))
 
 
@@ -135,8 +155,9 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg)
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor):
-        x = self.norm1(x + self.mixer(x, cos, sin, key_bias))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, key_bias: torch.Tensor,
+                attention_mask: torch.Tensor):
+        x = self.norm1(x + self.mixer(x, cos, sin, key_bias, attention_mask))
         return self.norm2(x + self.mlp(x))
 
 
@@ -164,11 +185,12 @@ def set_fused_rotary(module: nn.Module, fused: bool) -> None:
             layer.fused_rotary = fused
 
 
-def set_attention_chunk(module: nn.Module, chunk: int | None) -> None:
-    """Switch every attention layer of `module` to chunked (chunk queries at a time) or plain (None)."""
+def set_attention_chunk(module: nn.Module, chunk: int | None, budget: int = ATTENTION_BUDGET) -> None:
+    """Export attention as fused steps of at least `chunk` queries within `budget` scores, or plain ops (None)."""
     for layer in module.modules():
         if isinstance(layer, Mixer):
             layer.attention_chunk = chunk
+            layer.attention_budget = budget
 
 
 class Backbone(nn.Module):
@@ -196,7 +218,7 @@ class Backbone(nn.Module):
         cos, sin = self.rotary_tables(input_ids.shape[1])
         key_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * MASKED_LOGIT
         for layer in self.encoder.layers:
-            x = layer(x, cos, sin, key_bias)
+            x = layer(x, cos, sin, key_bias, attention_mask)
         return x
 
 

@@ -433,12 +433,10 @@ def convert_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     converted = wrapped.model
     _fill_stubs(converted, model)
     duplicates = drop_duplicate_nodes(converted.graph)
-    subgraph_softmax = _softmax_fp32_in_subgraphs(converted)
     info = {
         "method": "onnxruntime.transformers OnnxModel.convert_float_to_float16(keep_io_types=True, symbolic shapes)",
         "fp32_op_types": FP16_OP_BLOCK_LIST,
         "fp32_nodes": len(blocked_nodes),
-        "fp32_softmax_in_loop_bodies": subgraph_softmax,
         "duplicate_nodes_dropped": duplicates,
     }
     return converted, info
@@ -493,40 +491,3 @@ def drop_duplicate_nodes(graph: onnx.GraphProto) -> int:
         del graph.node[:]
         graph.node.extend(kept)
     return dropped
-
-
-def _softmax_fp32_in_subgraphs(model: onnx.ModelProto) -> int:
-    """Cast around each fp16 Softmax inside Loop bodies (chunked attention); returns how many.
-
-    The converter keeps blocked ops fp32 only where it knows the types, which it does not inside a
-    Loop body that reads fp16 q/k from the outer graph; symbolic shape inference tells the types.
-    """
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    loops = [n for n in model.graph.node if n.op_type == "Loop"]
-    if not loops:
-        return 0
-    # On a weight-less copy: the full-size model's gigabytes are not copied or serialized.
-    inferred = SymbolicShapeInference.infer_shapes(_weights_as_inputs(model), auto_merge=True, guess_output_rank=True)
-    bodies = {n.name: a.g for n in inferred.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH}
-    count = 0
-    for loop in loops:
-        known = bodies.get(loop.name)
-        if known is None:
-            continue
-        types = {v.name: v.type.tensor_type.elem_type for v in list(known.value_info) + list(known.output)}
-        body = next(a.g for a in loop.attribute if a.type == onnx.AttributeProto.GRAPH)
-        nodes = []
-        for node in body.node:
-            if node.op_type != "Softmax" or types.get(node.input[0]) != onnx.TensorProto.FLOAT16:
-                nodes.append(node)
-                continue
-            x32, y32, y = node.input[0] + "_fp32", node.output[0] + "_fp32", node.output[0]
-            nodes.append(helper.make_node("Cast", [node.input[0]], [x32], name=node.name + "_to_fp32", to=1))
-            node.input[0], node.output[0] = x32, y32
-            nodes.append(node)
-            nodes.append(helper.make_node("Cast", [y32], [y], name=node.name + "_to_fp16", to=10))
-            count += 1
-        del body.node[:]
-        body.node.extend(nodes)
-    return count

@@ -17,6 +17,7 @@ import colbert_onnx.export.exporter as exporter  # noqa: E402
 import colbert_onnx.export.parity as parity  # noqa: E402
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.export import CheckpointError, ParityError, export_model, make_toy_trio  # noqa: E402
+from colbert_onnx.tokenization import pad_batch  # noqa: E402
 
 
 def _manifest(folder):
@@ -122,16 +123,74 @@ def test_toy_tokenizer_uses_xlmr_special_ids_and_appends_markers(toy_trio):
     assert np.all(np.array(tok.encode("Berlin!", add_special_tokens=False).ids) < size)
 
 
-def test_attention_runs_in_query_chunks_inside_the_graph(toy_model_dir, toy_trio, tmp_path):
-    chunked = onnx.load(str(toy_model_dir / "model.onnx"))
-    assert sum(n.op_type == "Loop" for n in chunked.graph.node) == 2, "one chunk loop per layer"
+def _subgraphs(node):
+    return {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+
+
+def _kernel_runs(folder, feeds) -> dict[str, int]:
+    """How often each node (subgraph nodes included) ran in one onnxruntime call, from its profile."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "profile")
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    session.run(None, feeds)
+    profile = json.loads(open(session.end_profiling()).read())
+    runs: dict[str, int] = {}
+    for event in profile:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            runs[event["name"][: -len("_kernel_time")]] = runs.get(event["name"][: -len("_kernel_time")], 0) + 1
+    return runs
+
+
+def test_attention_exports_as_one_fused_multihead_attention_per_layer(toy_model_dir):
+    nodes = onnx.load(str(toy_model_dir / "model.onnx")).graph.node
+    ifs = [n for n in nodes if n.op_type == "If"]
+    assert len(ifs) == 2, "one attention per layer"
+    assert not any(n.op_type in ("Softmax", "Loop") for n in nodes)
+    for node in ifs:
+        branches = _subgraphs(node)
+        assert [n.op_type for n in branches["then_branch"].node] == ["MultiHeadAttention"]
+        (loop,) = [n for n in branches["else_branch"].node if n.op_type == "Loop"]
+        body = [n.op_type for n in _subgraphs(loop)["body"].node]
+        assert body.count("MultiHeadAttention") == 1 and "Softmax" not in body
+
+
+def test_plain_attention_export_has_no_fused_attention(toy_trio, tmp_path):
     plain = export_model([toy_trio[64]], tmp_path / "plain", precisions="fp32", attention_chunk=None)
-    assert not any(n.op_type == "Loop" for n in onnx.load(str(plain / "model.onnx")).graph.node)
+    ops = [n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node]
+    assert "Softmax" in ops and "If" not in ops and "MultiHeadAttention" not in ops
+
+
+def test_attention_in_query_steps_equals_plain_attention(toy_trio, tmp_path):
+    plain = export_model([toy_trio[64]], tmp_path / "plain", precisions="fp32", attention_chunk=None)
+    heads = json.loads((toy_trio[64] / "config.json").read_text())["num_attention_heads"]
     long_doc = " ".join(["Berlin ist die Hauptstadt Deutschlands."] * 80)
-    a = ColbertEncoder(plain, dim=64).encode_documents([long_doc])[0]
-    b = ColbertEncoder(toy_model_dir, dim=64).encode_documents([long_doc])[0]
-    assert a.shape[0] > exporter.ATTENTION_CHUNK
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    enc = ColbertEncoder(plain, dim=64)
+    seq = len(enc.encode_documents([long_doc])[0])
+    assert seq > 3 * 100
+    # a budget of 100 queries per step for this batch of two: more than three steps per layer
+    stepped = export_model([toy_trio[64]], tmp_path / "stepped", precisions="fp32", attention_chunk=16,
+                           attention_budget=100 * 2 * heads * seq)
+    texts = [long_doc, "Paris is in France."]
+    for a, b in zip(enc.encode_documents(texts), ColbertEncoder(stepped, dim=64).encode_documents(texts), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    pre = ColbertEncoder(stepped, dim=64).preprocessor
+    ids, mask = pad_batch(pre.documents(texts).ids, pre.special.pad)
+    runs = _kernel_runs(stepped, {"input_ids": ids, "attention_mask": mask})
+    step_runs = [n for name, n in runs.items() if name.endswith("/MHAStep")]
+    assert len(step_runs) == 2 and all(n > 3 for n in step_runs), runs
+    assert not any(name.endswith("/MHA") for name in runs)
+    short = _kernel_runs(stepped, {"input_ids": ids[1:, :8], "attention_mask": mask[1:, :8]})
+    assert sum(name.endswith("/MHA") for name in short) == 2, "a batch within the budget takes one step"
+    assert not any(name.endswith("/MHAStep") for name in short)
+
+
+def test_non_positive_attention_steps_are_rejected(toy_trio, tmp_path):
+    with pytest.raises(ValueError, match="attention_chunk"):
+        export_model([toy_trio[64]], tmp_path / "bad", precisions="fp32", attention_chunk=0)
 
 
 @pytest.mark.parametrize("fused", [True, False])
