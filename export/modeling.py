@@ -37,6 +37,11 @@ class BackboneConfig:
         return self.hidden_size // self.num_attention_heads
 
 
+def key_bias_of(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, 1, seq) additive attention bias: 0 for real keys, MASKED_LOGIT for padding."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * MASKED_LOGIT
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + key_bias) v on (batch, heads, seq, head_dim) tensors."""
     return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias, dim=-1), v)
@@ -55,7 +60,7 @@ class FusedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, attention_mask, num_heads: int, scale: float, min_step: int, budget: int):
         batch, seq, hidden = q.shape
         q, k, v = (t.view(batch, seq, num_heads, hidden // num_heads).transpose(1, 2) for t in (q, k, v))
-        key_bias = (1.0 - attention_mask[:, None, None, :].to(q.dtype)) * MASKED_LOGIT
+        key_bias = key_bias_of(attention_mask, q.dtype)
         context = torch.cat([attention(q[:, :, s : s + min_step], k, v, key_bias, scale)
                              for s in range(0, seq, min_step)], dim=2)
         return context.transpose(1, 2).reshape(batch, seq, hidden)
@@ -216,7 +221,7 @@ class Backbone(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         x = self.emb_ln(self.embeddings(input_ids))
         cos, sin = self.rotary_tables(input_ids.shape[1])
-        key_bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * MASKED_LOGIT
+        key_bias = key_bias_of(attention_mask, x.dtype)
         for layer in self.encoder.layers:
             x = layer(x, cos, sin, key_bias, attention_mask)
         return x
