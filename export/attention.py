@@ -55,7 +55,8 @@ def _expand(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         helper.make_node("Gather", [p + "/shape", p + "/zero"], [p + "/batch"], name=p + "/Batch", axis=0),
         helper.make_node("Gather", [p + "/shape", p + "/one"], [p + "/seq"], name=p + "/Seq", axis=0),
         helper.make_node("Mul", [p + "/batch", p + "/seq"], [p + "/bs"], name=p + "/BatchSeq"),
-        helper.make_node("Mul", [p + "/bs", p + "/heads"], [p + "/per_query"], name=p + "/ScoresPerQuery"),
+        helper.make_node("Mul", [p + "/bs", p + "/heads"], [p + "/scores"], name=p + "/ScoresPerQuery"),
+        helper.make_node("Max", [p + "/scores", p + "/one"], [p + "/per_query"], name=p + "/NonZero"),  # empty batch
         helper.make_node("Div", [p + "/budget", p + "/per_query"], [p + "/fit"], name=p + "/QueriesThatFit"),
         helper.make_node("Max", [p + "/fit", p + "/min_step"], [p + "/step"], name=p + "/Step"),
         helper.make_node("GreaterOrEqual", [p + "/step", p + "/seq"], [p + "/one_step"], name=p + "/OneStep"),

@@ -188,6 +188,16 @@ def test_attention_in_query_steps_equals_plain_attention(toy_trio, tmp_path):
     assert not any(name.endswith("/MHAStep") for name in short)
 
 
+def test_empty_batch_runs_through_the_fused_attention(toy_model_dir):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(toy_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(0, 5), (2, 0)]:
+        ids = np.zeros(shape, np.int64)
+        (out, *_) = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        assert out.shape == (*shape, 128)
+
+
 def test_non_positive_attention_steps_are_rejected(toy_trio, tmp_path):
     with pytest.raises(ValueError, match="attention_chunk"):
         export_model([toy_trio[64]], tmp_path / "bad", precisions="fp32", attention_chunk=0)
