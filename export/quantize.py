@@ -32,7 +32,7 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers import onnx_model
 from onnxruntime.transformers.onnx_model import OnnxModel
 
-from .optimize import save_graph
+from .optimize import save_graph, split_skip_layernorm
 from .per_token import rewrite_gathers, rewrite_matmuls, rewrite_weight_only
 
 INT8_METHODS = (
@@ -309,6 +309,7 @@ def quantize_int8(
         info["weight_only_matmuls"] = rewrite_weight_only(work, set(heads))
         info["quantized_gathers"] = rewrite_gathers(work)
         info["tool"] = "hand-written (export/per_token.py): per-token dynamic U8 activations, S8 weights per channel"
+        info["split_skip_layernorms"] = split_skip_layernorm(work)
         save_graph(work, dst)
         return info
     if method.endswith(("nbits8", "int4")):
@@ -318,6 +319,7 @@ def quantize_int8(
         info["tool"] = (
             f"onnxruntime MatMulNBitsQuantizer(bits={bits}, block {block}, accuracy_level=4) + per-row int8 Gather"
         )
+        info["split_skip_layernorms"] = split_skip_layernorm(work)
         save_graph(work, dst)
         return info
     info["typed_tensors"] = annotate_types(work)

@@ -175,6 +175,30 @@ def test_optimized_fp32_fuses_layernorm_and_gelu(larger_folder):
     assert ops.count("BiasGelu") == LARGER_TOY["num_hidden_layers"]
 
 
+def test_int8_graph_splits_skip_layernorm_into_add_and_layernorm(larger_folder):
+    ops = [n.op_type for n in onnx.load(str(larger_folder / "model-int8.onnx")).graph.node]
+    layers = LARGER_TOY["num_hidden_layers"]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 2 * layers + 1
+    graph = next(g for g in _manifest(larger_folder)["graphs"] if g["precision"] == "int8")
+    assert graph["split_skip_layernorms"] == 2 * layers
+
+
+def test_split_skip_layernorm_computes_the_fused_op(larger_folder):
+    from colbert_onnx.export.optimize import split_skip_layernorm
+
+    fused = onnx.load(str(larger_folder / "model.onnx"))
+    split = onnx.ModelProto()
+    split.CopyFrom(fused)
+    assert split_skip_layernorm(split) == 2 * LARGER_TOY["num_hidden_layers"]
+    unoptimized = ort.SessionOptions()  # onnxruntime would fuse the Adds and LayerNorm back at load
+    unoptimized.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ids = np.array([[0, 5, 6, 7, 8, 9, 2], [0, 11, 12, 2, 1, 1, 1]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)}
+    a = ort.InferenceSession(fused.SerializeToString(), unoptimized).run(None, feeds)
+    b = ort.InferenceSession(split.SerializeToString(), unoptimized).run(None, feeds)
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) <= 1e-5
+
+
 def test_fp16_is_finite_on_an_8192_token_document(larger_folder):
     session = ort.InferenceSession(str(larger_folder / "model-fp16.onnx"))
     ids = np.random.default_rng(0).integers(5, 500, size=(1, 8192)).astype(np.int64)
