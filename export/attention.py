@@ -12,7 +12,8 @@ shape. MultiHeadAttention takes q/k/v as (batch, seq, hidden) rows straight from
 (no head transposes) and fuses scale, mask, softmax and both GEMMs; with a key padding mask its CPU
 kernel holds batch x heads x queries x seq scores, which the steps bound (docs/memory.md). On CPU it
 gave the same vectors as the hand-built MatMul/Softmax Loop it replaces, 1.05x faster at 8 x 512
-tokens and 1.18x at 2 x 2048 (int8, 4 layers at full width; docs/benchmarks.md).
+tokens, 1.08x at 2 x 2048 and 1.21x at 8192 (int8, 4 layers at full width; docs/benchmarks.md).
+Written by hand because onnxruntime's transformer optimizer fuses no attention behind rotary q/k.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import string
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,12 +137,17 @@ def _kernel_runs(folder, feeds) -> dict[str, int]:
     options.profile_file_prefix = str(folder / "profile")
     session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     session.run(None, feeds)
-    profile = json.loads(open(session.end_profiling()).read())
     runs: dict[str, int] = {}
-    for event in profile:
+    for event in json.loads(Path(session.end_profiling()).read_text()):
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            runs[event["name"][: -len("_kernel_time")]] = runs.get(event["name"][: -len("_kernel_time")], 0) + 1
+            name = event["name"].removesuffix("_kernel_time")
+            runs[name] = runs.get(name, 0) + 1
     return runs
+
+
+@pytest.fixture(scope="module")
+def plain_attention_folder(toy_trio, tmp_path_factory):
+    return export_model([toy_trio[64]], tmp_path_factory.mktemp("plain"), precisions="fp32", attention_chunk=None)
 
 
 def test_attention_exports_as_one_fused_multihead_attention_per_layer(toy_model_dir):
@@ -157,17 +163,15 @@ def test_attention_exports_as_one_fused_multihead_attention_per_layer(toy_model_
         assert body.count("MultiHeadAttention") == 1 and "Softmax" not in body
 
 
-def test_plain_attention_export_has_no_fused_attention(toy_trio, tmp_path):
-    plain = export_model([toy_trio[64]], tmp_path / "plain", precisions="fp32", attention_chunk=None)
-    ops = [n.op_type for n in onnx.load(str(plain / "model.onnx")).graph.node]
+def test_plain_attention_export_has_no_fused_attention(plain_attention_folder):
+    ops = [n.op_type for n in onnx.load(str(plain_attention_folder / "model.onnx")).graph.node]
     assert "Softmax" in ops and "If" not in ops and "MultiHeadAttention" not in ops
 
 
-def test_attention_in_query_steps_equals_plain_attention(toy_trio, tmp_path):
-    plain = export_model([toy_trio[64]], tmp_path / "plain", precisions="fp32", attention_chunk=None)
+def test_attention_in_query_steps_equals_plain_attention(plain_attention_folder, toy_trio, tmp_path):
     heads = json.loads((toy_trio[64] / "config.json").read_text())["num_attention_heads"]
     long_doc = " ".join(["Berlin ist die Hauptstadt Deutschlands."] * 80)
-    enc = ColbertEncoder(plain, dim=64)
+    enc = ColbertEncoder(plain_attention_folder, dim=64)
     seq = len(enc.encode_documents([long_doc])[0])
     assert seq > 3 * 100
     # a budget of 100 queries per step for this batch of two: more than three steps per layer
