@@ -87,10 +87,10 @@ def split_skip_layernorm(model: onnx.ModelProto) -> int:
     tensor that one Add reads in 1.3 ms, and its LayerNormalization is faster. Measured on the int8
     graph of a 4-layer full-width model, in turns (2026-12-01): 1.07-1.10x at 8 x 512 tokens, 1.04x at
     2 x 2048, 1.11x at 32 x 32 (queries), 1.01x at 8192, with the same fidelity (mean token cosine to
-    fp32 0.998851 vs 0.998849 at 8 x 512). The bias goes to the skip
-    side: added to the GEMM output instead, onnxruntime folds it into MatMulIntegerToFloat, 1.09x but
-    mean cosine 0.998793. Splitting BiasGelu into Add + com.microsoft.Gelu as well was faster again
-    and worse still (0.998639): not done. fp32 and fp16 graphs keep the fused op (one CUDA kernel).
+    fp32 0.998851 vs 0.998849 at 8 x 512). The bias goes to the skip side: added to the GEMM output
+    instead, onnxruntime folds it into MatMulIntegerToFloat, 1.09x but mean cosine 0.998793.
+    Splitting BiasGelu into Add + com.microsoft.Gelu as well was faster again and worse still
+    (0.998639): not done. fp32 and fp16 graphs keep the fused op (one CUDA kernel).
     A node whose extra outputs (mean, inverse std, sum) are used is left as it is.
     """
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
