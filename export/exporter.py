@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -33,12 +35,11 @@ from colbert_onnx.tokenization import Preprocessor
 
 from .attention import expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
-from .fidelity import torch_runner
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
-from .parity import PARITY_TOLERANCE, compare_parity, record_parity_reference
+from .parity import compare_parity, parity_batches, parity_failure_message, record_parity_reference
 from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
-from .quantize import DEFAULT_INT8_METHOD, INT8_METHODS
+from .quantize import INT8_METHODS
 
 OPSET = 17
 # Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
@@ -115,30 +116,36 @@ def export_model(
     check_parity: bool = True,
     precisions: str | Sequence[str] | None = None,
     attention_chunk: int | None = ATTENTION_CHUNK,
-    int8_method: str = DEFAULT_INT8_METHOD,
+    int8_method: str | None = None,
     attention_budget: int = ATTENTION_BUDGET,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
     Checkpoints whose backbones are byte-identical share one graph whose outputs are every head,
-    so three heads cost the disk of one. Parity against each checkpoint's PyTorch module is
-    measured and recorded; a head beyond tolerance raises ParityError. `precisions` (default
-    fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
+    so three heads cost the disk of one. Parity against a float64 evaluation of each checkpoint's
+    PyTorch module is measured and recorded; a head beyond tolerance raises ParityError. `precisions`
+    (default fp32,int8,fp16) adds int8/fp16 graphs with measured fidelity (see precisions.py).
     Attention is onnxruntime's fused MultiHeadAttention, run in steps of at least `attention_chunk`
     queries that keep batch x heads x queries x seq scores within `attention_budget` (one step when
     the whole batch fits); `attention_chunk=None` exports plain MatMul/Softmax attention instead.
-    `int8_method` picks how int8 is made (quantize.INT8_METHODS; docs/quantization.md compares them).
+    `int8_method` picks how int8 is made (quantize.INT8_METHODS; docs/quantization.md compares them);
+    None is the default method, which alone may be replaced when it misses a fidelity gate.
+
+    The folder is built in a hidden sibling (`.NAME.partial-*`, same filesystem) and renamed into place
+    only once complete and measured: a failure (or Ctrl-C) removes it and leaves a folder already at
+    `out_dir` as it was.
     """
     precisions = parse_precisions(precisions)
     if attention_chunk is not None and (attention_chunk < 1 or attention_budget < 1):
         raise ValueError(f"attention_chunk ({attention_chunk}) and attention_budget ({attention_budget}) "
                          "must be positive; attention_chunk=None exports plain attention")
-    if int8_method not in INT8_METHODS:
+    if int8_method is not None and int8_method not in INT8_METHODS:
         raise CheckpointError(f"unknown int8 method {int8_method!r}; choose one of {', '.join(INT8_METHODS)}")
     if isinstance(sources, (str, Path)):
         sources = [sources]
     if not sources:
         raise CheckpointError("no checkpoint given")
+    out = destination(out_dir)
     checkpoints: list[Checkpoint] = []
     for source in sources:
         ckpt = load_checkpoint(source, revision=revision)
@@ -147,10 +154,92 @@ def export_model(
             ckpt.backbone_state = twin.backbone_state
         checkpoints.append(ckpt)
     _check_compatible(checkpoints)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a half-written folder must not look valid
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
+                                attention_chunk, int8_method, attention_budget)
+        _move_into_place(staging, out)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"colbert-onnx export: nothing was written to {out}"
+                         + ("; the folder there is unchanged" if out.exists() else ""))
+        raise
+    missed = [f"{p} head {d}" for p, heads in gate_verdicts(manifest).items() for d, ok in heads.items() if not ok]
+    if missed:
+        warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
+                      "docs/quantization.md)", FidelityWarning, stacklevel=2)
+    return out
 
+
+def destination(out_dir: str | Path) -> Path:
+    """The folder an export may write: new, empty, or an earlier colbert-onnx model folder (then replaced).
+
+    Anything else is refused: replacing it would delete files the user did not ask us to touch.
+    """
+    out = Path(out_dir).expanduser()
+    if out.is_symlink():
+        out = out.resolve()
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise CheckpointError(f"--out {out} exists and is not a folder; pass a new or empty folder")
+    if any(out.iterdir()) and not _is_model_folder(out):
+        raise CheckpointError(
+            f"--out {out} is not empty and holds no colbert-onnx {MANIFEST_NAME}; refusing to replace it "
+            "(an export replaces a folder it wrote before, never other files): pass a new or empty folder")
+    return out
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the complete `staging` folder to `out`; an existing `out` is swapped out, then deleted."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    if not _exchange(staging, out):  # no atomic swap here: two renames, the old folder set aside first
+        previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.parent))
+        previous.rmdir()
+        out.rename(previous)
+        try:
+            staging.rename(out)
+        except BaseException:
+            previous.rename(out)
+            raise
+        staging = previous
+    shutil.rmtree(staging, ignore_errors=True)  # after the swap it holds the previous folder
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _export_into(
+    out: Path,
+    checkpoints: list[Checkpoint],
+    document_max_length: int,
+    opset: int,
+    check_parity: bool,
+    precisions: list[str],
+    attention_chunk: int | None,
+    int8_method: str | None,
+    attention_budget: int,
+) -> dict:
+    """Write graphs, tokenizer and manifest of `checkpoints` into the (staging) folder `out`; returns the manifest."""
     first = checkpoints[0]
     for name in TOKENIZER_FILES:
         if (first.path / name).is_file():
@@ -164,7 +253,8 @@ def export_model(
     groups = _group_by_backbone(checkpoints)
     manifest = _manifest(out, checkpoints, groups, tokenizer, special, document_max_length, opset, attention_chunk,
                          attention_budget)
-    parity_pre = Preprocessor(tokenizer, special, manifest["query"]["max_length"], document_max_length)
+    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest["query"]["max_length"],
+                                                document_max_length))
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
@@ -174,12 +264,7 @@ def export_model(
         entry.update(export_graph(module, out / entry["file"], opset=opset))
         if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
             set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
-            run = torch_runner(module)
-
-            def run_ids(ids, mask, run=run):
-                return run({"input_ids": ids, "attention_mask": mask})
-
-            parity_refs.append(record_parity_reference(run_ids, parity_pre))
+            parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
             fidelity_refs.append(record_fidelity_reference(module, fset))
         del module
     for ckpt in checkpoints:
@@ -190,10 +275,6 @@ def export_model(
         out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
     )
     _write_manifest(out, manifest)
-    missed = [f"{p} head {d}" for p, heads in gate_verdicts(manifest).items() for d, ok in heads.items() if not ok]
-    if missed:
-        warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
-                      "docs/quantization.md)", FidelityWarning, stacklevel=2)
 
     if check_parity:
         parity = {}
@@ -201,12 +282,14 @@ def export_model(
             for dim in entry["outputs"]:
                 parity[dim] = compare_parity(ColbertEncoder(out, dim=int(dim)), reference)
         parity = dict(sorted(parity.items(), key=lambda kv: int(kv[0])))
-        manifest["parity"] = {"fp32": {"reference": "PyTorch fp32 module of the same checkpoint", **parity}}
+        manifest["parity"] = {"fp32": {"reference": "float64 PyTorch evaluation of the same checkpoint "
+                                                    "(figures against the fp32 module under vs_torch_fp32)",
+                                       **parity}}
         _write_manifest(out, manifest)
-        failed = {d: p["max_abs_diff"] for d, p in parity.items() if not p["passed"]}
+        failed = {d: p for d, p in parity.items() if not p["passed"]}
         if failed:
-            raise ParityError(f"ONNX output differs from PyTorch beyond {PARITY_TOLERANCE}: {failed}")
-    return out
+            raise ParityError(parity_failure_message(failed))
+    return manifest
 
 
 def _manifest(

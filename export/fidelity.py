@@ -1,4 +1,4 @@
-"""Fidelity of a reduced-precision graph against the fp32 PyTorch reference: token cosines and MaxSim ranking."""
+"""Fidelity of a graph against the float64 PyTorch evaluation of its checkpoint: token cosines and MaxSim ranking."""
 
 from __future__ import annotations
 
@@ -67,9 +67,15 @@ def build_set(
 class Outputs:
     """One model's vectors on a FidelitySet, for one head."""
 
-    queries: np.ndarray  # (n_queries, query_len, dim)
+    queries: np.ndarray  # (n_queries, query_len, dim); float64 for the reference, float32 for graphs
     doc_tokens: np.ndarray  # (real document tokens, dim)
     documents: list[np.ndarray]  # per document, skiplist removed (MaxSim input)
+
+
+def _as_float(values) -> np.ndarray:
+    """float64 stays float64 (the reference), anything else becomes float32."""
+    array = np.asarray(values)
+    return array if array.dtype == np.float64 else array.astype(np.float32)
 
 
 def collect(run: Callable[[Feeds], dict[int, np.ndarray]], fset: FidelitySet) -> dict[int, Outputs]:
@@ -81,10 +87,10 @@ def collect(run: Callable[[Feeds], dict[int, np.ndarray]], fset: FidelitySet) ->
         tokens, docs = [], []
         for feed, keep, out in zip(fset.documents, fset.keep, per_batch, strict=True):
             real = feed["attention_mask"].astype(bool)
-            vec = np.asarray(out[dim], dtype=np.float32)
+            vec = _as_float(out[dim])
             tokens.append(vec[real])
             docs.extend(vec[row][keep[row]] for row in range(vec.shape[0]))
-        result[dim] = Outputs(np.asarray(q[dim], dtype=np.float32), np.concatenate(tokens), docs)
+        result[dim] = Outputs(_as_float(q[dim]), np.concatenate(tokens), docs)
     return result
 
 
@@ -159,7 +165,7 @@ def ort_runner(path: str, dims: Sequence[int], threads: int | None = None) -> Ca
 
 
 def torch_runner(module) -> Callable[[Feeds], dict[int, np.ndarray]]:
-    """feeds -> dim -> vectors for a MultiHeadColbert (the fp32 PyTorch reference)."""
+    """feeds -> dim -> vectors for a MultiHeadColbert-like module, in the module's own dtype."""
     import torch
 
     def run(feeds: Feeds) -> dict[int, np.ndarray]:
@@ -168,3 +174,12 @@ def torch_runner(module) -> Callable[[Feeds], dict[int, np.ndarray]]:
         return {d: o.numpy() for d, o in zip(module.dims, outs, strict=True)}
 
     return run
+
+
+def float64_runner(module) -> Callable[[Feeds], dict[int, np.ndarray]]:
+    """The reference every graph is judged against: `module` converted to float64 **in place**, as a runner.
+
+    In place, so the full-size model costs its float64 copy only (4.5 GB), not that plus the fp32 one;
+    callers take their fp32 figures first. Rotary tables stay float32 (modeling.Backbone.rotary_tables).
+    """
+    return torch_runner(module.double())

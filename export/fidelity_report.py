@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from .exporter import export_model
@@ -32,6 +31,7 @@ from .fidelity import (
     torch_runner,
 )
 from .optimize import optimize_fp32, save_graph
+from .outlier_family import calm_outlier_attention, outlier_channels_of, quiet_outlier_heads
 from .precisions import calibration_feeds
 from .quantize import DEFAULT_INT8_METHOD, INT8_METHODS, convert_fp16, quantize_int8
 from .toy import make_toy_trio
@@ -50,45 +50,15 @@ OUTLIER_TOY = {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads"
 BEGIN, END = "<!-- fidelity-table:begin -->", "<!-- fidelity-table:end -->"
 
 
-def quiet_outlier_heads(trio: dict[int, Path], threshold: float = 5.0) -> list[int]:
-    """Zero the head columns of the outlier channels, as a trained head learns to (returns the channels).
-
-    With random heads the 10-30x channels dominate every token vector, all vectors point the same
-    way and MaxSim rankings become noise; the outliers stay in every intermediate activation.
-    """
-    channels: list[int] = []
-    for folder in trio.values():
-        path = folder / "model.safetensors"
-        tensors = load_file(str(path))
-        gains = tensors["roberta.emb_ln.weight"].float().abs()
-        channels = torch.nonzero(gains > threshold).flatten().tolist()
-        tensors["linear.weight"][:, channels] = 0
-        save_file(tensors, str(path), metadata={"format": "pt"})
-    return channels
-
-
-def calm_outlier_attention(trio: dict[int, Path], channels: list[int]) -> None:
-    """Divide the q and k weight columns of the outlier channels by their gains, as trained models keep
-    attention logits moderate: without it the toy's logits reach a std of 80-140 (hard, chaotic
-    attention; docs/quantization.md). The outlier activations that stress int8 stay."""
-    for folder in trio.values():
-        path = folder / "model.safetensors"
-        tensors = load_file(str(path))
-        gains = tensors["roberta.emb_ln.weight"].float().abs()[channels]
-        for name, tensor in tensors.items():
-            if name.endswith("mixer.Wqkv.weight"):
-                w = tensor.float()
-                w[: 2 * (w.shape[0] // 3), channels] /= gains
-                tensors[name] = w.to(tensor.dtype)
-        save_file(tensors, str(path), metadata={"format": "pt"})
-
-
 def make_outlier_toy_trio(folder: Path, dims: tuple[int, ...] = (128, 96, 64), seed: int = 0) -> dict[int, Path]:
     """The outlier toy of issue 3: 4 x 512 with 4 channels of x10-30 LayerNorm gains, heads quiet on
     them and moderate attention, as trained XLM-R-large layers have (one definition for the tests and
-    `make fidelity`)."""
+    `make fidelity`; the randomized family of such checkpoints is export/outlier_family.py)."""
     trio = make_toy_trio(folder, dims=dims, seed=seed, outlier_channels=4, config_overrides=OUTLIER_TOY)
-    calm_outlier_attention(trio, quiet_outlier_heads(trio))
+    emb_ln = ("roberta.emb_ln.weight",)
+    channels = outlier_channels_of(trio[dims[0]], names=emb_ln)
+    quiet_outlier_heads(trio, channels)
+    calm_outlier_attention(trio, channels, names=emb_ln)
     return trio
 
 

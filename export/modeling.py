@@ -213,9 +213,13 @@ class Backbone(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotary_tables(self, seq_len: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin of shape (seq, head_dim / 2) for positions 0..seq-1, built in float32."""
+        """cos/sin of shape (seq, head_dim / 2) for positions 0..seq-1, built in float32.
+
+        Also in a float64 evaluation (`module.double()`): the reference model defines the tables in
+        float32 (`pos_idx_in_fp32`), so float64 runs use those float32 values, upcast where they meet q/k.
+        """
         positions = torch.arange(seq_len, dtype=torch.float32, device=self.inv_freq.device)
-        freqs = torch.outer(positions, self.inv_freq)
+        freqs = torch.outer(positions, self.inv_freq.float())
         return freqs.cos(), freqs.sin()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,9 @@ from .fidelity import (
     collect,
     compare,
     fidelity_texts,
+    float64_runner,
     ort_runner,
     passes,
-    torch_runner,
 )
 from .modeling import BackboneConfig, MultiHeadColbert
 from .optimize import FUSION_METHOD, optimize_fp32, save_graph
@@ -72,8 +72,9 @@ def fidelity_inputs(manifest: dict, tokenizer: Tokenizer, special: SpecialIds) -
 
 
 def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet) -> dict[int, Outputs]:
-    """The fp32 PyTorch vectors of every head on the fidelity set (recorded before the weights are freed)."""
-    return collect(torch_runner(module), fset)
+    """Every head's vectors on the fidelity set from the module in float64 (converted in place), recorded
+    before the weights are freed."""
+    return collect(float64_runner(module), fset)
 
 
 def build_precisions(
@@ -83,11 +84,13 @@ def build_precisions(
     fset: FidelitySet,
     references: Sequence[dict[int, Outputs]] | None,
     precisions: Sequence[str],
-    int8_method: str = DEFAULT_INT8_METHOD,
+    int8_method: str | None = None,
 ) -> None:
     """Optimize each fp32 graph in place, add the int8/fp16 variants and their fidelity to `manifest`.
 
-    `references` holds, per graph, the recorded PyTorch outputs on `fset`; None skips measuring.
+    `references` holds, per graph, the recorded float64 PyTorch outputs on `fset`; None skips measuring.
+    `int8_method` None is the default method (which may be replaced when it misses a gate); a named
+    method is written as asked.
     """
     arch = manifest["architecture"]
     cfg = BackboneConfig(
@@ -111,18 +114,7 @@ def build_precisions(
         variants = [entry]
         dims = [int(d) for d in entry["outputs"]]
         if "int8" in precisions:
-            file = variant_file(entry["file"], "int8")
-            info = quantize_int8(optimized, out / file, calibration, method=int8_method)
-            int8 = {**_base(entry, file, "int8", out), **info}
-            if reference is not None:
-                int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
-                fallback = INT8_FALLBACK.get(int8_method)
-                if fallback and not all(m["passed"] for m in int8["fidelity"].values()):
-                    first = {"method": int8_method, "fidelity": int8["fidelity"]}
-                    info = quantize_int8(optimized, out / file, calibration, method=fallback)
-                    int8 = {**_base(entry, file, "int8", out), **info, "instead_of": first}
-                    int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
-            variants.append(int8)
+            variants.append(build_int8(out, entry, optimized, calibration, dims, reference, fset, int8_method))
         if "fp16" in precisions:
             file = variant_file(entry["file"], "fp16")
             model16, info = convert_fp16(optimized)
@@ -141,10 +133,39 @@ def build_precisions(
     manifest["precisions"] = [p for p in KNOWN_PRECISIONS if any(g["precision"] == p for g in graphs)]
     if fidelity:
         manifest["fidelity"] = {
-            "reference": "PyTorch fp32 MultiHeadColbert of the same checkpoints",
+            "reference": "float64 PyTorch evaluation of the same checkpoints",
             "set": {"queries": len(fidelity_texts()["queries"]), "documents": len(fidelity_texts()["documents"])},
             **fidelity,
         }
+
+
+def build_int8(
+    out: Path,
+    entry: dict,
+    optimized,
+    calibration: list,
+    dims: list[int],
+    reference: dict | None,
+    fset: FidelitySet,
+    int8_method: str | None,
+) -> dict:
+    """The int8 graph of one fp32 graph and its manifest entry. The default method (int8_method None)
+    falls back to INT8_FALLBACK when it misses a gate; a method the user named is kept as asked."""
+    chosen_by = "default" if int8_method is None else "user"
+    method = DEFAULT_INT8_METHOD if int8_method is None else int8_method
+    file = variant_file(entry["file"], "int8")
+    info = quantize_int8(optimized, out / file, calibration, method=method)
+    int8 = {**_base(entry, file, "int8", out), **info, "method_chosen_by": chosen_by}
+    if reference is None:
+        return int8
+    int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
+    fallback = INT8_FALLBACK.get(method) if chosen_by == "default" else None
+    if fallback and not all(m["passed"] for m in int8["fidelity"].values()):
+        first = {"method": method, "fidelity": int8["fidelity"]}
+        info = quantize_int8(optimized, out / file, calibration, method=fallback)
+        int8 = {**_base(entry, file, "int8", out), **info, "method_chosen_by": chosen_by, "instead_of": first}
+        int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
+    return int8
 
 
 def measure_fidelity(graph: Path, dims: list[int], reference: dict, fset: FidelitySet, precision: str) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -218,12 +219,44 @@ def _special_tokens_map() -> dict:
     }
 
 
-def random_backbone(cfg: BackboneConfig, generator: torch.Generator, outlier_channels: int = 0) -> dict:
+@dataclass(frozen=True)
+class OutlierSpec:
+    """Activation outliers planted in a random backbone: the LayerNorm gains of a few hidden channels
+    multiplied by a large factor, the pattern of trained XLM-R-large ("massive activations") that breaks
+    naive int8 quantization and stresses fp32 rounding.
+
+    `layers` None plants them in every LayerNorm (the embedding one and both of every layer); otherwise
+    in the listed encoder layers only, plus the embedding LayerNorm when `embedding` is True.
+    """
+
+    channels: int
+    gain_range: tuple[float, float] = (10.0, 30.0)
+    layers: tuple[int, ...] | None = None
+    embedding: bool = True
+
+    def planted(self, name: str) -> bool:
+        """Whether the LayerNorm gain tensor `name` (with `roberta.`) gets the outlier gains."""
+        if name.endswith("emb_ln.weight"):
+            return self.layers is None or self.embedding
+        if not name.endswith(("norm1.weight", "norm2.weight")):
+            return False
+        return self.layers is None or int(name.split(".layers.")[1].split(".")[0]) in self.layers
+
+
+def random_backbone(
+    cfg: BackboneConfig,
+    generator: torch.Generator,
+    outliers: OutlierSpec | int | None = None,
+    weight_std: float = 0.05,
+) -> dict:
     """Backbone tensors (names with `roberta.`, pooler included) drawn like a BERT initialisation.
 
-    `outlier_channels` > 0 scales the LayerNorm gains of that many hidden channels by 10-30x, the
-    activation-outlier pattern of trained XLM-R-large that breaks naive int8 quantization.
+    `weight_std` 0.02 is the scale of trained XLM-R weights (the default 0.05 keeps the toys as they
+    were); `outliers` (an OutlierSpec, or a channel count with x10-30 gains everywhere) plants
+    activation-outlier channels.
     """
+    if isinstance(outliers, int):
+        outliers = OutlierSpec(outliers) if outliers else None
     state = {}
     for name, shape in expected_shapes(cfg).items():
         if name.endswith(("norm1.weight", "norm2.weight", "emb_ln.weight")):
@@ -231,13 +264,14 @@ def random_backbone(cfg: BackboneConfig, generator: torch.Generator, outlier_cha
         elif name.endswith("bias"):
             tensor = 0.02 * torch.randn(shape, generator=generator)
         else:
-            tensor = 0.05 * torch.randn(shape, generator=generator)
+            tensor = weight_std * torch.randn(shape, generator=generator)
         state["roberta." + name] = tensor
-    if outlier_channels:
-        channels = torch.randperm(cfg.hidden_size, generator=generator)[:outlier_channels]
-        gains = 10.0 + 20.0 * torch.rand(outlier_channels, generator=generator)
+    if outliers is not None and outliers.channels:
+        channels = torch.randperm(cfg.hidden_size, generator=generator)[: outliers.channels]
+        low, high = outliers.gain_range
+        gains = low + (high - low) * torch.rand(outliers.channels, generator=generator)
         for name in state:
-            if name.endswith(("norm1.weight", "norm2.weight", "emb_ln.weight")):
+            if outliers.planted(name):
                 state[name][channels] *= gains
     h = cfg.hidden_size
     state["roberta.pooler.dense.weight"] = 0.05 * torch.randn((h, h), generator=generator)
@@ -270,12 +304,14 @@ def make_toy_trio(
     out_dir: str | Path,
     seed: int = 0,
     dims: tuple[int, ...] = TOY_DIMS,
-    outlier_channels: int = 0,
+    outlier_channels: OutlierSpec | int = 0,
     config_overrides: dict | None = None,
+    weight_std: float = 0.05,
 ) -> dict[int, Path]:
     """Write `jina-colbert-v2-toy`, `-96`, `-64` folders sharing one backbone; returns dim -> folder.
 
-    `config_overrides` with `vocab_size=250004` gives the full-size architecture with random weights.
+    `config_overrides` with `vocab_size=250004` gives the full-size architecture with random weights;
+    `outlier_channels` plants activation outliers (OutlierSpec); `weight_std` scales the weight matrices.
     """
     out = Path(out_dir)
     tokenizer = train_toy_tokenizer()
@@ -291,7 +327,7 @@ def make_toy_trio(
         intermediate_size=config["intermediate_size"],
     )
     generator = torch.Generator().manual_seed(seed)
-    backbone = random_backbone(cfg, generator, outlier_channels=outlier_channels)
+    backbone = random_backbone(cfg, generator, outliers=outlier_channels, weight_std=weight_std)
     folders = {}
     for dim in dims:
         # Independent heads: the 64 head is deliberately not a truncation of the 128 head.

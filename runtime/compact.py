@@ -15,7 +15,7 @@ MaxSim over compact documents (queries always stay float32 on input):
 - ``int8``: by default the float query against the dequantized vectors (a float32 GEMM; only the
   documents' rounding remains). ``maxsim_int8(..., exact=False)`` (and ``PackedDocuments`` stored
   as int8) runs the integer kernel of scoring.py instead: the query is quantized to int8 per token
-  too and ``codes · q_codes`` runs as onnxruntime's u8 x s8 ``MatMulInteger`` (VNNI), times both
+  too and ``codes · q_codes`` runs as onnxruntime's integer ``MatMulInteger`` (u8 x u8), times both
   scales; 2-3x faster than float32 MaxSim, scores off by ~1e-4 per query token on average
   (docs/maxsim.md).
 - ``binary`` / ``ubinary``: the query is binarized too and the similarity of two sign vectors is

@@ -21,13 +21,18 @@ FULL = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
 def full_folder(tmp_path_factory):
     from colbert_onnx.export import export_model, make_toy_trio
 
-    ckpt = make_toy_trio(tmp_path_factory.mktemp("full-ckpt"), dims=(128,), config_overrides=FULL)[128]
+    # weights scaled like a trained model (std 0.02, LayerNorm gains around 1): with the toys' 0.05 the
+    # random full-size model is chaotic in fp32 and the float64 gate measures that, not the export
+    # (docs/export.md, "Parity")
+    ckpt = make_toy_trio(tmp_path_factory.mktemp("full-ckpt"), dims=(128,), config_overrides=FULL,
+                         weight_std=0.02)[128]
     return export_model([ckpt], tmp_path_factory.mktemp("full-onnx"), precisions="fp32,int8")
 
 
-def test_full_size_export_matches_pytorch_within_1e_4(full_folder):
+def test_full_size_export_matches_float64_within_1e_4(full_folder):
     parity = json.loads((full_folder / "manifest.json").read_text())["parity"]["fp32"]["128"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4, parity
+    assert parity["reference"].startswith("float64") and "vs_torch_fp32" in parity
 
 
 def test_full_size_fp32_uses_external_data_and_int8_is_under_30_percent(full_folder):
