@@ -34,7 +34,8 @@ def _check(seed: int, tmp_path) -> None:
     assert parity["reference"].startswith("float64")
     for dim in ("128", "96", "64"):
         figures = parity[dim]
-        assert figures["passed"] and figures["max_abs_diff"] <= PARITY_TOLERANCE, (draw_member(seed).describe(), figures)
+        member = draw_member(seed).describe()
+        assert figures["passed"] and figures["max_abs_diff"] <= PARITY_TOLERANCE, (member, figures)
         assert figures["vs_torch_fp32"]["max_abs_diff"] > 0 and figures["torch_fp32_vs_float64_max_abs_diff"] > 0
 
 
