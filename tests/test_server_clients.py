@@ -53,8 +53,13 @@ def expected(toy_encoder: ColbertEncoder) -> Callable[[int | None], list[dict[st
     return lambda top_n: toy_encoder.rerank(QUERY, DOCUMENTS, top_n=top_n)
 
 
-def post(base_url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    return httpx.post(f"{base_url}/v1/rerank", content=body, headers=headers, timeout=60)
+def rerank_as_client(base_url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """POST /v1/rerank with the client's exact headers and bytes; its JSON answer, after checking it is a 200."""
+    r = httpx.post(f"{base_url}/v1/rerank", content=body, headers=headers, timeout=60)
+    r.raise_for_status()  # what jina-cli does; the other three read the body and need "results" in it
+    resp = r.json()
+    assert "results" in resp, resp
+    return resp
 
 
 def assert_ranked_like_the_encoder(got: list[tuple[int, float]], expected: list[dict[str, Any]]) -> None:
@@ -76,10 +81,7 @@ def test_langchain_community_jina_rerank(base_url: str, expected) -> None:
         "user-agent": "langchain",
     }
     data = {"query": QUERY, "documents": DOCUMENTS, "model": "jina-reranker-v1-base-en", "top_n": 3}
-    r = post(base_url, headers, requests_body(data))
-    assert r.status_code == 200, r.text
-    resp = r.json()
-    assert "results" in resp
+    resp = rerank_as_client(base_url, headers, requests_body(data))
     got = [(res["index"], res["relevance_score"]) for res in resp["results"]]
     assert_ranked_like_the_encoder(got, expected(3))
     assert [DOCUMENTS[i] for i, _ in got] == [hit["document"] for hit in expected(3)]  # compress_documents
@@ -96,10 +98,7 @@ def test_llama_index_jina_rerank(base_url: str, expected) -> None:
     """
     headers = {"Authorization": f"Bearer {KEY}", "Accept-Encoding": "identity", "Content-Type": "application/json"}
     data = {"query": QUERY, "documents": DOCUMENTS, "model": "jina-reranker-v1-base-en", "top_n": 2}
-    r = post(base_url, headers, requests_body(data))
-    assert r.status_code == 200, r.text
-    resp = r.json()
-    assert "results" in resp
+    resp = rerank_as_client(base_url, headers, requests_body(data))
     nodes = [(result["index"], result["relevance_score"]) for result in resp["results"]]
     assert_ranked_like_the_encoder(nodes, expected(2))
 
@@ -113,9 +112,7 @@ def test_haystack_jina_ranker(base_url: str, expected) -> None:
     """
     headers = {"Authorization": f"Bearer {KEY}", "Accept-Encoding": "identity", "Content-type": "application/json"}
     data = {"query": QUERY, "documents": DOCUMENTS, "model": "jina-reranker-v1-base-en", "top_n": None}
-    r = post(base_url, headers, httpx_body(data))
-    assert r.status_code == 200, r.text
-    resp = r.json()
+    resp = rerank_as_client(base_url, headers, httpx_body(data))
     got = [(result["index"], result["relevance_score"]) for result in resp["results"]]
     assert_ranked_like_the_encoder(got, expected(None))
     meta = {"model": resp["model"], "usage": resp["usage"]}
@@ -135,14 +132,13 @@ def test_jina_cli_rerank(base_url: str, expected, top_n: int | None) -> None:
     data: dict[str, Any] = {"model": "jina-reranker-v3", "query": QUERY, "documents": DOCUMENTS}
     if top_n is not None:
         data["top_n"] = top_n
-    r = post(base_url, headers, httpx_body(data))
-    r.raise_for_status()
-    results = r.json().get("results", [])
+    resp = rerank_as_client(base_url, headers, httpx_body(data))
+    results = resp.get("results", [])
     got = [(res.get("index", 0), res.get("relevance_score", res.get("score", 0))) for res in results]
     assert_ranked_like_the_encoder(got, expected(top_n))
     texts = [res["document"]["text"] for res in results if isinstance(res.get("document"), dict)]
     assert texts == [hit["document"] for hit in expected(top_n)]  # printed from the response, not the input
-    assert r.json()["model"] == "jina-reranker-v3"
+    assert resp["model"] == "jina-reranker-v3"
 
 
 def test_a_client_default_name_not_served_gets_422_with_a_detail_the_clients_raise(toy_model_dir: Path) -> None:
@@ -159,15 +155,18 @@ def test_a_client_default_name_not_served_gets_422_with_a_detail_the_clients_rai
     [
         {"input": ["Berlin"], "model": "jina-embeddings-v2-base-en"},
         {"input": ["Berlin"], "model": "jina-embeddings-v3", "task": "retrieval.query"},
+        {"input": ["Berlin"], "model": "jina-embeddings-v2-base-en", "encoding_type": "float"},
     ],
-    ids=["langchain-JinaEmbeddings", "haystack-JinaTextEmbedder"],
+    ids=["langchain-JinaEmbeddings", "haystack-JinaTextEmbedder", "llama-index-JinaEmbedding"],
 )
 def test_single_vector_embedders_raise_the_detail_that_points_to_multi_vector(base_url: str, payload: dict) -> None:
-    """langchain-community `JinaEmbeddings` (libs/community/langchain_community/embeddings/jina.py, `_embed`) and
+    """langchain-community `JinaEmbeddings` (libs/community/langchain_community/embeddings/jina.py, `_embed`),
     haystack `JinaTextEmbedder` (integrations/jina/src/haystack_integrations/components/embedders/jina/
-    text_embedder.py, `_prepare_request_payload` / `_parse_response`) post `{"input", "model"[, "task"]}` to
-    /v1/embeddings and raise RuntimeError(resp["detail"]) when "data" is not in the body: that detail is what the
-    user reads, so it must say where the multi-vectors are."""
+    text_embedder.py, `_prepare_request_payload` / `_parse_response`) and llama-index `JinaEmbedding`
+    (llama-index-integrations/embeddings/llama-index-embeddings-jinaai/llama_index/embeddings/jinaai/base.py,
+    `_JinaAPICaller.get_embeddings`) post `{"input", "model"[, "task" | "encoding_type"]}` to /v1/embeddings and
+    raise RuntimeError(resp["detail"]) when "data" is not in the body: that detail is what the user reads, so it
+    must say where the multi-vectors are."""
     headers = {"Authorization": f"Bearer {KEY}", "Accept-Encoding": "identity", "Content-type": "application/json"}
     r = httpx.post(f"{base_url}/v1/embeddings", content=requests_body(payload), headers=headers, timeout=60)
     resp = r.json()
