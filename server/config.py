@@ -92,4 +92,9 @@ class ServerConfig:
     def served_model_names_from_env() -> tuple[str, ...]:
         """Names from COLBERT_ONNX_SERVED_MODEL_NAME (comma-separated), or () when unset or empty."""
         value = os.environ.get(SERVED_MODEL_NAME_ENV, "").strip()
-        return parse_model_names(value) if value else ()
+        if not value:
+            return ()
+        try:
+            return parse_model_names(value)
+        except ValueError as exc:
+            raise ValueError(f"{SERVED_MODEL_NAME_ENV}: {exc}") from None

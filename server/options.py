@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import API_KEY_ENV, SERVED_MODEL_NAME_ENV, ServerConfig, parse_model_names
+from .config import API_KEY_ENV, SERVED_MODEL_NAME_ENV, ServerConfig
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """ServerConfig from parsed serve arguments (API key and served names: flag, else environment)."""
     dims = tuple(int(x) for x in args.dims.split(",") if x.strip()) if args.dims else None
     if args.served_model_name is not None:
-        served = parse_model_names(args.served_model_name)
+        served = tuple(args.served_model_name)  # ServerConfig splits commas and checks the names
     elif args.model_name is None:
         served = ServerConfig.served_model_names_from_env()
     else:

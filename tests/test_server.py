@@ -398,6 +398,12 @@ def test_served_model_names_come_from_the_environment_when_no_flag(monkeypatch: 
     assert serve_config("--model-name", "y").model_names("m") == ("y",)
 
 
+def test_a_bad_served_model_name_variable_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLBERT_ONNX_SERVED_MODEL_NAME", "a,,b")
+    with pytest.raises(ValueError, match="COLBERT_ONNX_SERVED_MODEL_NAME.*non-empty"):
+        serve_config()
+
+
 def test_model_name_is_the_one_name_alias_of_served_model_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLBERT_ONNX_SERVED_MODEL_NAME", raising=False)
     assert serve_config("--model-name", "mine").model_names("jina-colbert-v2") == ("mine",)
