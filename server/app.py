@@ -40,7 +40,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON",
         401: "missing or wrong API key",
         413: "over a limit (body bytes, inputs or tokens per request); `limit` names it",
-        422: "invalid field value (type, input_type, embedding_type, dimensions, model)",
+        422: "invalid field value (type, input_type, task, embedding_type/encoding_format, dimensions, model)",
         429: "queue full; retry after Retry-After seconds",
         503: "model not loaded yet or shutting down; retry after Retry-After seconds",
     }.items()
@@ -134,6 +134,16 @@ def _texts(items: str | list[str | TextInput]) -> list[str]:
     return [item if isinstance(item, str) else item.text for item in items]
 
 
+def single_vector_message(model: str) -> str:
+    """What a single-vector client (OpenAI/Jina /v1/embeddings) is told: where the vectors are instead."""
+    return (
+        f"/v1/embeddings is not served: {model} is a multi-vector (late-interaction, ColBERT) model with one "
+        "vector per token and no pooled single vector. Call POST /v1/multi-vector with "
+        f'{{"model": "{model}", "input": ["..."], "input_type": "document"}} (or "query") for the token '
+        'vectors, scored with MaxSim, or POST /v1/rerank with {"query": "...", "documents": ["..."]} to rank.'
+    )
+
+
 def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = None) -> FastAPI:
     """The ASGI app for `config`; `encoder_factory(dim)` replaces ColbertEncoder loading (tests)."""
     service = ModelService(config, encoder_factory)
@@ -178,10 +188,6 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
                 "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-
-    def check_model(model: str | None) -> None:
-        if model is not None and model != service.model_name:
-            raise BadRequest(f"model {model!r} is not served here; available: {service.model_name}")
 
     retry = {"Retry-After": str(config.retry_after_s)}
 
@@ -234,6 +240,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         body = {
             "status": "ready" if service.ready else "loading",
             "model": service.model_name,
+            "served_model_names": list(service.served_model_names),
             "dimensions": service.dims,
             "loaded_dimensions": service.loaded_dims,
             "queues": service.stats(),
@@ -248,8 +255,9 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
             "object": "list",
             "data": [
                 {
-                    "id": service.model_name,
+                    "id": name,
                     "object": "model",
+                    "root": service.root_model,
                     "created": service.created,
                     "owned_by": "colbert-onnx",
                     "dimensions": service.dims,
@@ -258,6 +266,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
                     "precisions_available": service.precisions,
                     "endpoints": ["/v1/multi-vector", "/v1/rerank"],
                 }
+                for name in service.served_model_names
             ],
         }
 
@@ -270,12 +279,12 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         summary="one vector per token (documents) or 32 per query",
     )
     async def multi_vector(body: MultiVectorRequest) -> Response:
-        check_model(body.model)
+        model = service.check_model(body.model)
         texts = _texts(body.input)
         if not texts:
             raise BadRequest("input is empty; pass a string or a non-empty list of strings")
-        input_type = body.input_type or "document"
-        embedding_type = body.embedding_type or "float"
+        input_type = body.resolved_input_type()
+        embedding_type = body.resolved_embedding_type()
         dim = service.default_dim if body.dimensions is None else body.dimensions
         encoded = await service.encode(texts, input_type, dim)
         data = [
@@ -283,7 +292,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
             for i, v in enumerate(encoded.vectors)
         ]
         usage = {"total_tokens": encoded.total_tokens}
-        return json_response({"model": service.model_name, "object": "list", "usage": usage, "data": data})
+        return json_response({"model": model, "object": "list", "usage": usage, "data": data})
 
     @app.post(
         "/v1/rerank",
@@ -294,13 +303,24 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         summary="documents ranked by MaxSim against the query, best first",
     )
     async def rerank(body: RerankRequest) -> Response:
-        check_model(body.model)
+        model = service.check_model(body.model)
         query = body.query if isinstance(body.query, str) else body.query.text
         documents = _texts(body.documents)
         ranked, tokens = await service.rerank(query, documents, body.top_n)
         if body.return_documents is not False:
             for hit in ranked:
                 hit["document"] = {"text": documents[hit["index"]]}
-        return json_response({"model": service.model_name, "usage": {"total_tokens": tokens}, "results": ranked})
+        return json_response({"model": model, "usage": {"total_tokens": tokens}, "results": ranked})
+
+    @app.post(
+        "/v1/embeddings",
+        tags=["jina"],
+        dependencies=[Depends(authorize)],
+        status_code=404,
+        responses={404: {"model": ErrorBody, "description": "always: this model has no single-vector embeddings"}},
+        summary="not served: single-vector clients are told to call /v1/multi-vector",
+    )
+    async def embeddings() -> Response:
+        return _error(404, single_vector_message(service.model_name))
 
     return app

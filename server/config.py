@@ -7,6 +7,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 API_KEY_ENV = "COLBERT_ONNX_API_KEY"
+SERVED_MODEL_NAME_ENV = "COLBERT_ONNX_SERVED_MODEL_NAME"
+DEFAULT_MODEL_NAME = "jina-colbert-v2"
+
+
+def parse_model_names(values: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Model names from strings that may each hold several, comma-separated (flags, environment), in order.
+
+    ValueError for an empty name or a name given twice: the served list is an explicit choice.
+    """
+    items = [values] if isinstance(values, str) else list(values)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError(f"served model names must be strings, got {values!r}")
+    names = tuple(name.strip() for item in items for name in item.split(","))
+    if not names or any(not name for name in names):
+        raise ValueError(f"served model names must be non-empty, got {values!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"served model names are given more than once: {', '.join(repeated)}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -18,7 +37,9 @@ class ServerConfig:
     device: str = "cpu"
     threads: int | None = None
     document_max_length: int | None = None
-    model_name: str | None = None
+    model_name: str | None = None  # one served name: the alias of served_model_names=(name,)
+    # Names accepted in requests and listed in /v1/models (a comma-separated str is split); () = the manifest's.
+    served_model_names: tuple[str, ...] = ()
     dims: tuple[int, ...] | None = None
     api_key: str | None = None
     # limits
@@ -49,8 +70,31 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if self.served_model_names:
+            object.__setattr__(self, "served_model_names", parse_model_names(self.served_model_names))
+            if self.model_name is not None:
+                raise ValueError("give served_model_names or its one-name alias model_name, not both")
+        elif self.model_name is not None and not self.model_name.strip():
+            raise ValueError(f"model_name must be non-empty, got {self.model_name!r}")
+
+    def model_names(self, manifest_name: str) -> tuple[str, ...]:
+        """The names this server answers to; the first is echoed when a request names none."""
+        if self.served_model_names:
+            return self.served_model_names
+        return (self.model_name or manifest_name,)
 
     @staticmethod
     def api_key_from_env() -> str | None:
         """The API key from COLBERT_ONNX_API_KEY, or None when unset or empty."""
         return os.environ.get(API_KEY_ENV) or None
+
+    @staticmethod
+    def served_model_names_from_env() -> tuple[str, ...]:
+        """Names from COLBERT_ONNX_SERVED_MODEL_NAME (comma-separated), or () when unset or empty."""
+        value = os.environ.get(SERVED_MODEL_NAME_ENV, "").strip()
+        if not value:
+            return ()
+        try:
+            return parse_model_names(value)
+        except ValueError as exc:
+            raise ValueError(f"{SERVED_MODEL_NAME_ENV}: {exc}") from None

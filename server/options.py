@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import API_KEY_ENV, ServerConfig
+from .config import API_KEY_ENV, SERVED_MODEL_NAME_ENV, ServerConfig
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per run")
     p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
-    p.add_argument("--model-name", default=None, help="name in responses and /v1/models (default: manifest)")
+    p.add_argument(
+        "--served-model-name",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="names requests may use, each echoed back, all listed in /v1/models, e.g. jina-colbert-v2 "
+        f"jina-reranker-v3 (or {SERVED_MODEL_NAME_ENV}=a,b; default: the manifest's, jina-colbert-v2)",
+    )
+    p.add_argument("--model-name", default=None, help="one served name: alias of --served-model-name NAME")
     p.add_argument("--dims", default=None, help="comma-separated heads to serve, e.g. 128,64 (default: all)")
     p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
     p.add_argument("--max-inputs", type=int, default=d.max_inputs_per_request, help="texts per request")
@@ -34,8 +42,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """ServerConfig from parsed serve arguments (API key: flag, else environment)."""
+    """ServerConfig from parsed serve arguments (API key and served names: flag, else environment)."""
     dims = tuple(int(x) for x in args.dims.split(",") if x.strip()) if args.dims else None
+    if args.served_model_name is not None:
+        served = tuple(args.served_model_name)  # ServerConfig splits commas and checks the names
+    elif args.model_name is None:
+        served = ServerConfig.served_model_names_from_env()
+    else:
+        served = ()
     return ServerConfig(
         model_dir=args.model_dir,
         precision=args.precision,
@@ -43,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         threads=args.threads,
         document_max_length=args.document_max_length,
         model_name=args.model_name,
+        served_model_names=served,
         dims=dims,
         api_key=args.api_key or ServerConfig.api_key_from_env(),
         max_inputs_per_request=args.max_inputs,

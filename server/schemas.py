@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+# Jina's v3-style `task` values that name an input_type of this model; any other task is refused.
+TASK_INPUT_TYPES = {"retrieval.query": "query", "retrieval.passage": "document"}
+# The request fields that name the response encoding: Jina's, its older spelling, OpenAI's.
+EMBEDDING_TYPE_FIELDS = ("embedding_type", "encoding_type", "encoding_format")
 
 
 class TextInput(BaseModel):
@@ -23,12 +30,46 @@ class MultiVectorRequest(BaseModel):
     input_type: Literal["query", "document"] | None = Field(
         None, description="query: 32 vectors per text (mask-augmented); document (default): one per kept token"
     )
-    embedding_type: Literal["float", "base64", "binary", "ubinary"] | None = Field(
+    task: StrictStr | None = Field(
         None,
-        validation_alias=AliasChoices("embedding_type", "encoding_type"),
-        description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits",
+        description="Jina v3-style alternative to input_type: retrieval.query = query, retrieval.passage = document "
+        "(an explicit input_type wins); any other task is refused",
     )
+    embedding_type: EmbeddingType | None = Field(
+        None, description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits"
+    )
+    encoding_type: EmbeddingType | None = Field(None, description="alias of embedding_type")
+    encoding_format: EmbeddingType | None = Field(None, description="OpenAI's name; alias of embedding_type")
     dimensions: int | None = Field(None, description="Matryoshka head: 128 (default), 96 or 64 when the folder has it")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str | None) -> str | None:
+        if task is not None and task not in TASK_INPUT_TYPES:
+            accepted = ", ".join(f"{t} (input_type={kind})" for t, kind in TASK_INPUT_TYPES.items())
+            message = f"task {task!r} is not served by this multi-vector model; accepted: {accepted}"
+            raise PydanticCustomError("unsupported_task", message)
+        return task
+
+    @model_validator(mode="after")
+    def _one_embedding_type(self) -> MultiVectorRequest:
+        given = {name: getattr(self, name) for name in EMBEDDING_TYPE_FIELDS if getattr(self, name) is not None}
+        if len(set(given.values())) > 1:
+            conflict = " and ".join(f"{name}={value!r}" for name, value in given.items())
+            raise PydanticCustomError("conflicting_embedding_type", f"{conflict} disagree; give one encoding")
+        return self
+
+    def resolved_input_type(self) -> str:
+        """input_type if given, else the one `task` names, else document."""
+        if self.input_type is not None:
+            return self.input_type
+        if self.task is not None:
+            return TASK_INPUT_TYPES[self.task]
+        return "document"
+
+    def resolved_embedding_type(self) -> str:
+        """The one encoding the request asked for under any of its names (they agree), float by default."""
+        return next((getattr(self, n) for n in EMBEDDING_TYPE_FIELDS if getattr(self, n) is not None), "float")
 
 
 class Usage(BaseModel):

@@ -15,7 +15,7 @@ from ..errors import UnsupportedDimError
 from ..model_folder import open_model_folder
 from ..scoring import maxsim
 from .batching import MicroBatcher
-from .config import ServerConfig
+from .config import DEFAULT_MODEL_NAME, ServerConfig
 
 INPUT_TYPES = ("query", "document")
 # Below this many characters a request is tokenized on the event loop; above, on a thread.
@@ -69,7 +69,9 @@ class ModelService:
         folder = open_model_folder(config.model_dir)
         self.folder_dims = folder.dims
         self.precisions = folder.precisions
-        self.model_name = config.model_name or str(folder.manifest.get("model") or "jina-colbert-v2")
+        self.root_model = str(folder.manifest.get("model") or DEFAULT_MODEL_NAME)
+        self.served_model_names = config.model_names(self.root_model)
+        self.model_name = self.served_model_names[0]  # echoed when a request names no model
         self.created = int(time.time())
         if config.dims:
             missing = sorted(set(config.dims) - set(self.folder_dims))
@@ -138,6 +140,14 @@ class ModelService:
                 raise NotReady(f"model failed to load: {self.load_error}")
             raise NotReady("model is loading; retry shortly")
         return await self.load(dim)
+
+    def check_model(self, model: str | None) -> str:
+        """The name to echo back as the response's `model`; BadRequest naming the served ones if not served."""
+        if model is None:
+            return self.model_name
+        if model not in self.served_model_names:
+            raise BadRequest(f"model {model!r} is not served here; served: {', '.join(self.served_model_names)}")
+        return model
 
     def check_dim(self, dim: Any) -> int:
         """`dim` if served, else BadRequest naming the dims this server has."""

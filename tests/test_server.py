@@ -229,7 +229,9 @@ BAD_REQUESTS = [
     ("/v1/multi-vector", {"input": ["a"], "dimensions": "wide"}, 422, "dimensions"),
     ("/v1/multi-vector", {"input": ["a"], "input_type": "passage"}, 422, "input_type"),
     ("/v1/multi-vector", {"input": ["a"], "embedding_type": "int4"}, 422, "embedding_type"),
-    ("/v1/multi-vector", {"input": ["a"], "model": "other-model"}, 422, "not served here"),
+    ("/v1/multi-vector", {"input": ["a"], "encoding_format": "int4"}, 422, "encoding_format"),
+    ("/v1/multi-vector", {"input": ["a"], "model": "other-model"}, 422, "served: jina-colbert-v2"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "model": "jina-reranker-v3"}, 422, "served: jina-colbert-v2"),
     ("/v1/rerank", {"query": QUERY}, 422, "documents"),
     ("/v1/rerank", {"documents": ["a"]}, 422, "query"),
     ("/v1/rerank", {"query": 3, "documents": ["a"]}, 422, "query"),
@@ -260,6 +262,159 @@ def test_form_encoded_json_from_curl_is_still_parsed(client: httpx.Client) -> No
 def test_empty_documents_rerank_returns_no_results(client: httpx.Client) -> None:
     r = client.post("/v1/rerank", json={"query": QUERY, "documents": []})
     assert r.status_code == 200 and r.json()["results"] == []
+
+
+# ---------------------------------------------------------------- Jina/OpenAI drop-in: names, task, encoding_format
+
+
+def test_a_task_naming_a_query_gives_the_query_vectors(client: httpx.Client, encoders) -> None:
+    r = client.post("/v1/multi-vector", json={"input": [QUERY], "task": "retrieval.query"})
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["data"]
+    assert_vectors_equal(item["embeddings"], encoders[128].encode_queries([QUERY])[0])
+
+
+def test_a_task_naming_a_passage_gives_the_document_vectors(client: httpx.Client, encoders) -> None:
+    r = client.post("/v1/multi-vector", json={"input": DOCUMENTS[:2], "task": "retrieval.passage"})
+    assert r.status_code == 200, r.text
+    for item, vectors in zip(r.json()["data"], encoders[128].encode_documents(DOCUMENTS[:2]), strict=True):
+        assert_vectors_equal(item["embeddings"], vectors)
+
+
+def test_an_explicit_input_type_wins_over_the_task(client: httpx.Client, encoders) -> None:
+    r = client.post("/v1/multi-vector", json={"input": [QUERY], "task": "retrieval.passage", "input_type": "query"})
+    assert r.status_code == 200, r.text
+    assert_vectors_equal(r.json()["data"][0]["embeddings"], encoders[128].encode_queries([QUERY])[0])
+
+
+@pytest.mark.parametrize("task", ["text-matching", "retrieval.document", "classification", ""])
+def test_any_other_task_gets_422_naming_the_accepted_ones(client: httpx.Client, task: str) -> None:
+    r = client.post("/v1/multi-vector", json={"input": ["a"], "task": task, "input_type": "document"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert repr(task) in detail and "retrieval.query" in detail and "retrieval.passage" in detail
+
+
+@pytest.mark.parametrize("field", ["encoding_format", "encoding_type"])
+def test_encoding_format_is_an_alias_of_embedding_type(client: httpx.Client, encoders, field: str) -> None:
+    body = client.post("/v1/multi-vector", json={"input": DOCUMENTS[:2], field: "base64"}).json()
+    for item, vectors in zip(body["data"], encoders[128].encode_documents(DOCUMENTS[:2]), strict=True):
+        assert all(isinstance(s, str) for s in item["embeddings"])
+        decoded = np.stack([np.frombuffer(base64.b64decode(s), dtype="<f4") for s in item["embeddings"]])
+        assert_vectors_equal(decoded, vectors)
+
+
+def test_agreeing_encoding_names_are_accepted(client: httpx.Client) -> None:
+    payload = {"input": ["a"], "embedding_type": "ubinary", "encoding_format": "ubinary"}
+    r = client.post("/v1/multi-vector", json=payload)
+    assert r.status_code == 200, r.text
+    assert all(isinstance(v, int) for row in r.json()["data"][0]["embeddings"] for v in row)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"embedding_type": "float", "encoding_format": "base64"},
+        {"encoding_type": "binary", "encoding_format": "float"},
+        {"embedding_type": "ubinary", "encoding_type": "binary"},
+    ],
+)
+def test_conflicting_encoding_names_get_422_naming_both(client: httpx.Client, names: dict) -> None:
+    r = client.post("/v1/multi-vector", json={"input": ["a"], **names})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert all(f"{field}={value!r}" in detail for field, value in names.items())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": "jina-embeddings-v3", "input": ["a"], "task": "retrieval.query"},
+        {"model": "text-embedding-3-small", "input": "a", "encoding_format": "float"},
+        {},
+    ],
+)
+def test_embeddings_endpoint_says_where_the_multi_vectors_are(client: httpx.Client, payload: dict) -> None:
+    r = client.post("/v1/embeddings", json=payload)
+    assert r.status_code == 404, r.text
+    body = r.json()
+    assert "data" not in body  # no invented pooled vector
+    detail = body["detail"]
+    assert "multi-vector" in detail and "POST /v1/multi-vector" in detail and '"input_type"' in detail
+
+
+SERVED = ("jina-colbert-v2", "jina-reranker-v1-base-en", "jina-reranker-v2-base-multilingual", "jina-reranker-v3")
+
+
+@pytest.fixture(scope="module")
+def aliased_url(toy_model_dir: Path) -> Iterator[str]:
+    with running_server(ServerConfig(model_dir=toy_model_dir, dims=(128,), served_model_names=SERVED)) as base:
+        yield base
+
+
+def test_models_lists_every_served_name(aliased_url: str) -> None:
+    models = httpx.get(f"{aliased_url}/v1/models").json()["data"]
+    assert [m["id"] for m in models] == list(SERVED)
+    assert {m["root"] for m in models} == {"jina-colbert-v2"}
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_every_served_name_is_accepted_and_echoed(aliased_url: str, name: str) -> None:
+    rerank = httpx.post(f"{aliased_url}/v1/rerank", json={"model": name, "query": QUERY, "documents": DOCUMENTS[:2]})
+    vectors = httpx.post(f"{aliased_url}/v1/multi-vector", json={"model": name, "input": ["a"]})
+    assert rerank.status_code == 200 and vectors.status_code == 200
+    assert rerank.json()["model"] == name and vectors.json()["model"] == name
+
+
+def test_a_request_without_model_gets_the_first_served_name(aliased_url: str) -> None:
+    r = httpx.post(f"{aliased_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS[:2]})
+    assert r.status_code == 200 and r.json()["model"] == SERVED[0]
+
+
+def test_an_unknown_model_gets_422_naming_every_served_one(aliased_url: str) -> None:
+    r = httpx.post(f"{aliased_url}/v1/rerank", json={"model": "jina-reranker-m0", "query": "q", "documents": ["a"]})
+    assert r.status_code == 422
+    assert "'jina-reranker-m0'" in r.json()["detail"] and ", ".join(SERVED) in r.json()["detail"]
+
+
+def serve_config(*argv: str) -> ServerConfig:
+    from colbert_onnx.cli import build_parser
+    from colbert_onnx.server.options import config_from_args
+
+    return config_from_args(build_parser().parse_args(["serve", "some/dir", *argv]))
+
+
+def test_served_model_name_takes_several_names_as_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLBERT_ONNX_SERVED_MODEL_NAME", raising=False)
+    config = serve_config("--served-model-name", "a", "b,c", "--port", "9000")
+    assert config.model_names("jina-colbert-v2") == ("a", "b", "c")
+    assert serve_config().model_names("jina-colbert-v2") == ("jina-colbert-v2",)  # the default: one name
+
+
+def test_served_model_names_come_from_the_environment_when_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLBERT_ONNX_SERVED_MODEL_NAME", "jina-colbert-v2, jina-reranker-v3")
+    assert serve_config().model_names("m") == ("jina-colbert-v2", "jina-reranker-v3")
+    assert serve_config("--served-model-name", "x").model_names("m") == ("x",)
+    assert serve_config("--model-name", "y").model_names("m") == ("y",)
+
+
+def test_a_bad_served_model_name_variable_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLBERT_ONNX_SERVED_MODEL_NAME", "a,,b")
+    with pytest.raises(ValueError, match="COLBERT_ONNX_SERVED_MODEL_NAME.*non-empty"):
+        serve_config()
+
+
+def test_model_name_is_the_one_name_alias_of_served_model_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLBERT_ONNX_SERVED_MODEL_NAME", raising=False)
+    assert serve_config("--model-name", "mine").model_names("jina-colbert-v2") == ("mine",)
+    with pytest.raises(ValueError, match="not both"):
+        serve_config("--model-name", "mine", "--served-model-name", "a")
+
+
+@pytest.mark.parametrize(("names", "message"), [(("a", "a"), "more than once"), (("a", " "), "non-empty")])
+def test_served_model_names_refuse_repeated_or_empty_names(names: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerConfig(model_dir=".", served_model_names=names)
 
 
 # ---------------------------------------------------------------- limits and security
@@ -312,10 +467,11 @@ def test_api_key_is_required_when_configured(toy_model_dir: Path) -> None:
         payload = {"query": QUERY, "documents": DOCUMENTS[:2]}
         missing = httpx.post(f"{base}/v1/rerank", json=payload)
         wrong = httpx.post(f"{base}/v1/rerank", json=payload, headers={"Authorization": "Bearer nope"})
+        embeddings = httpx.post(f"{base}/v1/embeddings", json={"input": ["a"]})
         right = httpx.post(f"{base}/v1/rerank", json=payload, headers={"Authorization": "Bearer s3cret"})
         models = httpx.get(f"{base}/v1/models")
         health = httpx.get(f"{base}/health")
-    for r in (missing, wrong, models):
+    for r in (missing, wrong, models, embeddings):
         assert r.status_code == 401 and "API key" in r.json()["detail"]
         assert r.headers["www-authenticate"] == "Bearer"
     assert right.status_code == 200
