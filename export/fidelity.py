@@ -114,11 +114,16 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
-    """Token cosines (queries incl. `<mask>` slots, every real document token) and MaxSim ranking agreement."""
-    cos = np.concatenate(
+def token_cosines(reference: Outputs, candidate: Outputs) -> np.ndarray:
+    """Cosine of every query token (`<mask>` slots included) and every real document token with the reference."""
+    return np.concatenate(
         [_cosines(reference.queries, candidate.queries), _cosines(reference.doc_tokens, candidate.doc_tokens)]
     )
+
+
+def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
+    """Token cosines (queries incl. `<mask>` slots, every real document token) and MaxSim ranking agreement."""
+    cos = token_cosines(reference, candidate)
     ref_scores = maxsim(reference.queries, reference.documents)
     cand_scores = maxsim(candidate.queries, candidate.documents)
     overlaps, rhos = [], []

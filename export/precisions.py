@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,14 +27,12 @@ from .fidelity import (
     ort_runner,
     passes,
 )
+from .mixed_precision import SEARCH_SECONDS, relative_speed, search_float_nodes
 from .modeling import BackboneConfig, MultiHeadColbert
 from .optimize import FUSION_METHOD, optimize_fp32, save_graph
 from .quantize import DEFAULT_INT8_METHOD, convert_fp16, quantize_int8
 
 DEFAULT_PRECISIONS = ("fp32", "int8", "fp16")
-# When the fast default int8 misses a fidelity gate on the checkpoint being exported, the exporter
-# builds this slower, more faithful method instead (docs/quantization.md compares them).
-INT8_FALLBACK = {"smooth-per-token": "smooth-nbits8"}
 
 
 def parse_precisions(value: str | Sequence[str] | None) -> list[str]:
@@ -148,9 +148,15 @@ def build_int8(
     reference: dict | None,
     fset: FidelitySet,
     int8_method: str | None,
+    search_seconds: float = SEARCH_SECONDS,
 ) -> dict:
-    """The int8 graph of one fp32 graph and its manifest entry. The default method (int8_method None)
-    falls back to INT8_FALLBACK when it misses a gate; a method the user named is kept as asked."""
+    """The int8 graph of one fp32 graph and its manifest entry.
+
+    A method the user named is written as asked. The default (int8_method None) is the per-token graph;
+    where it misses a gate, its most sensitive nodes stay fp32 until every gate passes on every head
+    (mixed_precision.py), and where nothing short of fp32 passes, the int8 precision *is* the fp32 graph
+    (`fp32_equivalent`), said so in the manifest and at load.
+    """
     chosen_by = "default" if int8_method is None else "user"
     method = DEFAULT_INT8_METHOD if int8_method is None else int8_method
     file = variant_file(entry["file"], "int8")
@@ -159,13 +165,42 @@ def build_int8(
     if reference is None:
         return int8
     int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
-    fallback = INT8_FALLBACK.get(method) if chosen_by == "default" else None
-    if fallback and not all(m["passed"] for m in int8["fidelity"].values()):
-        first = {"method": method, "fidelity": int8["fidelity"]}
-        info = quantize_int8(optimized, out / file, calibration, method=fallback)
-        int8 = {**_base(entry, file, "int8", out), **info, "method_chosen_by": chosen_by, "instead_of": first}
-        int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
-    return int8
+    if chosen_by == "user" or all(m["passed"] for m in int8["fidelity"].values()):
+        return int8
+    with tempfile.TemporaryDirectory() as tmp:
+        search = search_float_nodes(optimized, calibration, reference, fset, Path(tmp), search_seconds)
+        pure = Path(tmp) / "pure-int8.onnx"
+        shutil.move(out / file, pure)
+        mixed = None
+        if search.float_nodes is not None:
+            mixed = _mixed_graph(out, entry, optimized, calibration, dims, reference, fset, search, file)
+        record = search.manifest()
+        if mixed is None:
+            (out / file).unlink(missing_ok=True)
+            record["outcome"] = "fp32-equivalent"
+            record["reason"] = search.reason or "the mixed graph missed a gate once rebuilt"
+            fp32 = {k: entry[k] for k in ("file", "outputs", "backbone_sha256", "external_data", "bytes")}
+            mixed = {**fp32, "precision": "int8", "method": "fp32 graph (no int8 graph passed the gates)",
+                     "fp32_equivalent": True, "method_chosen_by": chosen_by,
+                     "fidelity": measure_fidelity(out / entry["file"], dims, reference, fset, "int8")}
+        record["speed_vs_pure_int8"] = round(relative_speed(out / mixed["file"], pure, fset), 3)
+    return {**mixed, "mixed_precision": record}
+
+
+def _mixed_graph(out: Path, entry: dict, optimized, calibration: list, dims: list[int], reference: dict,
+                 fset: FidelitySet, search, file: str, extra_tries: int = 3) -> dict | None:
+    """Build the int8 graph with the search's fp32 nodes and measure it; a few more nodes in sensitivity
+    order where the rebuilt graph misses a gate the search graph passed. None when none passes."""
+    count = len(search.float_nodes)
+    for k in range(count, min(count + extra_tries, len(search.order)) + 1):
+        keep = frozenset(search.order[:k])
+        info = quantize_int8(optimized, out / file, calibration, keep_float=keep)
+        graph = {**_base(entry, file, "int8", out), **info, "method_chosen_by": "default"}
+        graph["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
+        if all(m["passed"] for m in graph["fidelity"].values()):
+            search.float_nodes = list(search.order[:k])
+            return graph
+    return None
 
 
 def measure_fidelity(graph: Path, dims: list[int], reference: dict, fset: FidelitySet, precision: str) -> dict:

@@ -52,6 +52,7 @@ SMOOTH_ALPHA = 0.5
 # off in fp32 by `smooth(split_outliers=True)`, at most SPLIT_MOST per tensor.
 SPLIT_PEAK_RATIO = 6.0
 SPLIT_MOST = 16
+SPLIT_ROWS_SUFFIX = "_split_rows"  # weight rows of the outlier channels split off in fp32 (not quantized)
 # fp16: kept in fp32 so statistics (LayerNorm), Softmax and the final L2 normalization stay exact.
 FP16_OP_BLOCK_LIST = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "ReduceL2", "Clip", "Div"]
 Feeds = dict[str, np.ndarray]
@@ -240,7 +241,7 @@ def smooth(
             inits[n.input[1]].CopyFrom(numpy_helper.from_array(w.astype(np.float32), n.input[1]))
             n.input[0] = smoothed
             if split.size:
-                w_split, y = n.input[1] + "_split_rows", n.output[0]
+                w_split, y = n.input[1] + SPLIT_ROWS_SUFFIX, n.output[0]
                 rows = weights[n.name][split].astype(np.float32)  # unsmoothed: `picked` is too
                 model.graph.initializer.append(numpy_helper.from_array(rows, w_split))
                 n.output[0] = y + "_without_split"
@@ -274,24 +275,14 @@ class _Reader(CalibrationDataReader):
         return next(self._it, None)
 
 
-def quantize_int8(
-    model: onnx.ModelProto,
-    dst: Path,
-    calibration: Sequence[Feeds],
-    method: str = DEFAULT_INT8_METHOD,
-    exclude_count: int = 4,
-) -> dict:
-    """Write an int8 graph (weights of every constant MatMul and the embedding Gather) to `dst`.
-
-    `model` is the optimized fp32 graph; it is not modified. Returns the manifest description.
-    """
-    if method not in INT8_METHODS:
-        raise ValueError(f"unknown int8 method {method!r}; choose one of {', '.join(INT8_METHODS)}")
+def prepare_int8(
+    model: onnx.ModelProto, calibration: Sequence[Feeds], method: str, exclude_count: int = 4
+) -> tuple[onnx.ModelProto, dict]:
+    """A copy of `model` made ready for `method`'s quantizer (smoothed, outlier channels split off, ...),
+    exact in real arithmetic, and the manifest description so far."""
     work = onnx.ModelProto()
     work.CopyFrom(model)
-    matmuls = [n.name for n in weight_matmuls(work)]
     info: dict = {"method": method}
-    excluded: list[str] = []
     if method.startswith("smooth") or method == "dynamic-exclude":
         absmax = activation_absmax(work, calibration)
         if method.startswith("smooth"):
@@ -301,17 +292,67 @@ def quantize_int8(
                 info["fp32_split_channels"] = _count_split_channels(work)
             info["smooth_alpha"] = SMOOTH_ALPHA
         else:
-            excluded = most_sensitive_matmuls(work, absmax, exclude_count)
-            info["fp32_matmuls"] = excluded
+            info["fp32_matmuls"] = most_sensitive_matmuls(work, absmax, exclude_count)
+    return work, info
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> what the per-token int8 rewrite does to it: "int8" (backbone MatMuls: int8 activations
+    and weights), "weight-only" (the ColBERT heads) or "embedding" (the table Gather). The small fp32
+    MatMuls of split-off outlier channels (smooth) are not quantizable."""
+    heads = set(output_matmuls(model))
+    kinds = {n.name: ("weight-only" if n.name in heads else "int8") for n in weight_matmuls(model)
+             if not n.input[1].endswith(SPLIT_ROWS_SUFFIX)}
+    inits = _initializers(model)
+    kinds.update({n.name: "embedding" for n in model.graph.node
+                  if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2})
+    return kinds
+
+
+def rewrite_per_token(work: onnx.ModelProto, keep_float: frozenset[str] = frozenset()) -> dict:
+    """The per-token int8 rewrite of a prepared graph, in place; nodes named in `keep_float` stay fp32."""
+    kinds = quantizable_nodes(work)
+    unknown = sorted(set(keep_float) - set(kinds))
+    if unknown:
+        raise ValueError(f"keep_float names nodes that are not quantizable: {unknown[:3]}")
+    pick = {kind: {n for n, k in kinds.items() if k == kind and n not in keep_float}
+            for kind in ("int8", "weight-only", "embedding")}
+    info = {
+        "quantized_matmuls": rewrite_matmuls(work, pick["int8"]),
+        "weight_only_matmuls": rewrite_weight_only(work, pick["weight-only"]),
+        "quantized_gathers": rewrite_gathers(work, pick["embedding"]),
+        "tool": "hand-written (export/per_token.py): per-token dynamic U8 activations, S8 weights per channel",
+        "split_skip_layernorms": split_skip_layernorm(work),
+    }
+    if keep_float:
+        info["float_nodes"] = sorted(keep_float)
+    return info
+
+
+def quantize_int8(
+    model: onnx.ModelProto,
+    dst: Path,
+    calibration: Sequence[Feeds],
+    method: str = DEFAULT_INT8_METHOD,
+    exclude_count: int = 4,
+    keep_float: frozenset[str] = frozenset(),
+) -> dict:
+    """Write an int8 graph (weights of every constant MatMul and the embedding Gather) to `dst`.
+
+    `model` is the optimized fp32 graph; it is not modified. Returns the manifest description.
+    `keep_float` (per-token methods): names of quantizable nodes (quantizable_nodes) left in fp32.
+    """
+    if method not in INT8_METHODS:
+        raise ValueError(f"unknown int8 method {method!r}; choose one of {', '.join(INT8_METHODS)}")
+    if keep_float and not method.endswith("per-token"):
+        raise ValueError(f"keep_float applies to the per-token methods, not {method!r}")
+    work, info = prepare_int8(model, calibration, method, exclude_count)
     if method.endswith("per-token"):
-        heads = output_matmuls(work)
-        info["quantized_matmuls"] = rewrite_matmuls(work, set(matmuls) - set(heads))
-        info["weight_only_matmuls"] = rewrite_weight_only(work, set(heads))
-        info["quantized_gathers"] = rewrite_gathers(work)
-        info["tool"] = "hand-written (export/per_token.py): per-token dynamic U8 activations, S8 weights per channel"
-        info["split_skip_layernorms"] = split_skip_layernorm(work)
+        info.update(rewrite_per_token(work, keep_float))
         save_graph(work, dst)
         return info
+    matmuls = [n.name for n in weight_matmuls(work)]
+    excluded = info.get("fp32_matmuls", [])
     if method.endswith(("nbits8", "int4")):
         bits, block = (8, 128) if method.endswith("nbits8") else (4, 32)
         info["quantized_matmuls"] = _matmul_nbits(work, bits, block)

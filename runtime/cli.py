@@ -45,11 +45,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         precisions=args.precision,
         int8_method=args.int8_method,
     )
-    from .model_folder import gate_verdicts
+    from .model_folder import gate_verdicts, mixed_precision_summary
 
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"],
               "fidelity_gates_passed": gate_verdicts(manifest)}
+    for line in mixed_precision_summary(manifest):
+        print(line, file=sys.stderr)
     if args.push_to_hub:
         from .hub import push_to_hub
 

@@ -30,6 +30,14 @@ def _positive_int(name: str, value: int | None, allow_none: bool = True) -> int 
 
 
 def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
+    if graph.fp32_equivalent and precision != "fp32":
+        warnings.warn(
+            f"{precision} of {folder.path} is the fp32 graph: at export no {precision} graph passed the fidelity "
+            "gates on this checkpoint (manifest.json, graphs[].mixed_precision); vectors are fp32's, and so is "
+            "the speed",
+            FidelityWarning,
+            stacklevel=3,
+        )
     metrics = folder.missed_gates(graph, dim)
     if metrics:
         figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",

@@ -32,6 +32,29 @@ class GraphEntry:
     outputs: dict[int, str]
     external_data: str | None
     bytes: int
+    fp32_equivalent: bool = False  # an int8 precision that is the fp32 graph: no int8 graph passed the gates
+
+
+def mixed_precision_summary(manifest: dict[str, Any]) -> list[str]:
+    """One line per int8 graph on what the exporter's accuracy-aware search did (export/mixed_precision.py)."""
+    lines = []
+    for graph in manifest.get("graphs", []):
+        record = graph.get("mixed_precision")
+        if graph.get("precision") != "int8" or not record:
+            continue
+        before = min(m["min_token_cosine"] for m in record["pure_int8_fidelity"].values())
+        after = min(m["min_token_cosine"] for m in graph.get("fidelity", {}).values())
+        speed = record.get("speed_vs_pure_int8")
+        cost = f", {speed:.2f}x the pure int8 speed" if speed else ""
+        if record["outcome"] == "fp32-equivalent":
+            lines.append(f"int8 ({graph['file']}): no int8 graph passed the gates ({record.get('reason')}); the "
+                         f"fp32 graph serves int8 (min token cosine of pure int8 {before:.4f}; search "
+                         f"{record['search_seconds']:.0f} s)")
+        elif record["outcome"] == "mixed":
+            lines.append(f"int8 ({graph['file']}): {len(record['float_nodes'])} of {record['candidates']} nodes kept "
+                         f"fp32 by the accuracy-aware search ({record['ranking']} ranking); min token cosine "
+                         f"{before:.4f} -> {after:.4f}{cost}; search {record['search_seconds']:.0f} s")
+    return lines
 
 
 def gate_verdicts(manifest: dict[str, Any]) -> dict[str, dict[str, bool]]:
@@ -85,7 +108,8 @@ class ModelFolder:
 
     def missed_gates(self, graph: GraphEntry, dim: int) -> dict | None:
         """The export-time fidelity figures of `graph`'s head `dim` when they missed a gate, else None."""
-        entry = next((g for g in self.manifest.get("graphs", []) if g.get("file") == graph.file), {})
+        entry = next((g for g in self.manifest.get("graphs", [])
+                      if g.get("file") == graph.file and g.get("precision") == graph.precision), {})
         metrics = entry.get("fidelity", {}).get(str(dim))
         return metrics if isinstance(metrics, dict) and metrics.get("passed") is False else None
 
@@ -152,6 +176,7 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
             outputs={int(d): name for d, name in raw["outputs"].items()},
             external_data=raw.get("external_data"),
             bytes=int(raw["bytes"]),
+            fp32_equivalent=bool(raw.get("fp32_equivalent", False)),
         )
         for name in filter(None, (entry.file, entry.external_data)):
             if not (path / name).is_file():

@@ -60,6 +60,24 @@ def test_rewritten_matmul_equals_per_token_int8_emulation(opset):
     assert np.abs(got - x @ w).max() / np.abs(x @ w).max() < 0.03
 
 
+def test_rewritten_matmul_followed_by_a_bias_adds_the_bias_unscaled():
+    """onnxruntime's MatMulIntegerToFloat fusion would fold a bias Add and scale it with the per-token scales."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    x = rng.standard_normal((1, 40, K)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y0"], name="mm"), helper.make_node("Add", ["y0", "b"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, N])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewrite_matmuls(model, {"mm"})
+    np.testing.assert_allclose(_run(model, x=x), _emulate(x, w) + bias, rtol=1e-5, atol=1e-4)
+
+
 def test_integer_gemm_is_exact_with_extreme_codes():
     """Every activation code at +-127 (u8 255 or 1) against weights of one sign: the pair sums that
     saturate onnxruntime's u8 x s8 kernel on CPUs without VNNI if weights used 8 bits."""

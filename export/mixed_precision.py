@@ -1,0 +1,332 @@
+"""Accuracy-aware mixed precision: when the per-token int8 graph misses a fidelity gate, keep its most
+sensitive nodes in fp32 until every gate passes on every head (issue 14).
+
+This follows the anchors' idea, measured sensitivity instead of a fixed recipe: NNCF's
+`quantize_with_accuracy_control` ranks quantized layers by the metric drop each one causes and reverts
+them to float greedily until the accuracy target holds; Intel Neural Compressor's accuracy-aware tuning
+does the same with a fallback order; onnxruntime's `qdq_loss_debug` compares each tensor of the float
+and quantized graphs. None of them works on this graph as it is (NNCF and INC need their own runtimes or
+QDQ graphs, the per-token int8 of export/per_token.py is not QDQ), so the search is written here:
+
+1. One *switchable* graph holds both paths of every quantizable node: the node's output is
+   `Where(flag, int8 path, fp32 path)`, each flag a boolean graph input. One onnxruntime session then
+   evaluates any choice of float nodes on the fidelity set, with no graph rebuilt per step.
+2. Sensitivity, the expensive way (`restore-one`): every node restored alone, gain in an error score
+   (token-cosine loss against the float64 reference, in units of the int8 gates' allowances). The cheap
+   way (`local`): one run with every node quantized that also returns both paths of every node, whose
+   relative difference is that node's own error on its real (already perturbed) input, as
+   qdq_loss_debug measures it. `restore-one` is used when it fits in half the time budget.
+3. Greedy restore in that order, 1, 2, 4, ... nodes until every gate passes, then bisection down to the
+   fewest nodes that pass; the graph with those nodes in fp32 is built and measured again (its figures
+   are the manifest's). Bounded by a time budget; if the budget runs out, or nothing short of fp32
+   passes, the search says so and the caller writes the fp32 graph as the int8 precision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from .fidelity import GATES, FidelitySet, Outputs, collect, compare, passes, token_cosines
+from .optimize import save_graph
+from .quantize import DEFAULT_INT8_METHOD, prepare_int8, quantizable_nodes, rewrite_per_token
+
+Feeds = dict[str, np.ndarray]
+SEARCH_SECONDS = 600.0  # default time budget of one search (per graph of the export)
+FLAG_PREFIX = "colbert_int8_flag_"
+INT8_SIDE, FLOAT_SIDE = "_switch_int8", "_switch_float"  # the two paths' outputs (names unused elsewhere)
+
+
+@dataclass
+class SearchResult:
+    """What the search found: the nodes to keep in fp32 (None: nothing short of fp32 passed) and how."""
+
+    float_nodes: list[str] | None
+    order: list[str]
+    ranking: str
+    sensitivity: dict[str, float]
+    local_error: dict[str, float]
+    kinds: dict[str, str]
+    evaluations: int
+    seconds: float
+    budget_seconds: float
+    pure_fidelity: dict[str, dict]
+    trace: list[dict] = field(default_factory=list)
+    reason: str = ""
+
+    def manifest(self) -> dict:
+        """The manifest record: outcome, each float node with its measured sensitivity, search cost."""
+        outcome = "fp32-equivalent" if self.float_nodes is None else ("pure" if not self.float_nodes else "mixed")
+        record = {
+            "outcome": outcome,
+            "ranking": self.ranking,
+            "candidates": len(self.kinds),
+            "evaluations": self.evaluations,
+            "search_seconds": round(self.seconds, 2),
+            "budget_seconds": self.budget_seconds,
+            "pure_int8_fidelity": self.pure_fidelity,
+            "steps": self.trace,
+        }
+        if self.float_nodes:
+            record["float_nodes"] = [
+                {"node": n, "kind": self.kinds[n], "sensitivity": _round(self.sensitivity.get(n)),
+                 "local_error": _round(self.local_error.get(n))} for n in self.float_nodes]
+        if self.reason:
+            record["reason"] = self.reason
+        return record
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.6g}")
+
+
+# --- the switchable graph ------------------------------------------------------------------------
+
+
+def switchable_graph(before: onnx.ModelProto, after: onnx.ModelProto, nodes: Sequence[str]) -> dict[str, str]:
+    """Make `after` (the int8 rewrite of `before`) switchable, in place: each node of `nodes` gets its fp32
+    path back from `before` and `Where(flag, int8 output, fp32 output)`; returns node -> flag input name."""
+    original = {n.name: n for n in before.graph.node}
+    before_inits = {t.name: t for t in before.graph.initializer}
+    have = {t.name for t in after.graph.initializer}
+    producers = {o: n for n in after.graph.node for o in n.output}
+    inserts: dict[int, list[onnx.NodeProto]] = {}
+    flags: dict[str, str] = {}
+    for k, name in enumerate(nodes):
+        node = original[name]
+        y = node.output[0]
+        producer = producers[y]
+        producer.output[list(producer.output).index(y)] = y + INT8_SIDE
+        float_node = onnx.NodeProto()
+        float_node.CopyFrom(node)
+        float_node.name, float_node.output[0] = name + "_Float", y + FLOAT_SIDE
+        for i in node.input:
+            if i in before_inits and i not in have:
+                after.graph.initializer.append(before_inits[i])
+                have.add(i)
+        flag = flags[name] = f"{FLAG_PREFIX}{k}"
+        after.graph.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+        where = helper.make_node("Where", [flag, y + INT8_SIDE, y + FLOAT_SIDE], [y], name=name + "_Switch")
+        inserts[id(producer)] = [float_node, where]
+    ordered = []
+    for n in after.graph.node:
+        ordered.append(n)
+        ordered.extend(inserts.get(id(n), []))
+    del after.graph.node[:]
+    after.graph.node.extend(ordered)
+    return flags
+
+
+class SwitchableSession:
+    """One onnxruntime session over a switchable graph: vectors for any choice of fp32 nodes."""
+
+    def __init__(self, model: onnx.ModelProto, flags: dict[str, str], dims: Sequence[int], folder: Path,
+                 threads: int | None = None) -> None:
+        path = folder / "switchable.onnx"
+        for flag in flags.values():
+            for side in (INT8_SIDE, FLOAT_SIDE):
+                tensor = original_output(model, flag) + side
+                model.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
+        save_graph(model, path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.flags, self.dims = flags, list(dims)
+        self.outputs = [f"vectors_{d}" for d in self.dims]
+        self._paths = {n: (original_output(model, flag), flag) for n, flag in flags.items()}
+
+    def runner(self, float_nodes: set[str]) -> Callable[[Feeds], dict[int, np.ndarray]]:
+        switches = {flag: np.array(name not in float_nodes) for name, flag in self.flags.items()}
+
+        def run(feeds: Feeds) -> dict[int, np.ndarray]:
+            return dict(zip(self.dims, self.session.run(self.outputs, {**feeds, **switches}), strict=True))
+
+        return run
+
+    def local_errors(self, fset: FidelitySet) -> dict[str, float]:
+        """Each node's own relative error ||int8 - fp32|| / ||fp32|| on its input in the all-int8 graph,
+        over the real tokens of the fidelity set (one run per batch returns both paths of every node)."""
+        names = list(self.flags)
+        wanted = [t for n in names for t in (self._paths[n][0] + INT8_SIDE, self._paths[n][0] + FLOAT_SIDE)]
+        switches = {flag: np.array(True) for flag in self.flags.values()}
+        diff = dict.fromkeys(names, 0.0)
+        norm = dict.fromkeys(names, 0.0)
+        for feeds in [fset.queries, *fset.documents]:
+            values = self.session.run(wanted, {**feeds, **switches})
+            for i, name in enumerate(names):
+                q, f = (np.asarray(v, np.float64) for v in values[2 * i : 2 * i + 2])
+                diff[name] += float(((q - f) ** 2).sum())
+                norm[name] += float((f**2).sum())
+        return {n: float(np.sqrt(diff[n] / max(norm[n], 1e-30))) for n in names}
+
+
+def original_output(model: onnx.ModelProto, flag: str) -> str:
+    """The tensor a switch node writes (the quantizable node's original output)."""
+    return next(n.output[0] for n in model.graph.node if n.op_type == "Where" and n.input[0] == flag)
+
+
+# --- scoring a choice of float nodes ------------------------------------------------------------
+
+
+def evaluate(run: Callable[[Feeds], dict[int, np.ndarray]], reference: dict[int, Outputs],
+             fset: FidelitySet) -> dict[int, tuple[dict, np.ndarray]]:
+    """dim -> (gate metrics with the verdict, token cosines) of one configuration against the reference."""
+    got = collect(run, fset)
+    result = {}
+    for dim, ref in reference.items():
+        metrics = compare(ref, got[dim])
+        metrics["passed"] = passes("int8", metrics)
+        result[dim] = (metrics, token_cosines(ref, got[dim]))
+    return result
+
+
+def error_score(evaluation: dict[int, tuple[dict, np.ndarray]]) -> float:
+    """Token-cosine loss in units of the int8 gates' allowances, summed over heads: mean loss over the
+    mean-cosine allowance plus the worst 0.1 % loss over the min-cosine allowance. Continuous, unlike
+    the top-10 overlap, so that small gains still rank."""
+    gates = GATES["int8"]
+    score = 0.0
+    for _, cosines in evaluation.values():
+        loss = 1.0 - cosines
+        score += loss.mean() / (1.0 - gates["mean_token_cosine"])
+        score += np.quantile(loss, 0.999) / (1.0 - gates["min_token_cosine"])
+    return float(score)
+
+
+def _all_pass(evaluation: dict[int, tuple[dict, np.ndarray]]) -> bool:
+    return all(metrics["passed"] for metrics, _ in evaluation.values())
+
+
+def _figures(evaluation: dict[int, tuple[dict, np.ndarray]]) -> dict[str, dict]:
+    keys = ("mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman", "passed")
+    return {str(d): {k: metrics[k] for k in keys} for d, (metrics, _) in evaluation.items()}
+
+
+# --- the search ------------------------------------------------------------------------------------
+
+
+def build_switchable(optimized: onnx.ModelProto, calibration: Sequence[Feeds], dims: Sequence[int], work: Path,
+                     method: str = DEFAULT_INT8_METHOD) -> tuple[SwitchableSession, dict[str, str]]:
+    """The switchable session of `method`'s per-token graph (written under `work`) and node -> kind."""
+    before, _ = prepare_int8(optimized, calibration, method)
+    kinds = quantizable_nodes(before)
+    after = onnx.ModelProto()
+    after.CopyFrom(before)
+    rewrite_per_token(after)
+    flags = switchable_graph(before, after, sorted(kinds))
+    return SwitchableSession(after, flags, dims, work), kinds
+
+
+def restore_one_sensitivity(session: SwitchableSession, reference: dict[int, Outputs], fset: FidelitySet,
+                            base: dict[int, tuple[dict, np.ndarray]] | None = None) -> dict[str, float]:
+    """Node -> drop of the error score when that node alone is restored to fp32 (higher: more sensitive)."""
+    base_score = error_score(base or evaluate(session.runner(set()), reference, fset))
+    return {n: base_score - error_score(evaluate(session.runner({n}), reference, fset)) for n in session.flags}
+
+
+def search_float_nodes(
+    optimized: onnx.ModelProto,
+    calibration: Sequence[Feeds],
+    reference: dict[int, Outputs],
+    fset: FidelitySet,
+    work: Path,
+    budget_seconds: float = SEARCH_SECONDS,
+    ranking: str | None = None,
+    method: str = DEFAULT_INT8_METHOD,
+) -> SearchResult:
+    """The fewest nodes (in sensitivity order) to keep in fp32 so that the per-token int8 graph passes
+    every gate on every head; `ranking` forces "restore-one" or "local" (default: by the budget)."""
+    if ranking not in (None, "restore-one", "local"):
+        raise ValueError(f"ranking must be 'restore-one' or 'local', got {ranking!r}")
+    start = time.perf_counter()
+    session, kinds = build_switchable(optimized, calibration, sorted(reference, reverse=True), work, method)
+    names = sorted(kinds)
+    evaluations = 0
+
+    def measure(float_nodes: set[str]) -> dict[int, tuple[dict, np.ndarray]]:
+        nonlocal evaluations
+        evaluations += 1
+        return evaluate(session.runner(float_nodes), reference, fset)
+
+    t0 = time.perf_counter()
+    base = measure(set())
+    per_eval = time.perf_counter() - t0
+    result = SearchResult(None, [], "", {}, {}, kinds, 0, 0.0, budget_seconds, _figures(base))
+    result.local_error = session.local_errors(fset)
+    if _all_pass(base):
+        result.float_nodes = []
+        return _finish(result, start, evaluations, "none needed: the pure int8 graph passes every gate")
+    result.ranking = ranking or ("restore-one" if (len(names) + 1) * per_eval <= budget_seconds / 2 else "local")
+    if result.ranking == "restore-one":
+        result.sensitivity = restore_one_sensitivity(session, reference, fset, base)
+        evaluations += len(names)
+        order = sorted(names, key=lambda n: -result.sensitivity[n])
+    else:
+        order = sorted(names, key=lambda n: -result.local_error[n])
+    result.order = order
+
+    def over_budget() -> bool:
+        return time.perf_counter() - start > budget_seconds
+
+    def verdict(k: int) -> bool:
+        evaluation = measure(set(order[:k]))
+        result.trace.append({"float_nodes": k, "score": round(error_score(evaluation), 4),
+                             "passed": _all_pass(evaluation)})
+        return _all_pass(evaluation)
+
+    failing, passing = 0, None
+    k = 1
+    while k <= len(order) and not over_budget():
+        if verdict(k):
+            passing = k
+            break
+        failing = k
+        k = min(2 * k, len(order)) if k < len(order) else len(order) + 1
+    if passing is None:
+        reason = ("the time budget ran out" if over_budget() else
+                  "not even every node in fp32 passes the gates (the fp32 graph itself misses them)")
+        return _finish(result, start, evaluations, reason)
+    while passing - failing > 1 and not over_budget():  # fewest nodes that still pass
+        middle = (failing + passing) // 2
+        if verdict(middle):
+            passing = middle
+        else:
+            failing = middle
+    result.float_nodes = order[:passing]
+    return _finish(result, start, evaluations, "")
+
+
+def _finish(result: SearchResult, start: float, evaluations: int, reason: str) -> SearchResult:
+    result.seconds = time.perf_counter() - start
+    result.evaluations = evaluations
+    result.reason = reason
+    return result
+
+
+def relative_speed(graph: Path, baseline: Path, fset: FidelitySet, rounds: int = 3) -> float:
+    """Throughput of `graph` over `baseline` on the fidelity set's document batches, timed in turns."""
+    sessions = []
+    for path in (graph, baseline):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    outputs = [o.name for o in sessions[0].get_outputs()][:1]
+    times: list[list[float]] = [[], []]
+    for session in sessions:  # warm-up
+        session.run(outputs, fset.documents[0])
+    for _ in range(rounds):
+        for i, session in enumerate(sessions):
+            t0 = time.perf_counter()
+            for feeds in fset.documents:
+                session.run(outputs, feeds)
+            times[i].append(time.perf_counter() - t0)
+    return float(np.median(times[1]) / np.median(times[0]))

@@ -1,0 +1,110 @@
+"""Accuracy-aware mixed precision (issue 14): the default int8 keeps its gates on any checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="exporting is part of the [export] extra")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import colbert_onnx.export.fidelity as fidelity  # noqa: E402
+from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx.errors import FidelityWarning  # noqa: E402
+from colbert_onnx.export import export_model  # noqa: E402
+from colbert_onnx.export.mixed_precision import build_switchable  # noqa: E402
+from colbert_onnx.export.precisions import calibration_feeds, fidelity_inputs  # noqa: E402
+from colbert_onnx.export.quantize import quantize_int8  # noqa: E402
+from colbert_onnx.model_folder import mixed_precision_summary, open_model_folder  # noqa: E402
+
+TEXTS = ["Berlin has 3.8 million inhabitants.", "Paris is the capital of France."]
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _int8(folder: Path) -> dict:
+    (entry,) = [g for g in _manifest(folder)["graphs"] if g["precision"] == "int8"]
+    return entry
+
+
+def _inputs(folder: Path):
+    f = open_model_folder(folder)
+    tokenizer, special = f.load_tokenizer()
+    pre, fset = fidelity_inputs(f.manifest, tokenizer, special)
+    return calibration_feeds(pre), fset
+
+
+def test_switchable_graph_reproduces_the_pure_int8_and_the_fp32_graph(toy_model_dir, tmp_path):
+    calibration, fset = _inputs(toy_model_dir)
+    optimized = onnx.load(str(toy_model_dir / "model.onnx"))
+    quantize_int8(optimized, tmp_path / "pure.onnx", calibration)
+    session, kinds = build_switchable(optimized, calibration, [128, 96, 64], tmp_path)
+    assert set(kinds.values()) == {"int8", "weight-only", "embedding"}
+    feeds = fset.documents[0]
+    real = feeds["attention_mask"].astype(bool)
+    pure = ort.InferenceSession(str(tmp_path / "pure.onnx")).run(["vectors_128"], feeds)[0]
+    fp32 = ort.InferenceSession(str(toy_model_dir / "model.onnx")).run(["vectors_128"], feeds)[0]
+    np.testing.assert_allclose(session.runner(set())(feeds)[128][real], pure[real], atol=1e-6)
+    np.testing.assert_allclose(session.runner(set(kinds))(feeds)[128][real], fp32[real], atol=1e-5)
+    assert np.abs(pure - fp32)[real].max() > 1e-4, "the two paths must differ for the check to mean something"
+
+
+def test_an_int8_graph_that_passes_is_written_as_the_pure_graph(toy_model_dir, tmp_path):
+    entry = _int8(toy_model_dir)
+    assert "mixed_precision" not in entry and "float_nodes" not in entry
+    calibration, _ = _inputs(toy_model_dir)
+    quantize_int8(onnx.load(str(toy_model_dir / "model.onnx")), tmp_path / "pure.onnx", calibration)
+    written, rebuilt = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (toy_model_dir / entry["file"],
+                                                                            tmp_path / "pure.onnx"))
+    assert written == rebuilt
+
+
+@pytest.fixture(scope="module")
+def pure_min_cosine(toy_trio) -> float:
+    """The worst head's min token cosine of the pure int8 graph of the 128/64 toy pair."""
+    out = export_model([toy_trio[128], toy_trio[64]], Path(toy_trio[128]).parent / "pure-onnx",
+                       precisions="fp32,int8", int8_method="smooth-per-token")
+    return min(m["min_token_cosine"] for m in _int8(out)["fidelity"].values())
+
+
+def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_path, monkeypatch, pure_min_cosine):
+    # a gate halfway between the pure int8 graph and fp32: only a mixed graph can pass it
+    gate = pure_min_cosine + (1.0 - pure_min_cosine) / 2
+    monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": gate})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FidelityWarning)
+        out = export_model([toy_trio[128], toy_trio[64]], tmp_path / "mixed", precisions="fp32,int8")
+    entry = _int8(out)
+    record = entry["mixed_precision"]
+    assert record["outcome"] == "mixed" and entry["method_chosen_by"] == "default"
+    assert 0 < len(record["float_nodes"]) < record["candidates"]
+    assert sorted(n["node"] for n in record["float_nodes"]) == entry["float_nodes"]
+    assert all(isinstance(n["sensitivity"], float) for n in record["float_nodes"])
+    assert not any(m["passed"] for m in record["pure_int8_fidelity"].values())
+    assert all(m["passed"] and m["min_token_cosine"] >= gate for m in entry["fidelity"].values())
+    assert record["speed_vs_pure_int8"] > 0 and record["search_seconds"] > 0 and record["evaluations"] >= 2
+    (line,) = mixed_precision_summary(_manifest(out))
+    assert f"{len(record['float_nodes'])} of {record['candidates']} nodes kept fp32" in line
+
+
+def test_nothing_short_of_fp32_passing_gives_the_fp32_graph_as_int8(toy_trio, tmp_path, monkeypatch):
+    monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": 1.01})
+    with pytest.warns(FidelityWarning):
+        out = export_model([toy_trio[64]], tmp_path / "fp32-equivalent", precisions="fp32,int8")
+    entry = _int8(out)
+    assert entry["fp32_equivalent"] is True and entry["file"] == "model.onnx"
+    assert entry["mixed_precision"]["outcome"] == "fp32-equivalent" and entry["mixed_precision"]["reason"]
+    assert not (out / "model-int8.onnx").exists()
+    with pytest.warns(FidelityWarning, match="is the fp32 graph"):
+        int8 = ColbertEncoder(out, dim=64, precision="int8")
+    for a, b in zip(int8.encode_documents(TEXTS), ColbertEncoder(out, dim=64).encode_documents(TEXTS), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert "no int8 graph passed the gates" in mixed_precision_summary(_manifest(out))[0]
