@@ -17,6 +17,7 @@ import reference_cases as rc
 from installs import require_install
 
 import colbert_onnx.qdrant
+from colbert_onnx import ColbertEncoder, ModelFolderError
 
 SCRIPT = Path(sys.executable).parent / "colbert-onnx"
 TORCH_ATOL = 1e-4  # the export's parity gate: ONNX fp32 graph against the PyTorch module
@@ -113,3 +114,10 @@ def test_qdrant_helpers_explain_that_they_need_the_qdrant_extra():
     require_install()
     with pytest.raises(ImportError, match=r"qdrant extra"):
         colbert_onnx.qdrant.vector_params(64)
+
+
+def test_from_pretrained_loads_a_local_folder_and_explains_an_uncached_hub_id(model_dir: Path, tmp_path: Path):
+    # huggingface_hub comes with tokenizers, so the hub path is reachable in the base install too
+    assert ColbertEncoder.from_pretrained(model_dir, dim=64).encode_queries(["q"])[0].shape == (32, 64)
+    with pytest.raises(ModelFolderError, match="not in the Hugging Face cache"):
+        ColbertEncoder.from_pretrained("org/missing", cache_dir=tmp_path, local_files_only=True)
