@@ -2,8 +2,8 @@
 
 Prints JSON: the median wall time of a fresh interpreter running ``import colbert_onnx`` and of one
 running ``pass`` (timed in turns), the ``-X importtime`` cumulative microseconds of the heaviest
-top-level modules, and the bytes of site-packages per installed distribution, split into the runtime's
-own dependency closure and the rest (pip, pytest and their dependencies).
+top-level modules, and the bytes of site-packages per installed distribution without .pyc files (CI
+installs with --no-compile), split into the runtime's own dependency closure and the rest (pytest).
 """
 
 from __future__ import annotations
@@ -24,20 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.conftest import interleaved_medians  # noqa: E402
 
 ROUNDS = 9
+# Imports may write .pyc files (the warm-up run does), as after pip's default compile step; CI installs
+# with --no-compile and may run with PYTHONDONTWRITEBYTECODE=1, which would time compiling instead.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_ENV)
 
 
 def import_times() -> dict[str, float]:
-    """Median seconds of a fresh `python -c` with and without ``import colbert_onnx`` (timed in turns)."""
+    """Median seconds of a fresh `python -c` importing colbert_onnx, only its three dependencies, or nothing
+    (timed in turns, so that the differences hold on a loaded machine)."""
     medians = interleaved_medians(
         {"python -c 'import colbert_onnx'": lambda: _python("import colbert_onnx"),
+         "python -c 'import numpy, onnxruntime, tokenizers'": lambda: _python("import numpy, onnxruntime, tokenizers"),
          "python -c 'pass'": lambda: _python("pass")},
         rounds=ROUNDS,
     )
     medians["import alone (difference)"] = medians["python -c 'import colbert_onnx'"] - medians["python -c 'pass'"]
+    medians["colbert_onnx's own share (difference)"] = (
+        medians["python -c 'import colbert_onnx'"] - medians["python -c 'import numpy, onnxruntime, tokenizers'"])
     return {k: round(v, 4) for k, v in medians.items()}
 
 
@@ -45,7 +52,7 @@ def import_breakdown(top: int = 8) -> dict[str, int]:
     """Cumulative microseconds of the heaviest top-level packages under ``-X importtime`` (one run; nested:
     colbert_onnx includes everything it imports, and each package counts at its first import only)."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import colbert_onnx"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=_ENV)
     cumulative: dict[str, int] = {}
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s*([\w]+)$", line)  # a top-level name: no dot
@@ -70,16 +77,20 @@ def _closure(name: str) -> set[str]:
     return seen
 
 
+def _source_bytes(files) -> int:
+    """Bytes of the files that are not bytecode caches (.pyc: written by pip's compile step or by imports)."""
+    return sum(f.stat().st_size for f in files if f.is_file() and "__pycache__" not in f.parts)
+
+
 def installed_sizes() -> dict:
-    """Bytes per distribution in site-packages (its RECORD's files), runtime closure vs the rest."""
+    """Bytes per distribution in site-packages (its RECORD's files, .pyc excluded), runtime closure vs the rest."""
     site = Path(sysconfig.get_paths()["purelib"])
     runtime = _closure("colbert-onnx")
     sizes = {}
     for dist in importlib.metadata.distributions(path=[str(site)]):
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
-        files = [Path(dist.locate_file(f)) for f in dist.files or []]
-        sizes[name] = sum(f.stat().st_size for f in files if f.is_file())
-    total = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
+        sizes[name] = _source_bytes(Path(dist.locate_file(f)) for f in dist.files or [])
+    total = _source_bytes(site.rglob("*"))
     closure = {k: v for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if k in runtime}
     return {"site_packages_bytes": total, "runtime_closure_bytes": sum(closure.values()), "runtime_closure": closure,
             "other": {k: v for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]) if k not in runtime}}

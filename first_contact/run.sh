@@ -51,7 +51,7 @@ make_venv() {  # make_venv KIND REQUIREMENT: a fresh venv holding REQUIREMENT (o
 run_tests() {  # run_tests KIND TEST_FILE...: pytest of the clean venv against the prebuilt fixtures
     local kind=$1
     shift
-    env -u PYTHONPATH COLBERT_ONNX_INSTALL="$kind" COLBERT_ONNX_FIRST_CONTACT="$OUT/data" \
+    env -u PYTHONPATH -u PYTHONDONTWRITEBYTECODE COLBERT_ONNX_INSTALL="$kind" COLBERT_ONNX_FIRST_CONTACT="$OUT/data" \
         "$OUT/venv-$kind/bin/pytest" -q -p no:cacheprovider "$@" \
         || { echo "first-contact: FAILED in the clean $kind venv ($OUT/venv-$kind): see above" >&2; return 1; }
 }
