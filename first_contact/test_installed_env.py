@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from installs import require_install
+from packaging.requirements import Requirement  # pytest's and onnxruntime's dependency
+from packaging.utils import canonicalize_name
 
 import colbert_onnx
 from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
@@ -42,14 +44,13 @@ def test_maxsim_kernels_ship_as_package_data():
 
 
 def _requirements(extra: str) -> set[str]:
-    """Distribution names colbert-onnx requires with `extra` ('' for the base install), lower-case."""
+    """Distribution names colbert-onnx requires with `extra` ('' for the base install), normalized."""
     names = set()
-    for req in importlib.metadata.requires("colbert-onnx") or []:
-        spec, _, marker = req.partition(";")
-        in_extra = f'extra == "{extra}"' in marker
-        if (extra and in_extra) or (not extra and "extra ==" not in marker):
-            names.add(spec.split("[")[0].split("<")[0].split(">")[0].split("=")[0].split("!")[0].strip().lower())
-    return {n.replace("_", "-") for n in names}
+    for spec in importlib.metadata.requires("colbert-onnx") or []:
+        req = Requirement(spec)
+        if (req.marker is None) if not extra else (req.marker is not None and req.marker.evaluate({"extra": extra})):
+            names.add(canonicalize_name(req.name))
+    return names
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRAS), ids=lambda e: e or "base")
