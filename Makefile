@@ -8,7 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant bench-gpu
+.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-install
+
+# The runtime alone (`pip install .`) and the server (`pip install '.[server]'`) in fresh venvs, against model
+# folders and references built here in .venv (first_contact/run.sh; docs/install.md). Output in build/first-contact.
+test-install: setup
+	PY=$(PY) PYTHON=$(PYTHON) bash first_contact/run.sh
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# First-contact jobs of `make test` (issue 13): the runtime and the server as a user installs them.
+#   1. fixtures: build_references.py in the full environment (.venv: torch, onnx) -> $OUT/data
+#   2. runtime: a fresh venv with `pip install .` (+ pytest) runs test_installed_env/_runtime.py
+#   3. server:  a fresh venv with `pip install '.[server]'` (+ pytest) runs test_installed_env/_server.py
+# `.` is a copy of the checkout's tracked and untracked-but-not-ignored files, as a fresh clone would have
+# them: no build/ or *.egg-info left by earlier builds (setuptools reuses an old SOURCES.txt, which once
+# shipped files that pyproject.toml no longer declared). Versions are pinned to the development venv's
+# (pip freeze as constraints: they cap versions and install nothing), so both sides run the same
+# onnxruntime. Each job's time goes to $OUT/timings.txt, the runtime venv's import time and size to
+# $OUT/install-measurements.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=$(realpath -s "${PY:-.venv/bin/python}")  # -s: a venv's python is a symlink to keep
+PYTHON=${PYTHON:-python3}
+OUT=$(realpath -ms "${FIRST_CONTACT_BUILD:-build/first-contact}")
+
+mkdir -p "$OUT"
+: > "$OUT/timings.txt"
+
+timed() {  # timed NAME COMMAND...: run it, then log its wall time
+    local name=$1 start end
+    shift
+    start=$(date +%s.%N)
+    "$@"
+    end=$(date +%s.%N)
+    awk -v n="$name" -v s="$start" -v e="$end" 'BEGIN { printf "first-contact %-13s %6.1f s\n", n, e - s }' \
+        | tee -a "$OUT/timings.txt"
+}
+
+copy_source() {  # the checkout as a fresh clone has it, into $OUT/src
+    rm -rf "$OUT/src"
+    mkdir -p "$OUT/src"
+    git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+        | xargs -0 cp --parents -t "$OUT/src"
+}
+
+make_venv() {  # make_venv KIND REQUIREMENT: a fresh venv holding REQUIREMENT (of $OUT/src) and pytest only
+    local venv="$OUT/venv-$1" log="$OUT/pip-$1.log"
+    rm -rf "$venv"
+    # No pip of its own (ensurepip costs ~20 s here): the development venv's pip installs into it (--python).
+    # --no-compile: writing .pyc for all of numpy and onnxruntime took ~40 s of a loaded run; imports write them.
+    "$PYTHON" -m venv --without-pip "$venv"
+    (cd "$OUT/src" && "$PY" -m pip --python "$venv/bin/python" install --no-compile --disable-pip-version-check \
+        -c "$OUT/constraints.txt" "$2" pytest) > "$log" 2>&1 \
+        || { cat "$log"; echo "first-contact: pip install $2 failed ($log)" >&2; return 1; }
+}
+
+run_tests() {  # run_tests KIND TEST_FILE...: pytest of the clean venv against the prebuilt fixtures
+    local kind=$1
+    shift
+    env -u PYTHONPATH -u PYTHONDONTWRITEBYTECODE COLBERT_ONNX_INSTALL="$kind" COLBERT_ONNX_FIRST_CONTACT="$OUT/data" \
+        "$OUT/venv-$kind/bin/pytest" -q -p no:cacheprovider "$@" \
+        || { echo "first-contact: FAILED in the clean $kind venv ($OUT/venv-$kind): see above" >&2; return 1; }
+}
+
+timed fixtures nice -n 5 "$PY" first_contact/build_references.py --out "$OUT/data"
+"$PY" -m pip freeze --exclude-editable --disable-pip-version-check > "$OUT/constraints.txt"
+copy_source
+
+timed runtime-venv make_venv runtime .
+timed runtime-tests run_tests runtime first_contact/test_installed_env.py first_contact/test_installed_runtime.py
+"$OUT/venv-runtime/bin/python" first_contact/measure_install.py > "$OUT/install-measurements.json"
+
+timed server-venv make_venv server ".[server]"
+timed server-tests run_tests server first_contact/test_installed_env.py first_contact/test_installed_server.py

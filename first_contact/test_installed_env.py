@@ -1,0 +1,70 @@
+"""The installed package itself: what it requires, what it ships, and what it never imports.
+
+Runs in both clean venvs (runtime and server). In the development venv the checks that are about
+a clean install are skipped (that venv has the [export] extra by design).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from installs import require_install
+from packaging.requirements import Requirement  # pytest's and onnxruntime's dependency
+from packaging.utils import canonicalize_name
+
+import colbert_onnx
+from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
+
+FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers")
+EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson"},
+          "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}}
+
+
+def test_forbidden_packages_are_not_installed():
+    require_install()
+    found = {name: importlib.util.find_spec(name).origin for name in FORBIDDEN if importlib.util.find_spec(name)}
+    assert not found, f"a clean `pip install .` venv must not hold these: {found}"
+
+
+def test_package_is_installed_from_a_built_wheel_not_the_checkout():
+    require_install()
+    location = Path(colbert_onnx.__file__).resolve()
+    assert "site-packages" in location.parts, f"colbert_onnx comes from {location}, not the venv's site-packages"
+
+
+def test_maxsim_kernels_ship_as_package_data():
+    for kind in KERNEL_KINDS:
+        path = kernel_file(kind)
+        assert path.is_file() and path.parent.parent == Path(colbert_onnx.__file__).parent, path
+
+
+def _requirements(extra: str) -> set[str]:
+    """Distribution names colbert-onnx requires with `extra` ('' for the base install), normalized."""
+    names = set()
+    for spec in importlib.metadata.requires("colbert-onnx") or []:
+        req = Requirement(spec)
+        if (req.marker is None) if not extra else (req.marker is not None and req.marker.evaluate({"extra": extra})):
+            names.add(canonicalize_name(req.name))
+    return names
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRAS), ids=lambda e: e or "base")
+def test_install_requires_exactly_the_documented_packages(extra):
+    assert _requirements(extra) == EXTRAS[extra]
+
+
+def test_importing_the_runtime_and_server_loads_none_of_the_forbidden_modules():
+    web = importlib.util.find_spec("fastapi") is not None  # with the [server] extra: the app module too
+    code = (
+        "import sys, colbert_onnx, colbert_onnx.cli, colbert_onnx.qdrant, colbert_onnx.hub, colbert_onnx.server\n"
+        + ("import colbert_onnx.server.app\n" if web else "")
+        + f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+        + "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
