@@ -265,6 +265,9 @@ def search_float_nodes(
     if _all_pass(base):
         result.float_nodes = []
         return _finish(result, start, evaluations, "none needed: the pure int8 graph passes every gate")
+    if not _all_pass(measure(set(names))):  # every node in fp32 first: if even that misses, no order helps
+        return _finish(result, start, evaluations,
+                       "not even every node in fp32 passes the gates (the fp32 graph itself misses them)")
     result.ranking = ranking or ("restore-one" if (len(names) + 1) * per_eval <= budget_seconds / 2 else "local")
     if result.ranking == "restore-one":
         result.sensitivity = restore_one_sensitivity(session, reference, fset, base)
@@ -292,9 +295,7 @@ def search_float_nodes(
         failing = k
         k = min(2 * k, len(order)) if k < len(order) else len(order) + 1
     if passing is None:
-        reason = ("the time budget ran out" if over_budget() else
-                  "not even every node in fp32 passes the gates (the fp32 graph itself misses them)")
-        return _finish(result, start, evaluations, reason)
+        return _finish(result, start, evaluations, "the time budget ran out")
     while passing - failing > 1 and not over_budget():  # fewest nodes that still pass
         middle = (failing + passing) // 2
         if verdict(middle):

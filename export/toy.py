@@ -233,6 +233,7 @@ class OutlierSpec:
     gain_range: tuple[float, float] = (10.0, 30.0)
     layers: tuple[int, ...] | None = None
     embedding: bool = True
+    ffn_channels: int = 0  # intermediate FFN channels whose fc1 rows get the gains too (fc2 input outliers)
 
     def planted(self, name: str) -> bool:
         """Whether the LayerNorm gain tensor `name` (with `roberta.`) gets the outlier gains."""
@@ -273,6 +274,14 @@ def random_backbone(
         for name in state:
             if outliers.planted(name):
                 state[name][channels] *= gains
+        if outliers.ffn_channels:
+            inner = torch.randperm(cfg.intermediate_size, generator=generator)[: outliers.ffn_channels]
+            inner_gains = low + (high - low) * torch.rand(outliers.ffn_channels, generator=generator)
+            for name in state:
+                layer = name.split(".layers.")[1].split(".")[0] if ".layers." in name else None
+                if name.endswith(("mlp.fc1.weight", "mlp.fc1.bias")) and (
+                        outliers.layers is None or int(layer) in outliers.layers):
+                    state[name][inner] *= inner_gains.reshape(-1, *([1] * (state[name].dim() - 1)))
     h = cfg.hidden_size
     state["roberta.pooler.dense.weight"] = 0.05 * torch.randn((h, h), generator=generator)
     state["roberta.pooler.dense.bias"] = torch.zeros(h)

@@ -108,3 +108,67 @@ def test_nothing_short_of_fp32_passing_gives_the_fp32_graph_as_int8(toy_trio, tm
     for a, b in zip(int8.encode_documents(TEXTS), ColbertEncoder(out, dim=64).encode_documents(TEXTS), strict=True):
         np.testing.assert_array_equal(a, b)
     assert "no int8 graph passed the gates" in mixed_precision_summary(_manifest(out))[0]
+
+
+def _reference_and_inputs(trio: dict[int, Path], folder: Path):
+    from colbert_onnx.export import load_checkpoint
+    from colbert_onnx.export.modeling import MultiHeadColbert
+    from colbert_onnx.export.precisions import record_fidelity_reference
+
+    ckpt = load_checkpoint(trio[128], hash_files=False)
+    reference = record_fidelity_reference(MultiHeadColbert(ckpt.module().roberta, {128: ckpt.head}), _inputs(folder)[1])
+    return reference, *_inputs(folder)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_restore_one_sensitivity_ranks_the_planted_outlier_layer_first(layer, tmp_path):
+    """Outliers planted in one layer's LayerNorms only; the plain per-token method (no smoothing or split):
+    the nodes that read that layer's LayerNorm outputs (its fc1, the next layer's q|k|v) rank first."""
+    from colbert_onnx.export.mixed_precision import restore_one_sensitivity
+    from colbert_onnx.export.outlier_family import FamilyMember, build_member
+    from colbert_onnx.export.toy import OutlierSpec
+
+    member = FamilyMember(seed=5 + layer, hidden_size=104, num_hidden_layers=4, attention_calm=1.0, quiet_heads=True,
+                          outliers=OutlierSpec(3, (20, 40), layers=(layer,), embedding=False), dims=(128,))
+    trio = build_member(member, tmp_path / "ckpt")
+    folder = export_model([trio[128]], tmp_path / "onnx", precisions="fp32", check_parity=False)
+    reference, calibration, fset = _reference_and_inputs(trio, folder)
+    session, _ = build_switchable(onnx.load(str(folder / "model.onnx")), calibration, [128], tmp_path,
+                                  method="per-token")
+    sensitivity = restore_one_sensitivity(session, reference, fset)
+    top = sorted(sensitivity, key=lambda n: -sensitivity[n])[:2]
+    consumers = {f"/backbone/layers.{layer}/mlp/fc1/MatMul", f"/backbone/layers.{layer + 1}/mixer/Wqkv/MatMul"}
+    assert consumers & set(top), (top, sensitivity)
+
+
+DEFAULT_FAMILY = (0, 3, 7, 11)  # 0: outliers everywhere, 3: sharp attention, 7/11: random heads (degenerate)
+WIDE_FAMILY = tuple(s for s in range(16) if s not in DEFAULT_FAMILY)
+
+
+def _check_family_member(seed: int, tmp_path: Path) -> None:
+    from colbert_onnx.export.outlier_family import build_member, draw_member
+
+    member = draw_member(seed)
+    trio = build_member(member, tmp_path / "ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FidelityWarning)  # checked below, from the manifest
+        out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32,int8")
+    manifest = _manifest(out)
+    entry = _int8(out)
+    if entry.get("fp32_equivalent"):  # allowed only when the export says why, and fp32 itself misses a gate
+        assert entry["mixed_precision"]["reason"], entry["mixed_precision"]
+        assert not all(m["passed"] for m in manifest["fidelity"]["fp32"].values()), member.describe()
+    else:
+        missed = {d: m for d, m in entry["fidelity"].items() if not m["passed"]}
+        assert not missed, (member.describe(), missed)
+
+
+@pytest.mark.parametrize("seed", DEFAULT_FAMILY)
+def test_default_int8_passes_every_gate_on_the_outlier_family_or_says_why_not(seed, tmp_path):
+    _check_family_member(seed, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", WIDE_FAMILY)
+def test_default_int8_on_the_wider_outlier_family_sweep(seed, tmp_path):
+    _check_family_member(seed, tmp_path)

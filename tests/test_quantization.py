@@ -355,28 +355,7 @@ def test_static_qdq_quantizes_the_activation_of_every_weight_matmul(larger_folde
     assert all(producers.get(n.input[0]) == "DequantizeLinear" for n in matmuls)
 
 
-def test_export_falls_back_to_the_more_faithful_int8_when_the_default_misses_a_gate(larger_trio, tmp_path,
-                                                                                    monkeypatch):
-    import colbert_onnx.export.precisions as precisions
-
-    real, int8_verdicts = precisions.passes, []
-
-    def first_int8_graph_fails(precision: str, metrics: dict) -> bool:
-        if precision == "int8":
-            int8_verdicts.append(precision)
-            if len(int8_verdicts) <= len(DIMS):  # every head of the first int8 graph
-                return False
-        return real(precision, metrics)
-
-    monkeypatch.setattr(precisions, "passes", first_int8_graph_fails)
-    out = _export(larger_trio, tmp_path, precisions="fp32,int8")
-    int8 = next(g for g in _manifest(out)["graphs"] if g["precision"] == "int8")
-    assert int8["method"] == "smooth-nbits8" and int8["instead_of"]["method"] == "smooth-per-token"
-    assert all(m["passed"] for m in int8["fidelity"].values())
-    assert not any(m["passed"] for m in int8["instead_of"]["fidelity"].values())
-
-
-def test_export_warns_when_a_precision_misses_its_gates_even_after_the_fallback(larger_trio, tmp_path, monkeypatch):
+def test_export_warns_when_a_precision_misses_its_gates_even_after_the_search(larger_trio, tmp_path, monkeypatch):
     import colbert_onnx.export.precisions as precisions
 
     real = precisions.passes
@@ -411,11 +390,12 @@ def test_export_measured_gates_pass_on_the_outlier_trio(outlier_folder):
 
 def test_export_keeps_the_fast_int8_on_the_outlier_trio(outlier_folder):
     # Without the fp32 split of the outlier channels (quantize.smooth) head 64 missed the min-cosine
-    # gate (0.979) and the exporter fell back to the slower smooth-nbits8.
+    # gate (0.979) and the exporter had to keep nodes in fp32 (before 2026-12-01: fall back to smooth-nbits8).
     int8 = next(g for g in _manifest(outlier_folder)["graphs"] if g["precision"] == "int8")
     assert int8["method"] == "smooth-per-token" and int8["fp32_split_channels"] > 0, int8
+    assert "mixed_precision" not in int8 and "float_nodes" not in int8
 
 
 def test_export_keeps_the_fast_int8_when_it_passes(larger_folder):
     int8 = next(g for g in _manifest(larger_folder)["graphs"] if g["precision"] == "int8")
-    assert int8["method"] == "smooth-per-token" and "instead_of" not in int8
+    assert int8["method"] == "smooth-per-token" and "mixed_precision" not in int8
