@@ -290,13 +290,16 @@ def preflight(
         bound.apply_defaults()
         return bound
 
+    base = QueryEncoder if issubclass(encoder_class, QueryEncoder) else DocumentEncoder
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(encoder_class).parameters.values()):
+        encoder_class = base  # a subclass passing *args, **kwargs through: its base's signature is the one to check
     actor = bind(encoder_class, encoder_class.__name__, options)
     rest = next((actor.arguments[p.name] for p in inspect.signature(encoder_class).parameters.values()
                  if p.kind is inspect.Parameter.VAR_KEYWORD), {})
     encoder = bind(ColbertEncoder, "ColbertEncoder", rest).arguments
     open_model_folder(model_dir).graph_for(encoder["dim"], encoder["precision"])
     output = actor.arguments.get("output")
-    if issubclass(encoder_class, QueryEncoder):
+    if base is QueryEncoder:
         if output not in ("float32", "float16"):
             raise InvalidInputError(f"query output must be float32 or float16, got {output!r}")
     else:
