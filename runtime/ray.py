@@ -352,26 +352,16 @@ def encode_documents(
     `encoder_options` go to DocumentEncoder (output, pool_factor, text_column, keep_columns,
     gpu_mem_limit) and from there to ColbertEncoder. Row order is Ray's unless
     ``DataContext.execution_options.preserve_order`` is set; keep an id column to join on.
-    `encoder_class` may be a DocumentEncoder subclass (to post-process each table).
+    `encoder_class` may be a DocumentEncoder subclass (to post-process each table) or QueryEncoder.
     Write with ``ds.write_parquet(path, **colbert_onnx.arrow.parquet_options(output, kept_columns))``.
     """
     return _map_encoder(ds, encoder_class, model_dir, actors, cpus_per_actor, gpus_per_actor, batch_size,
                         encoder_options)
 
 
-def encode_queries(
-    ds: ray.data.Dataset,
-    model_dir: str | Path,
-    *,
-    actors: int = 1,
-    cpus_per_actor: float | None = None,
-    gpus_per_actor: float | None = None,
-    batch_size: int = 256,
-    **encoder_options: Any,
-) -> ray.data.Dataset:
-    """The dataset's texts as query multivector rows, on QueryEncoder actors (as encode_documents)."""
-    return _map_encoder(ds, QueryEncoder, model_dir, actors, cpus_per_actor, gpus_per_actor, batch_size,
-                        encoder_options)
+def encode_queries(ds: ray.data.Dataset, model_dir: str | Path, **options: Any) -> ray.data.Dataset:
+    """The dataset's texts as query multivector rows on QueryEncoder actors; keywords as encode_documents."""
+    return encode_documents(ds, model_dir, encoder_class=QueryEncoder, **options)
 
 
 def encode_parquet(
