@@ -246,3 +246,12 @@ def test_cli_encode_parquet_reports_a_missing_text_column(toy_model_dir, table, 
             "--text-column", "body"]
     assert main(argv) == 2
     assert "no text column 'body'" in capsys.readouterr().err
+
+
+def test_importing_the_package_loads_neither_pyarrow_nor_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, colbert_onnx, colbert_onnx.cli, colbert_onnx.ray; "
+            "assert not {'pyarrow', 'ray'} & set(sys.modules), sorted({'pyarrow', 'ray'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
