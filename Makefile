@@ -8,7 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu
+.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server]"
+	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server,arrow,ray]"
 	touch $@
 
 demo: setup
@@ -67,3 +67,9 @@ bench-quant: setup
 # how the lent GPU machine was used (benchmarks/device/).
 bench-gpu: setup
 	$(PY) -m benchmarks.bench_gpu --json models/bench-gpu.json
+
+# Corpus encoding: one process vs Ray Data with 1 and 2 actors, in turns, small bench model, 20k documents
+# (docs/scale-out.md). CORPUS_ARGS="--documents 5000 --rounds 1" for a quicker look.
+CORPUS_ARGS ?= --documents 20000 --rounds 2
+bench-corpus: setup
+	$(PY) -m benchmarks.bench_corpus $(CORPUS_ARGS) --write docs/runs/$$(date +%F)-bench-corpus.md

@@ -114,6 +114,41 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode_parquet(args: argparse.Namespace) -> int:
+    """Parquet of texts -> Parquet of multivectors (colbert_onnx.arrow's layout), in one process or on Ray."""
+    import time
+
+    try:
+        from . import arrow
+    except ImportError as exc:
+        print(f"encode-parquet needs the [arrow] extra (pip install 'colbert-onnx[arrow]'): {exc}", file=sys.stderr)
+        return 2
+    keep = [c for c in args.keep_columns.split(",") if c] if args.keep_columns is not None else None
+    on_ray = args.ray or args.actors is not None
+    start = time.perf_counter()
+    if on_ray:
+        from .ray import encode_parquet, ray_module
+
+        try:
+            ray_module()
+        except ImportError as exc:
+            print(f"encode-parquet --ray: {exc}", file=sys.stderr)
+            return 2
+        options = {"dim": args.dim, "precision": args.precision, "device": args.device, "threads": args.threads,
+                   "document_max_length": args.document_max_length}
+        rows = encode_parquet(args.input, args.out, args.model_dir, actors=args.actors or 1,
+                              cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                              text_column=args.text_column, keep_columns=keep, progress=args.progress,
+                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor, **options)
+    else:
+        rows = arrow.encode_parquet(_encoder(args), args.input, args.out, text_column=args.text_column,
+                                    output=args.output, pool_factor=args.pool_factor, keep_columns=keep,
+                                    batch_rows=args.batch_rows, progress=args.progress)
+    seconds = round(time.perf_counter() - start, 3)
+    print(json.dumps({"out": args.out, "rows": rows, "seconds": seconds, "ray": on_ray}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.options import run_serve
 
@@ -173,6 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents-file", help="file with one document per line")
     p.add_argument("--top-n", type=int, default=None)
     p.set_defaults(func=cmd_rerank)
+
+    p = sub.add_parser("encode-parquet", help="encode a Parquet column of texts into a multivector Parquet file")
+    _add_model_options(p)
+    p.add_argument("input", help="Parquet file with a text column")
+    p.add_argument("out", help="Parquet file to write (colbert_onnx.arrow layout, settings in its metadata)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--keep-columns", default=None, help="comma-separated columns to copy (default: all but the text)")
+    p.add_argument("--output", default="float16", choices=["float32", "float16", "int8", "binary", "ubinary"])
+    p.add_argument("--pool-factor", type=int, default=1, help="token pooling factor (1: none)")
+    p.add_argument("--batch-rows", type=int, default=1024, help="rows read and encoded at once (one process)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.add_argument("--ray", action="store_true", help="run on Ray Data (needs [ray]); a local cluster unless "
+                   "--ray-address or a running session")
+    p.add_argument("--actors", type=int, default=None, help="encoder actors on Ray (implies --ray; default 1)")
+    p.add_argument("--cpus-per-actor", type=float, default=None,
+                   help="CPUs per actor (default: the cluster's CPUs less one, shared evenly)")
+    p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor with --device cuda")
+    p.add_argument("--ray-address", default=None, help="address of a running Ray cluster")
+    p.set_defaults(func=cmd_encode_parquet)
 
     from .server.options import add_serve_arguments  # argparse only: no web imports here
 
