@@ -1,5 +1,13 @@
 """colbert-onnx: jina-colbert-v2 late-interaction retrieval on onnxruntime, without PyTorch."""
 
+import os as _os
+
+# onnxruntime's Linux and macOS wheels (1.29+) send usage telemetry (DNS and HTTPS to
+# mobile.events.data.microsoft.com) unless ORT_DISABLE_TELEMETRY=1 is set before their first
+# environment is created; measured with strace on onnxruntime 1.32. This package runs on on-prem
+# boxes and sandboxes that must not call out, so it opts out by default; a value the user set wins.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .compact import QuantizedVectors
 from .encoder import ColbertEncoder
 from .errors import (

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before any onnxruntime session of the test process (colbert_onnx sets the same on import): no telemetry
+# traffic off this machine (runtime/__init__.py).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import pytest
 
