@@ -61,6 +61,7 @@ fidelity: setup
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup
 	$(PY) -m benchmarks.bench_quantization --length 256
+	$(PY) -m benchmarks.bench_quantization --length 256 --outliers 4 --methods smooth-per-token,smooth-nbits8 --mixed 2,8,24
 
 # fp32/fp16 on onnxruntime's CUDA provider vs PyTorch eager on the same GPU (full-size architecture).
 # Needs onnxruntime-gpu in place of onnxruntime and a CUDA device; docs/gpu.md has the figures and
