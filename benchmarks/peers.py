@@ -36,14 +36,28 @@ PEERS = {"fastembed": ("fastembed",),
          **{name: ("openvino", "nncf") if fix else ("openvino",) for name, (_, fix) in OPENVINO_CONFIGS.items()}}
 
 
+# what `make bench` times (the overflow-fix variant is in the fidelity report only: same kernels, same speed)
+BENCH_PEERS = ("fastembed", "openvino-f32", "openvino-bf16", "openvino-int8")
+
+
 def missing_peer(name: str) -> str | None:
-    """Why peer `name` cannot run here (a package is not installed), or None when it can."""
+    """Why peer `name` cannot run here (a package is not installed, or a bf16 hint on a CPU without bf16,
+    which would compile to the openvino-f32 model), or None when it can."""
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; choose one of {', '.join(PEERS)}")
     absent = [p for p in PEERS[name] if importlib.util.find_spec(p) is None]
     if absent:
         return f"{name} needs {', '.join(absent)}, not installed (pip install -e '.[peers]')"
+    if OPENVINO_CONFIGS.get(name, ("",))[0] == "bf16" and not cpu_has_bf16():
+        return f"{name}: this CPU has no bf16 (OpenVINO compiles the bf16 hint to f32: the openvino-f32 row)"
     return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can run bf16 here (AVX512-bf16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def plain_peer_folder(module, tokenizer_source: Path, out: Path) -> Path:

@@ -68,9 +68,10 @@ def _peers_table(results: dict) -> list[str]:
     """16 x 256 documents and the query rows against fastembed and OpenVINO (benchmarks/peers.py), if they ran."""
     peers = results.get("peers", {})
     queries = results.get("peer_queries", {})
-    if not peers and not queries:
+    skipped = results.get("peers_skipped", {})
+    if not peers and not queries and not skipped:
         return []
-    lines = []
+    lines = [f"\nPeer not run: {name} ({row['reason']})." for name, row in skipped.items()]
     if peers:
         base = peers.get("fastembed", {}).get("docs_per_s")
         ours = peers.get("ours-int8", {}).get("docs_per_s")

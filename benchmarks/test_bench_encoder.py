@@ -5,6 +5,7 @@ Ratios are computed against baselines measured in the same run on the same machi
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -130,22 +131,28 @@ PEER_ROUNDS = 3
 def peer_engines(bench_model, plain_folder) -> dict:
     """name -> (what ran, engine) for fastembed and each OpenVINO configuration installed here; the absent
     ones are printed with their reason and left out (`pip install -e '.[peers]'`, which `make bench` runs)."""
-    from benchmarks.peers import OPENVINO_CONFIGS, fastembed_encoder, missing_peer, openvino_engine
+    from benchmarks.peers import BENCH_PEERS, fastembed_encoder, missing_peer, openvino_engine
     from colbert_onnx.export.precisions import calibration_feeds
 
     out: dict = {}
-    if reason := missing_peer("fastembed"):
-        print(f"skip fastembed: {reason}")
-    else:
+    wanted = os.environ.get("BENCH_PEERS", ",".join(BENCH_PEERS)).split(",")  # BENCH_PEERS=none: no peer (memory)
+    runnable = []
+    for name in BENCH_PEERS:
+        reason = "not in BENCH_PEERS" if name not in wanted else missing_peer(name)
+        if reason:
+            print(f"skip {name}: {reason}")
+            record("peers_skipped", name, reason=reason)
+        else:
+            runnable.append(name)
+    if "fastembed" in runnable:
         import fastembed
 
         out["fastembed"] = (f"fastembed {fastembed.__version__} LateInteractionTextEmbedding (onnxruntime "
                             f"{ort.__version__} CPU, plain fp32 export, its tokenization and post-processing)",
                             fastembed_encoder(plain_folder))
-    calibration = calibration_feeds(ColbertEncoder(bench_model["onnx"]).preprocessor)
-    for name in OPENVINO_CONFIGS:
-        if reason := missing_peer(name):
-            print(f"skip {name}: {reason}")
+    calibration = calibration_feeds(ColbertEncoder(bench_model["onnx"]).preprocessor)  # as our int8's
+    for name in runnable:
+        if name == "fastembed":
             continue
         engine = openvino_engine(name, plain_folder / PLAIN_GRAPH, calibration)
         out[name] = (f"{engine.describe()}, plain fp32 export", engine)

@@ -47,6 +47,17 @@ def test_missing_peer_names_the_absent_package_and_the_extra(monkeypatch):
     assert reason is not None and "nncf" in reason and "[peers]" in reason
 
 
+def test_bf16_peer_is_skipped_on_a_cpu_without_bf16(monkeypatch):
+    import benchmarks.peers
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())  # every package "installed"
+    monkeypatch.setattr(benchmarks.peers, "cpu_has_bf16", lambda: False)
+    assert "no bf16" in missing_peer("openvino-bf16")
+    assert missing_peer("openvino-f32") is None
+    monkeypatch.setattr(benchmarks.peers, "cpu_has_bf16", lambda: True)
+    assert missing_peer("openvino-bf16") is None
+
+
 def test_missing_peer_rejects_an_unknown_peer():
     with pytest.raises(ValueError, match="unknown peer 'openvino-fp64'"):
         missing_peer("openvino-fp64")
@@ -133,15 +144,12 @@ def test_openvino_f32_matches_onnxruntime_on_the_plain_export(plain_toy):
 
 
 def test_openvino_reports_the_precision_it_ran_not_the_hint(plain_toy):
-    if reason := missing_peer("openvino-bf16"):
+    if reason := missing_peer("openvino-f32"):
         pytest.skip(reason)
-    import openvino as ov
+    from benchmarks.peers import OpenVinoEngine, cpu_has_bf16
 
-    from benchmarks.peers import openvino_engine
-
-    engine = openvino_engine("openvino-bf16", plain_toy / PLAIN_GRAPH)
-    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert engine.precision == ("bf16" if has_bf16 else "f32")
+    engine = OpenVinoEngine(plain_toy / PLAIN_GRAPH, hint="bf16")
+    assert engine.precision == ("bf16" if cpu_has_bf16() else "f32")
     assert f"hint bf16, ran {engine.precision}" in engine.describe()
 
 
@@ -176,3 +184,5 @@ def test_peer_report_gives_ratios_to_fastembed_and_says_what_ran():
     assert "| ours-int8 | onnxruntime CPU, model-int8.onnx | 5.00 | 2.50x | 1.00x |" in text
     assert "| fastembed | fastembed | 40.0 | 50.0 | 1300.0 | (one per call only) |" in text
     assert _peers_table({}) == []
+    skipped = _peers_table({"peers_skipped": {"openvino-bf16": {"reason": "this CPU has no bf16"}}})
+    assert skipped == ["\nPeer not run: openvino-bf16 (this CPU has no bf16)."]
