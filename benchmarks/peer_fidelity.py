@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     work = Path(tmp) / f"outliers-{seed}"
                     trio = make_outlier_toy_trio(work / "ckpt", seed=seed)
                     rows += measure_case(colbert_case(f"outlier toy 4x512, seed {seed}", trio, work))
+                    print(to_markdown(rows), flush=True)  # a case takes minutes: show each seed as it ends
             elif case == "trained":
                 work = Path(tmp) / "trained"
                 work.mkdir()
