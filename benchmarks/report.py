@@ -64,6 +64,41 @@ def _table(results: dict, size: str) -> list[str]:
     return lines
 
 
+def _peers_table(results: dict) -> list[str]:
+    """16 x 256 documents and the query rows against fastembed and OpenVINO (benchmarks/peers.py), if they ran."""
+    peers = results.get("peers", {})
+    queries = results.get("peer_queries", {})
+    skipped = results.get("peers_skipped", {})
+    if not peers and not queries and not skipped:
+        return []
+    lines = [f"\nPeer not run: {name} ({row['reason']})." for name, row in skipped.items()]
+    if peers:
+        base = peers.get("fastembed", {}).get("docs_per_s")
+        ours = peers.get("ours-int8", {}).get("docs_per_s")
+        first = next(iter(peers.values()))
+        lines += [f"\n### Against the peers: {first['docs']} documents x {first['length']} tokens",
+                  "",
+                  "Same weights, same batch, all engines timed in turns (median of 3 calls after a warm-up); "
+                  "fastembed is given the texts, the others their ids. docs/peers.md has the method and the "
+                  "fidelity of each configuration.",
+                  "",
+                  "| engine | what ran | docs/s | vs fastembed | vs ours-int8 |", "|---|---|---|---|---|"]
+        for name, row in sorted(peers.items(), key=lambda kv: kv[1]["docs_per_s"]):
+            vs_fe = f"{row['docs_per_s'] / base:.2f}x" if base else "fastembed not run"
+            vs_ours = f"{row['docs_per_s'] / ours:.2f}x" if ours else ""
+            lines.append(f"| {name} | {row['engine']} | {row['docs_per_s']:.2f} | {vs_fe} | {vs_ours} |")
+    if queries:
+        lines += ["\n### Queries against the peers (32 queries)", "",
+                  "p50/p95 of single-query calls; 32 one at a time and 32 in one batch, timed in turns.", "",
+                  "| engine | what ran | one query p50 ms | p95 ms | 32 one per call ms | 32 batched ms |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in sorted(queries.items(), key=lambda kv: kv[1]["p50_ms"]):
+            batch = f"{row['batch32_ms']:.1f}" if row.get("batch32_ms") is not None else "(one per call only)"
+            lines.append(f"| {name} | {row['engine']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} | "
+                         f"{row['loop32_ms']:.1f} | {batch} |")
+    return lines
+
+
 def _plot(results: dict, path: Path) -> None:
     try:
         import matplotlib
@@ -93,7 +128,8 @@ def write_report(results: dict, docs_dir: Path, machine: str, day: str, size: st
     path = docs_dir / "benchmarks.md"
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     section = "\n".join([HEADER, "", f"Measured {day} on {machine} (`BENCH_SIZE={size} make bench`).", "",
-                         *_table(results, size), "", "![encoder throughput](benchmarks-encoder.png)", ""])
+                         *_table(results, size), *_peers_table(results), "",
+                         "![encoder throughput](benchmarks-encoder.png)", ""])
     if HEADER in text:
         start = text.index(HEADER)
         nxt = text.find("\n## ", start + len(HEADER))

@@ -5,6 +5,7 @@ Ratios are computed against baselines measured in the same run on the same machi
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -16,30 +17,40 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.conftest import interleaved_medians, peak_rss_mib, random_ids, record
+from benchmarks.peers import PLAIN_GRAPH, plain_peer_folder
 from colbert_onnx import ColbertEncoder
 from colbert_onnx.packed import PackedDocuments
+from colbert_onnx.tokenization import pad_batch
 
 DOC_TOKENS = 4096  # tokens per timed call: batch = DOC_TOKENS // length
 
 
 @pytest.fixture(scope="session")
-def engines(bench_model, tmp_path_factory) -> dict:
+def plain_folder(bench_model) -> Path:
+    """The plain-attention fp32 export of the bench weights in Jina's folder layout: no fusions, no contrib ops,
+    what fastembed runs (and OpenVINO's ONNX frontend reads)."""
+    from colbert_onnx.export import load_checkpoint
+    from colbert_onnx.export.modeling import MultiHeadColbert
+
+    folder = Path(bench_model["onnx"]).parent / "peers"
+    if not (folder / PLAIN_GRAPH).is_file():
+        ckpt = load_checkpoint(bench_model["checkpoint"], hash_files=False)
+        plain_peer_folder(MultiHeadColbert(ckpt.module().roberta, {ckpt.dim: ckpt.head}), bench_model["checkpoint"],
+                          folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def engines(bench_model, plain_folder) -> dict:
     """name -> callable(ids, mask) for each engine that exists in this run."""
     import torch
 
     from colbert_onnx.export import load_checkpoint
-    from colbert_onnx.export.exporter import export_graph
-    from colbert_onnx.export.modeling import MultiHeadColbert, set_fused_rotary
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ckpt = load_checkpoint(bench_model["checkpoint"], hash_files=False)
     model = ckpt.module()
-    plain = Path(bench_model["onnx"]).parent / "plain.onnx"
-    if not plain.is_file():  # what fastembed runs: no fusions, no contrib ops, plain attention
-        baseline = MultiHeadColbert(model.roberta, {ckpt.dim: ckpt.head})
-        set_fused_rotary(baseline, False)
-        export_graph(baseline, plain)
-    plain_session = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
+    plain_session = ort.InferenceSession(str(plain_folder / PLAIN_GRAPH), providers=["CPUExecutionProvider"])
 
     def torch_run(ids, mask):
         with torch.no_grad():
@@ -110,6 +121,144 @@ def _precisions(bench_model) -> list[str]:
     import json
 
     return json.loads((Path(bench_model["onnx"]) / "manifest.json").read_text())["precisions"]
+
+
+PEER_DOCS, PEER_LENGTH = 16, 256  # the issue's comparison: 16 documents of 256 tokens
+PEER_ROUNDS = 3
+
+
+@pytest.fixture(scope="session")
+def peer_engines(bench_model, plain_folder) -> dict:
+    """name -> (what ran, engine) for fastembed and each OpenVINO configuration installed here; the absent
+    ones are printed with their reason and left out (`pip install -e '.[peers]'`, which `make bench` runs)."""
+    from benchmarks.peers import BENCH_PEERS, fastembed_encoder, missing_peer, openvino_engine
+    from colbert_onnx.export.precisions import calibration_feeds
+
+    out: dict = {}
+    wanted = os.environ.get("BENCH_PEERS", ",".join(BENCH_PEERS)).split(",")  # BENCH_PEERS=none: no peer (memory)
+    runnable = []
+    for name in BENCH_PEERS:
+        reason = "not in BENCH_PEERS" if name not in wanted else missing_peer(name)
+        if reason:
+            print(f"skip {name}: {reason}")
+            record("peers_skipped", name, reason=reason)
+        else:
+            runnable.append(name)
+    if "fastembed" in runnable:
+        import fastembed
+
+        out["fastembed"] = (f"fastembed {fastembed.__version__} LateInteractionTextEmbedding (onnxruntime "
+                            f"{ort.__version__} CPU, plain fp32 export, its tokenization and post-processing)",
+                            fastembed_encoder(plain_folder))
+    calibration = calibration_feeds(ColbertEncoder(bench_model["onnx"]).preprocessor)  # as our int8's
+    for name in runnable:
+        if name == "fastembed":
+            continue
+        engine = openvino_engine(name, plain_folder / PLAIN_GRAPH, calibration)
+        out[name] = (f"{engine.describe()}, plain fp32 export", engine)
+    return out
+
+
+def _ours(bench_model) -> dict[str, ColbertEncoder]:
+    found = {}
+    for precision in _precisions(bench_model):
+        if precision in ("fp32", "int8"):
+            found[precision] = ColbertEncoder(bench_model["onnx"], precision=precision)
+    return found
+
+
+def _graph(enc: ColbertEncoder) -> str:
+    """`model-int8.onnx (smooth-per-token)`: the file the encoder runs and how the exporter made it."""
+    entry = next(g for g in enc.folder.manifest["graphs"] if g["file"] == enc.graph.file)
+    method = entry["method"].split(";")[0].split(" ")[0] if enc.precision == "int8" else "optimized fp32"
+    return f"{enc.graph.file} ({method})"
+
+
+def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
+    """16 documents x 256 tokens: fastembed (from the texts), OpenVINO f32 / bf16 / NNCF int8 and this project's
+    engines on the same batch, timed in turns."""
+    from benchmarks.peers import texts_of_tokens
+    from colbert_onnx.export.corpus import multilingual_texts
+
+    ours = _ours(bench_model)
+    pre = next(iter(ours.values())).preprocessor
+    words = [w for text in multilingual_texts() for w in text.split()]
+    texts = texts_of_tokens(pre.tokenizer, PEER_DOCS, PEER_LENGTH, words)
+    ids, mask = pad_batch(pre.documents(texts).ids, pre.special.pad)
+    assert ids.shape == (PEER_DOCS, PEER_LENGTH) and mask.all()
+    candidates, described = {}, {}
+    if "fastembed" in peer_engines:
+        what, embedder = peer_engines["fastembed"]
+        candidates["fastembed"] = partial(lambda e: list(e.passage_embed(texts, batch_size=PEER_DOCS)), embedder)
+        described["fastembed"] = what
+    candidates["onnx-plain-fp32"] = partial(engines["onnx-plain-fp32"], ids, mask)
+    described["onnx-plain-fp32"] = f"onnxruntime {ort.__version__} CPU, plain fp32 export"
+    for precision, enc in ours.items():
+        candidates[f"ours-{precision}"] = partial(enc._run, ids, mask)
+        described[f"ours-{precision}"] = f"onnxruntime {ort.__version__} CPU, {_graph(enc)}"
+    if "int8" in ours:
+        candidates["ours-int8-text"] = partial(ours["int8"].encode_documents, texts)
+        described["ours-int8-text"] = "ColbertEncoder.encode_documents (int8, from the texts)"
+    for name, (what, engine) in peer_engines.items():
+        if name != "fastembed":
+            candidates[name] = partial(engine.first, ids, mask)
+            described[name] = what
+    medians = interleaved_medians(candidates, rounds=PEER_ROUNDS)
+    for name, seconds in medians.items():
+        record("peers", name, docs_per_s=PEER_DOCS / seconds, tokens_per_s=ids.size / seconds, engine=described[name],
+               docs=PEER_DOCS, length=PEER_LENGTH)
+    benchmark.pedantic(candidates["ours-int8" if "int8" in ours else "ours-fp32"], rounds=1, warmup_rounds=0)
+
+
+QUERY_TEXTS = [f"what is the population of city number {i}?" for i in range(32)]
+
+
+def test_queries_against_peers(benchmark, bench_model, peer_engines):
+    """One query per call (p50/p95 of each call) and 32 queries batched, for this project and the peers; fastembed
+    the way it encodes queries, one per call. All timed in turns."""
+    ours = _ours(bench_model)
+    pre = next(iter(ours.values())).preprocessor
+    singles: dict[str, list[float]] = {}
+
+    def loop(name: str, one) -> None:
+        for q in QUERY_TEXTS:
+            start = time.perf_counter()
+            one(q)
+            singles.setdefault(name, []).append(time.perf_counter() - start)
+
+    candidates, described, batched = {}, {}, {}
+    for precision, enc in ours.items():
+        name = f"ours-{precision}"
+        candidates[f"{name}:loop"] = partial(loop, name, lambda q, enc=enc: enc.encode_queries([q]))
+        candidates[f"{name}:batch"] = partial(enc.encode_queries, QUERY_TEXTS)
+        described[name] = f"ColbertEncoder.encode_queries ({_graph(enc)})"
+    if "fastembed" in peer_engines:
+        what, embedder = peer_engines["fastembed"]
+        candidates["fastembed:loop"] = partial(loop, "fastembed", lambda q: list(embedder.query_embed(q)))
+        described["fastembed"] = what + "; query_embed encodes one query per call"
+    for name, (what, engine) in peer_engines.items():
+        if name == "fastembed":
+            continue
+        ids = pre.queries(QUERY_TEXTS)  # queries attend to every slot, <mask> padding included
+
+        def one(q: str, engine=engine) -> np.ndarray:
+            q_ids = pre.queries([q])
+            return engine.first(q_ids, np.ones_like(q_ids))
+
+        candidates[f"{name}:loop"] = partial(loop, name, one)
+        candidates[f"{name}:batch"] = partial(engine.first, ids, np.ones_like(ids))
+        described[name] = what + " (our tokenization)"
+    medians = interleaved_medians(candidates, rounds=5)
+    for key, seconds in medians.items():
+        name, kind = key.split(":")
+        batched.setdefault(name, {})[kind] = seconds
+    for name, kinds in batched.items():
+        calls = singles[name][len(QUERY_TEXTS):]  # the warm-up loop's calls left out
+        record("peer_queries", name, engine=described[name], p50_ms=1e3 * np.percentile(calls, 50),
+               p95_ms=1e3 * np.percentile(calls, 95), loop32_ms=1e3 * kinds["loop"],
+               batch32_ms=1e3 * kinds["batch"] if "batch" in kinds else None)
+    fastest = ours.get("int8") or ours["fp32"]
+    benchmark.pedantic(fastest.encode_queries, args=(QUERY_TEXTS,), rounds=1, warmup_rounds=0)
 
 
 def test_maxsim_packed_vs_per_document_loop(benchmark):

