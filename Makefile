@@ -8,11 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus
-=======
-.PHONY: setup demo test test-slow export lint bench serve fidelity bench-quant bench-gpu fidelity-peers
->>>>>>> wt-15
+.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers
 
 setup: $(VENV)/.installed
 
