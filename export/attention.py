@@ -1,19 +1,22 @@
-"""Attention in the exported graph: onnxruntime's fused MultiHeadAttention, in query steps when long.
+"""Attention in the exported graph: onnxruntime's fused MultiHeadAttention, without the mask when no row is padded.
 
 The PyTorch export writes one placeholder node per layer (`modeling.FusedAttention`); `expand_attention`
 turns each into
 
-    If(one step fits the budget)
-        then: MultiHeadAttention(q, k, v, key_padding_mask)
-        else: Loop over steps of `step` queries: MultiHeadAttention(q[:, steps], k, v, mask), concatenated
+    If(the key padding mask is all ones)
+        then: MultiHeadAttention(q, k, v)  (no mask: onnxruntime's CPU flash kernel)
+        else: If(one step fits the budget)
+            then: MultiHeadAttention(q, k, v, key_padding_mask)
+            else: Loop over steps of `step` queries: MultiHeadAttention(q[:, steps], k, v, mask), concatenated
 
 with `step = max(min_step, budget // (batch * heads * seq))`, computed in the graph from the input
 shape. MultiHeadAttention takes q/k/v as (batch, seq, hidden) rows straight from the rotary nodes
-(no head transposes) and fuses scale, mask, softmax and both GEMMs; with a key padding mask its CPU
-kernel holds batch x heads x queries x seq scores, which the steps bound (docs/memory.md). On CPU it
-gave the same vectors as the hand-built MatMul/Softmax Loop it replaces, 1.05x faster at 8 x 512
-tokens, 1.08x at 2 x 2048 and 1.21x at 8192 (int8, 4 layers at full width; docs/benchmarks.md).
-Written by hand because onnxruntime's transformer optimizer fuses no attention behind rotary q/k.
+(no head transposes) and fuses scale, mask, softmax and both GEMMs. With a key padding mask its CPU
+kernel holds batch x heads x queries x seq scores, which the steps bound; without one it takes
+MLAS's flash attention, whose scratch is a few L2-sized blocks per thread at any length, so that
+branch needs no steps (docs/memory.md). The runtime plans unpadded batches (runtime/planning.py) so
+the unmasked branch is the common one. Written by hand because onnxruntime's transformer optimizer
+fuses no attention behind rotary q/k.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _mha(name: str, q: str, k: str, v: str, mask: str, out: str, attrs: dict) -> onnx.NodeProto:
+def _mha(name: str, q: str, k: str, v: str, mask: str | None, out: str, attrs: dict) -> onnx.NodeProto:
+    """One MultiHeadAttention node; `mask` None leaves the key padding mask out (the flash path on CPU)."""
+    inputs = [q, k, v] if mask is None else [q, k, v, "", mask]
     return helper.make_node(
-        "MultiHeadAttention", [q, k, v, "", mask], [out], name=name, domain=MS_DOMAIN,
+        "MultiHeadAttention", inputs, [out], name=name, domain=MS_DOMAIN,
         num_heads=attrs["num_heads"], scale=attrs["scale"], mask_filter_value=attrs["mask_filter_value"],
     )
 
@@ -44,8 +49,18 @@ def _const(name: str, value: int | list[int] | bool) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(array))
 
 
+def _all_ones(p: str, mask: str) -> list[onnx.NodeProto]:
+    """Nodes computing `<p>/all_ones`: True when no key is padded (an empty batch counts as all ones)."""
+    return [
+        helper.make_node("ReduceSum", [mask], [p + "/kept"], name=p + "/Kept", keepdims=0),
+        helper.make_node("Size", [mask], [p + "/size"], name=p + "/Size"),
+        helper.make_node("Cast", [p + "/size"], [p + "/size32"], name=p + "/Size32", to=TensorProto.INT32),
+        helper.make_node("Equal", [p + "/kept", p + "/size32"], [p + "/all_ones"], name=p + "/AllOnes"),
+    ]
+
+
 def _expand(node: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """The If/Loop nodes that replace one placeholder (names prefixed by the placeholder's)."""
+    """The nodes that replace one placeholder: the padding test and the If (names prefixed by the placeholder's)."""
     q, k, v, mask = node.input
     out, attrs, p = node.output[0], _attrs(node), node.name
     nodes = [
@@ -99,9 +114,17 @@ def _expand(node: onnx.NodeProto) -> list[onnx.NodeProto]:
     steps = helper.make_graph(
         steps_nodes, p + "_steps", [], [helper.make_empty_tensor_value_info(p + "/stepped")]
     )
-    nodes.append(helper.make_node("If", [p + "/one_step"], [out], name=p + "/If", then_branch=whole,
+    # The step arithmetic lives inside the masked branch: it runs only there, and onnxruntime's
+    # transformer optimizer prunes main-graph values read only two subgraph levels down.
+    nodes.append(helper.make_node("If", [p + "/one_step"], [p + "/masked"], name=p + "/If", then_branch=whole,
                                   else_branch=steps))
-    return nodes
+    masked = helper.make_graph(nodes, p + "_masked", [], [helper.make_empty_tensor_value_info(p + "/masked")])
+    unmasked = helper.make_graph(
+        [_mha(p + "/MHAUnmasked", q, k, v, None, p + "/unmasked", attrs)], p + "_unmasked", [],
+        [helper.make_empty_tensor_value_info(p + "/unmasked")],
+    )
+    return [*_all_ones(p, mask), helper.make_node("If", [p + "/all_ones"], [out], name=p + "/IfUnpadded",
+                                                  then_branch=unmasked, else_branch=masked)]
 
 
 def expand_attention(model: onnx.ModelProto) -> int:
@@ -123,3 +146,22 @@ def expand_attention(model: onnx.ModelProto) -> int:
         if not any(o.domain == MS_DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return count
+
+
+def drop_unmasked_branch(model: onnx.ModelProto) -> int:
+    """Undo the unpadded fast path in place: every layer's attention takes the masked If/Loop, as exported
+    until 2026-12-02; returns how many layers changed. For baselines (benchmarks, tests), not for export."""
+    nodes: list[onnx.NodeProto] = []
+    unused: set[str] = set()  # the padding tests of the dropped Ifs
+    for node in model.graph.node:
+        if node.op_type == "If" and node.name.endswith("/IfUnpadded"):
+            (masked,) = [a.g for a in node.attribute if a.name == "else_branch"]
+            nodes += masked.node
+            nodes.append(helper.make_node("Identity", [masked.output[0].name], [node.output[0]],
+                                          name=node.name + "/Masked"))
+            unused |= {n.name for n in _all_ones(node.name.removesuffix("/IfUnpadded"), "")}
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(n for n in nodes if n.name not in unused)
+    return len(unused) // len(_all_ones("", ""))
