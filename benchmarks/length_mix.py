@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from colbert_onnx.tokenization import pad_batch
+
 MEDIAN_TOKENS = 150
 SIGMA = 1.0  # of log(length): a quarter of the documents are under 77 tokens, one in 25 over 750
 MIN_TOKENS, MAX_TOKENS = 20, 2048
@@ -35,3 +37,14 @@ def padded_fraction(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Share of the tokens sent to the model that are padding, for batches padded to their longest row."""
     sent = sum(len(b) * int(lengths[b].max()) for b in batches)
     return 1.0 - int(lengths.sum()) / sent if sent else 0.0
+
+
+def run_planned(run, planner, docs: list[np.ndarray], batch_size: int = 32, max_batch_tokens: int | None = 16384,
+                pad_id: int = 1) -> float:
+    """Runs `run(ids, mask)` on the batches `planner(lengths, batch_size, max_batch_tokens)` makes of `docs`,
+    right-padded with `pad_id` as the encoder pads; returns the padded fraction of the tokens sent."""
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    batches = planner(lengths, batch_size, max_batch_tokens)
+    for batch in batches:
+        run(*pad_batch([docs[i] for i in batch], pad_id))
+    return padded_fraction(lengths, batches)

@@ -1,9 +1,9 @@
-"""Attention in the exported graph: onnxruntime's fused MultiHeadAttention, without the mask when no row is padded.
+"""Attention in the exported graph: onnxruntime's fused MultiHeadAttention, without the mask on long unpadded batches.
 
 The PyTorch export writes one placeholder node per layer (`modeling.FusedAttention`); `expand_attention`
 turns each into
 
-    If(the key padding mask is all ones)
+    If(the key padding mask is all ones and seq >= UNMASKED_MIN_TOKENS)
         then: MultiHeadAttention(q, k, v)  (no mask: onnxruntime's CPU flash kernel)
         else: If(one step fits the budget)
             then: MultiHeadAttention(q, k, v, key_padding_mask)
@@ -14,9 +14,15 @@ shape. MultiHeadAttention takes q/k/v as (batch, seq, hidden) rows straight from
 (no head transposes) and fuses scale, mask, softmax and both GEMMs. With a key padding mask its CPU
 kernel holds batch x heads x queries x seq scores, which the steps bound; without one it takes
 MLAS's flash attention, whose scratch is a few L2-sized blocks per thread at any length, so that
-branch needs no steps (docs/memory.md). The runtime plans unpadded batches (runtime/planning.py) so
-the unmasked branch is the common one. Written by hand because onnxruntime's transformer optimizer
-fuses no attention behind rotary q/k.
+branch needs no steps (docs/memory.md).
+
+The two kernels round differently (~1e-7 in fp32, which the int8 graphs' per-token requantization
+amplifies to ~1e-3), so a sequence must take the same one whatever its batch-mates: the runtime batches
+sequences of UNMASKED_MIN_TOKENS or more only with sequences of their own length (no padding: always
+the unmasked kernel) and shorter ones only with shorter ones (padded length below the threshold: always
+the masked kernel, as before 2026-12-01; runtime/planning.py). Long sequences, where attention weighs
+most, get the flash kernel. Written by hand because onnxruntime's transformer optimizer fuses no
+attention behind rotary q/k.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from colbert_onnx.planning import LONG_TOKENS as UNMASKED_MIN_TOKENS
 
 PLACEHOLDER_DOMAIN = "colbert"
 PLACEHOLDER_OP = "ChunkedAttention"
@@ -49,13 +57,19 @@ def _const(name: str, value: int | list[int] | bool) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(array))
 
 
-def _all_ones(p: str, mask: str) -> list[onnx.NodeProto]:
-    """Nodes computing `<p>/all_ones`: True when no key is padded (an empty batch counts as all ones)."""
+def _takes_unmasked(p: str, q: str, mask: str) -> list[onnx.NodeProto]:
+    """Nodes computing `<p>/take_unmasked`: no key is padded (an empty batch counts as unpadded) and the
+    sequence has at least UNMASKED_MIN_TOKENS tokens."""
     return [
         helper.make_node("ReduceSum", [mask], [p + "/kept"], name=p + "/Kept", keepdims=0),
         helper.make_node("Size", [mask], [p + "/size"], name=p + "/Size"),
         helper.make_node("Cast", [p + "/size"], [p + "/size32"], name=p + "/Size32", to=TensorProto.INT32),
         helper.make_node("Equal", [p + "/kept", p + "/size32"], [p + "/all_ones"], name=p + "/AllOnes"),
+        helper.make_node("Shape", [q], [p + "/seq1d"], name=p + "/SeqLength", start=1, end=2),
+        _const(p + "/min_unmasked", [UNMASKED_MIN_TOKENS]),
+        helper.make_node("GreaterOrEqual", [p + "/seq1d", p + "/min_unmasked"], [p + "/long1d"], name=p + "/Long1d"),
+        helper.make_node("Squeeze", [p + "/long1d"], [p + "/long"], name=p + "/Long"),
+        helper.make_node("And", [p + "/all_ones", p + "/long"], [p + "/take_unmasked"], name=p + "/TakeUnmasked"),
     ]
 
 
@@ -123,8 +137,8 @@ def _expand(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         [_mha(p + "/MHAUnmasked", q, k, v, None, p + "/unmasked", attrs)], p + "_unmasked", [],
         [helper.make_empty_tensor_value_info(p + "/unmasked")],
     )
-    return [*_all_ones(p, mask), helper.make_node("If", [p + "/all_ones"], [out], name=p + "/IfUnpadded",
-                                                  then_branch=unmasked, else_branch=masked)]
+    return [*_takes_unmasked(p, q, mask), helper.make_node("If", [p + "/take_unmasked"], [out], name=p + "/IfUnmasked",
+                                                           then_branch=unmasked, else_branch=masked)]
 
 
 def expand_attention(model: onnx.ModelProto) -> int:
@@ -149,19 +163,19 @@ def expand_attention(model: onnx.ModelProto) -> int:
 
 
 def drop_unmasked_branch(model: onnx.ModelProto) -> int:
-    """Undo the unpadded fast path in place: every layer's attention takes the masked If/Loop, as exported
-    until 2026-12-02; returns how many layers changed. For baselines (benchmarks, tests), not for export."""
+    """Undo the unmasked fast path in place: every layer's attention takes the masked If/Loop, as exported
+    until 2026-12-01; returns how many layers changed. For baselines (benchmarks, tests), not for export."""
     nodes: list[onnx.NodeProto] = []
     unused: set[str] = set()  # the padding tests of the dropped Ifs
     for node in model.graph.node:
-        if node.op_type == "If" and node.name.endswith("/IfUnpadded"):
+        if node.op_type == "If" and node.name.endswith("/IfUnmasked"):
             (masked,) = [a.g for a in node.attribute if a.name == "else_branch"]
             nodes += masked.node
             nodes.append(helper.make_node("Identity", [masked.output[0].name], [node.output[0]],
                                           name=node.name + "/Masked"))
-            unused |= {n.name for n in _all_ones(node.name.removesuffix("/IfUnpadded"), "")}
+            unused |= {n.name for n in _takes_unmasked(node.name.removesuffix("/IfUnmasked"), "", "")}
         else:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(n for n in nodes if n.name not in unused)
-    return len(unused) // len(_all_ones("", ""))
+    return len(unused) // len(_takes_unmasked("", "", ""))

@@ -1,14 +1,17 @@
 """Batch planning for document encoding: which sequences run together, with as little padding as pays.
 
-Padding costs twice: every padded row goes through the GEMMs, and a batch with any padding sends
-attention down onnxruntime's masked MultiHeadAttention kernel instead of its flash kernel
-(export/attention.py). A batch is therefore one run of sequences adjacent in length order, padded
-to its longest, and the plan minimizes the tokens sent plus a fixed cost per run: a run reads every
-weight once, so a run of a few dozen tokens is memory-bound (measured: 32-token runs ~0.7x the
-tokens/s of 256-token runs, docs/benchmarks.md). The optimum over all such plans is found exactly
-by dynamic programming. Sequences of LONG_TOKENS or more fill the GEMMs alone and batch only with
-sequences of exactly their length, so long documents, where attention weighs most, never take the
-masked path.
+A batch is a run of sequences adjacent in length order, padded to its longest, and the plan minimizes
+the tokens sent plus a fixed cost per run (a run reads every weight once, so a run of a few dozen
+tokens is memory-bound: measured ~0.7x the tokens/s of 256-token runs, docs/benchmarks.md). The optimum
+over all such plans is found exactly by dynamic programming.
+
+One rule keeps every sequence on one attention kernel whatever its batch-mates: the exported graph
+runs attention without the key padding mask (onnxruntime's flash kernel) on unpadded batches of
+LONG_TOKENS or more (export/attention.py), and the kernels round differently. So a batch whose longest
+sequence has LONG_TOKENS or more holds sequences of exactly that length (unpadded: the flash kernel),
+and shorter sequences batch only with shorter ones (the masked kernel). A document's vectors then do
+not depend on what else is encoded with it, in int8 too, where requantization turns the kernels'
+~1e-7 difference into ~1e-3. Long sequences fill the GEMMs alone, so they lose nothing by it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from .errors import InvalidInputError
 # Per-run cost in tokens of work: what a run of 32 tokens loses to reading the weights (measured on
 # the 4-layer full-width int8 graph, docs/benchmarks.md "Batch planning").
 RUN_OVERHEAD_TOKENS = 24
-# From this length a sequence runs at full GEMM efficiency alone (issue 15; docs/benchmarks.md).
+# From this length a sequence runs at full GEMM efficiency alone (docs/benchmarks.md) and the graph's
+# attention skips the mask when its batch is unpadded (export/attention.py reads this constant).
 LONG_TOKENS = 256
 
 
@@ -81,7 +85,7 @@ def _best_batch_ends(
 
 
 def plan_padded_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> list[np.ndarray]:
-    """The planner used until 2026-12-02, kept as the benchmark baseline: sequences sorted longest first,
+    """The planner used until 2026-12-01, kept as the benchmark baseline: sequences sorted longest first,
     filled greedily up to `batch_size` rows and `max_batch_tokens` padded tokens, whatever the padding."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     batches: list[np.ndarray] = []

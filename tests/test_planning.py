@@ -106,3 +106,18 @@ def test_encoder_returns_the_length_mix_in_input_order_with_the_old_planners_vec
         np.testing.assert_allclose(new, old, atol=1e-5)
     for i in (0, 17, 39):  # input order: each result is that document's own vectors
         np.testing.assert_allclose(planned[i], encoder._encode_sequences([docs[i]])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_documents_vectors_do_not_depend_on_its_batch_mates(toy_model_dir, precision):
+    """Long documents batch only with their own length (unmasked kernel), short ones only with short ones
+    (masked kernel): the same document gets bit-identical vectors alone and in any call."""
+    encoder = ColbertEncoder(toy_model_dir, precision=precision)
+    marker = encoder.preprocessor.special.document_marker
+    mix = [d[:600] for d in documents(24, seed=5, marker=marker)]
+    longest = max(mix, key=len)
+    # lengths a token apart: cheaper padded together than run apart, were it not for the kernel rule
+    mix += [longest[: LONG_TOKENS + k] for k in (-2, -1, 0, 0, 1, 2, 40, 41)]
+    together = encoder._encode_sequences(mix)
+    for doc, vectors in zip(mix, together, strict=True):
+        np.testing.assert_array_equal(encoder._encode_sequences([doc])[0], vectors)
