@@ -2,7 +2,7 @@
 
 A batch is a run of sequences adjacent in length order, padded to its longest, and the plan minimizes
 the tokens sent plus a fixed cost per run (a run reads every weight once, so a run of a few dozen
-tokens is memory-bound: measured ~0.7x the tokens/s of 256-token runs, docs/benchmarks.md). The optimum
+tokens is memory-bound: measured ~0.77x the tokens/s of 256-token runs, docs/benchmarks.md). The optimum
 over all such plans is found exactly by dynamic programming.
 
 One rule keeps every sequence on one attention kernel whatever its batch-mates: the exported graph
@@ -20,9 +20,9 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-# Per-run cost in tokens of work: what a run of 32 tokens loses to reading the weights (measured on
-# the 4-layer full-width int8 graph, docs/benchmarks.md "Batch planning").
-RUN_OVERHEAD_TOKENS = 24
+# Per-run cost in tokens of work, fitted to run time = c x (tokens + overhead) on runs of 32-512 tokens of
+# the 4-layer full-width int8 graph (8-18 tokens; docs/benchmarks.md "Batch planning").
+RUN_OVERHEAD_TOKENS = 16
 # From this length a sequence runs at full GEMM efficiency alone (docs/benchmarks.md) and the graph's
 # attention skips the mask when its batch is unpadded (export/attention.py reads this constant).
 LONG_TOKENS = 256
