@@ -7,6 +7,8 @@ real tokens/s by wall clock and by process CPU time, with onnxruntime's thread s
 time counts work, not waiting: on a machine shared with other jobs the CPU figures are the steadier ones.
 Usage: python -m benchmarks.bench_length_mix FOLDER [--precision int8] [--docs 64] [--rounds 3]
     [--variants greedy+masked,planned+graph,planned+masked]
+`--run-sizes 1x32,1x64,...` instead times single runs of those batch x length shapes (what
+planning.RUN_OVERHEAD_TOKENS is fitted to).
 """
 
 from __future__ import annotations
@@ -42,6 +44,28 @@ def sessions(folder: str, precision: str, threads: int) -> tuple[ColbertEncoder,
                  for name, s in graphs.items()}
 
 
+def time_run_sizes(run, shapes: list[tuple[int, int]], rounds: int) -> None:
+    """Real tokens per second and per CPU-second of one run of each (batch, length) shape, in turns."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for batch, length in shapes:
+        ids = rng.integers(5, 500, size=(batch, length)).astype(np.int64)
+        ids[:, 0], ids[:, -1] = 0, 2
+        feeds[batch, length] = ids
+        run(ids, np.ones_like(ids))
+    wall: dict = {s: [] for s in shapes}
+    cpu: dict = {s: [] for s in shapes}
+    for _ in range(rounds):
+        for shape, ids in feeds.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(ids, np.ones_like(ids))
+            wall[shape].append(time.perf_counter() - start)
+            cpu[shape].append(time.process_time() - start_cpu)
+    for (batch, length), ids in feeds.items():
+        print(f"{batch}x{length} ({ids.size} tokens): wall {ids.size / np.median(wall[batch, length]):.0f} tok/s, "
+              f"cpu {ids.size / np.median(cpu[batch, length]):.0f} tok/cpu-s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder")
@@ -50,8 +74,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="greedy+masked,planned+graph,planned+masked")
+    parser.add_argument("--run-sizes", default=None, help="e.g. 1x32,1x64,2x32,1x256: time single runs instead")
     args = parser.parse_args()
     enc, runs = sessions(args.folder, args.precision, args.threads)
+    if args.run_sizes:
+        shapes = [tuple(map(int, s.split("x"))) for s in args.run_sizes.split(",")]
+        time_run_sizes(runs["graph"], shapes, max(args.rounds, 5))
+        return
     docs = documents(args.docs, marker=enc.preprocessor.special.document_marker)
     real = sum(len(d) for d in docs)
     variants = [tuple(v.split("+")) for v in args.variants.split(",")]
