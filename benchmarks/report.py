@@ -51,6 +51,15 @@ def _table(results: dict, size: str) -> list[str]:
             line += (f"; vs the plain fp32 export one query at a time (fastembed's way) "
                      f"{row['plain_loop32_ms']:.1f} ms ({row['speedup_vs_plain_loop']:.1f}x)")
         lines.append(line + ".")
+    mix = results.get("mix", {})
+    if mix:
+        first = next(iter(mix.values()))
+        lines += [f"\nRealistic length mix: {first['docs']} documents, {first['tokens']} real tokens (log-normal "
+                  "20-2048, median 150; `benchmarks/length_mix.py`), one pass per call, timed in turns; real "
+                  "tokens/s count no padding.", "",
+                  "| engine | real tokens/s | padded share of tokens sent | vs before |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['real_tokens_per_s']:.0f} | {100 * row['padded_fraction']:.1f}% | "
+                  f"{row['vs_before']:.2f}x |" for name, row in mix.items()]
     for name, row in results.get("maxsim", {}).items():
         line = (f"\nMaxSim {name} docs x tokens, 32-token query (medians, timed in turns): per-document loop "
                 f"{row['loop_ms']:.1f} ms; packed float32 {row['packed_ms']:.1f} ms ({row['speedup']:.1f}x, exact)")

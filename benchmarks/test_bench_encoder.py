@@ -355,3 +355,44 @@ def test_load_time_and_peak_rss(benchmark, bench_model):
     enc = benchmark.pedantic(ColbertEncoder, args=(bench_model["onnx"],), rounds=2, warmup_rounds=0)
     enc.encode_documents([" ".join(["Berlin Paris Tokyo"] * 700)])  # ~2k tokens
     record("load", "fp32", load_s=benchmark.stats.stats.median, peak_rss_mib=peak_rss_mib())
+
+
+MIX_DOCS = 64  # documents of the realistic length mix per timed pass (benchmarks/length_mix.py: ~15k tokens)
+BEFORE = "greedy padded batches, masked attention (before)"
+
+
+def _masked_attention_run(enc: ColbertEncoder):
+    """A run of enc's graph with the unmasked attention branch dropped: what every batch took until 2026-12-01."""
+    from colbert_onnx.export.attention import drop_unmasked_branch
+
+    model = onnx.load(str(enc.folder.path / enc.graph.file))
+    drop_unmasked_branch(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda ids, mask: session.run([enc._output_name], {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def test_length_mix_throughput(benchmark, bench_model, engines):
+    """Real tokens/s on the seeded log-normal length mix (20-2048 tokens, median 150), timed in turns: the
+    encoder's batch planning and unmasked attention against the greedy padded batches and masked attention
+    they replace (same int8 graph), and the plain fp32 export on the greedy batches."""
+    from benchmarks.length_mix import documents, run_planned
+    from colbert_onnx.planning import plan_batches, plan_padded_batches
+
+    if "int8" not in _precisions(bench_model):
+        pytest.skip("the length-mix rows time the int8 graph; this run exported none (BENCH_PRECISIONS)")
+    enc = ColbertEncoder(bench_model["onnx"], precision="int8")
+    docs = documents(MIX_DOCS, marker=enc.preprocessor.special.document_marker)
+    real = sum(len(d) for d in docs)
+    plans = {"ours-int8": (enc._run, plan_batches),
+             f"ours-int8, {BEFORE}": (_masked_attention_run(enc), plan_padded_batches),
+             "onnx-plain-fp32, greedy padded batches": (engines["onnx-plain-fp32"], plan_padded_batches)}
+    padded: dict[str, float] = {}
+
+    def encode(name: str) -> None:
+        padded[name] = run_planned(*plans[name], docs, pad_id=enc.preprocessor.special.pad)
+
+    medians = interleaved_medians({name: partial(encode, name) for name in plans}, rounds=3)
+    for name in plans:
+        record("mix", name, real_tokens_per_s=real / medians[name], padded_fraction=padded[name], docs=MIX_DOCS,
+               tokens=real, vs_before=medians[f"ours-int8, {BEFORE}"] / medians[name])
+    benchmark.pedantic(encode, args=("ours-int8",), rounds=1, warmup_rounds=0)  # pytest-benchmark's row

@@ -33,7 +33,7 @@ from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
 from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, gate_verdicts
 from colbert_onnx.tokenization import Preprocessor
 
-from .attention import expand_attention
+from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
@@ -321,6 +321,8 @@ def _manifest(
                 ),
                 "attention_chunk": attention_chunk,
                 "attention_budget": None if attention_chunk is None else attention_budget,
+                # unpadded batches of this many tokens or more skip the key padding mask (export/attention.py)
+                "attention_unmasked_min_tokens": None if attention_chunk is None else UNMASKED_MIN_TOKENS,
             }
         )
     first = checkpoints[0]

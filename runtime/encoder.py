@@ -12,6 +12,7 @@ import numpy as np
 from .compact import finish_documents
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
+from .planning import plan_batches
 from .progress import progress_bar
 from .scoring import maxsim
 from .session import SessionConfig, binding_device, create_session, run_with_binding
@@ -49,28 +50,6 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
             FidelityWarning,
             stacklevel=3,
         )
-
-
-def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None) -> list[np.ndarray]:
-    """Group sequence indices, sorted longest first, into batches of at most `batch_size`
-    sequences and at most `max_batch_tokens` padded tokens (rows x longest row)."""
-    order = np.argsort(-lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    current: list[int] = []
-    for idx in order:
-        longest = int(lengths[current[0]]) if current else int(lengths[idx])
-        if max_batch_tokens is not None and longest > max_batch_tokens:
-            raise InvalidInputError(
-                f"max_batch_tokens={max_batch_tokens} is smaller than one sequence of {longest} tokens"
-            )
-        fits_tokens = max_batch_tokens is None or longest * (len(current) + 1) <= max_batch_tokens
-        if current and (len(current) >= batch_size or not fits_tokens):
-            batches.append(np.array(current))
-            current = []
-        current.append(int(idx))
-    if current:
-        batches.append(np.array(current))
-    return batches
 
 
 class ColbertEncoder:
@@ -189,7 +168,8 @@ class ColbertEncoder:
         return np.asarray(out, dtype=np.float32)
 
     def _encode_sequences(self, seqs: list[np.ndarray], progress: bool = False) -> list[np.ndarray]:
-        """Every token's vector for each framed id sequence, batched by length under the token budget."""
+        """Every token's vector for each framed id sequence, in batches of similar length that need little or no
+        padding (planning.py), each within the batch size and token budget."""
         lengths = np.fromiter((len(x) for x in seqs), dtype=np.int64, count=len(seqs))
         results: list[np.ndarray | None] = [None] * len(seqs)
         batches = plan_batches(lengths, self.batch_size, self.max_batch_tokens)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import string
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 import colbert_onnx.export.exporter as exporter  # noqa: E402
 import colbert_onnx.export.parity as parity  # noqa: E402
+from benchmarks.profiling import kernel_runs  # noqa: E402
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.export import CheckpointError, ParityError, export_model, make_toy_trio  # noqa: E402
 from colbert_onnx.tokenization import pad_batch  # noqa: E402
@@ -128,23 +128,6 @@ def _subgraphs(node):
     return {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
 
 
-def _kernel_runs(folder, feeds) -> dict[str, int]:
-    """How often each node (subgraph nodes included) ran in one onnxruntime call, from its profile."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / "profile")
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    session.run(None, feeds)
-    runs: dict[str, int] = {}
-    for event in json.loads(Path(session.end_profiling()).read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            name = event["name"].removesuffix("_kernel_time")
-            runs[name] = runs.get(name, 0) + 1
-    return runs
-
-
 @pytest.fixture(scope="module")
 def plain_attention_folder(toy_trio, tmp_path_factory):
     return export_model([toy_trio[64]], tmp_path_factory.mktemp("plain"), precisions="fp32", attention_chunk=None)
@@ -155,7 +138,10 @@ def test_attention_exports_as_one_fused_multihead_attention_per_layer(toy_model_
     ifs = [n for n in nodes if n.op_type == "If"]
     assert len(ifs) == 2, "one attention per layer"
     assert not any(n.op_type in ("Softmax", "Loop") for n in nodes)
-    for node in ifs:
+    for outer in ifs:  # If(no row padded) MHA without mask, else the masked If/Loop (tests/test_attention_paths.py)
+        unmasked, masked = _subgraphs(outer)["then_branch"].node, _subgraphs(outer)["else_branch"].node
+        assert [(n.op_type, len(n.input)) for n in unmasked] == [("MultiHeadAttention", 3)]
+        (node,) = [n for n in masked if n.op_type == "If"]
         branches = _subgraphs(node)
         assert [n.op_type for n in branches["then_branch"].node] == ["MultiHeadAttention"]
         (loop,) = [n for n in branches["else_branch"].node if n.op_type == "Loop"]
@@ -183,11 +169,13 @@ def test_attention_in_query_steps_equals_plain_attention(plain_attention_folder,
 
     pre = ColbertEncoder(stepped, dim=64).preprocessor
     ids, mask = pad_batch(pre.documents(texts).ids, pre.special.pad)
-    runs = _kernel_runs(stepped, {"input_ids": ids, "attention_mask": mask})
+    runs = kernel_runs(stepped / "model.onnx", {"input_ids": ids, "attention_mask": mask})
     step_runs = [n for name, n in runs.items() if name.endswith("/MHAStep")]
     assert len(step_runs) == 2 and all(n > 3 for n in step_runs), runs
     assert not any(name.endswith("/MHA") for name in runs)
-    short = _kernel_runs(stepped, {"input_ids": ids[1:, :8], "attention_mask": mask[1:, :8]})
+    padded = mask[1:, :8].copy()
+    padded[:, -1] = 0  # a padded key: the masked branch (unpadded batches skip the mask and the steps)
+    short = kernel_runs(stepped / "model.onnx", {"input_ids": ids[1:, :8], "attention_mask": padded})
     assert sum(name.endswith("/MHA") for name in short) == 2, "a batch within the budget takes one step"
     assert not any(name.endswith("/MHAStep") for name in short)
 
