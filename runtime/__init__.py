@@ -8,7 +8,6 @@ import os as _os
 # boxes and sandboxes that must not call out, so it opts out by default; a value the user set wins.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .compact import QuantizedVectors
 from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
@@ -21,6 +20,7 @@ from .errors import (
     UnsupportedDimError,
 )
 from .scoring import maxsim
+from .vectors import QuantizedVectors
 
 __version__ = "0.1.0"
 

@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _json_vectors(vectors, decimals: int) -> dict:
     """One document's output as JSON fields: floats rounded; int8 codes with their scales; packed bits."""
-    from .compact import QuantizedVectors
+    from .vectors import QuantizedVectors
 
     if isinstance(vectors, QuantizedVectors):
         return {"embeddings": vectors.codes.tolist(), "scales": vectors.scales.astype(float).round(9).tolist()}
