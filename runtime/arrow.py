@@ -83,13 +83,11 @@ def corpus_metadata(
     encoder: ColbertEncoder, output: str = "float16", pool_factor: int | None = None, input_type: str = "document"
 ) -> dict[str, Any]:
     """The settings that decide the vectors in a table: stamped on every table, compared across shards."""
-    manifest = encoder.folder.manifest
-    graph = next((g for g in manifest.get("graphs", []) if g.get("file") == encoder.graph.file), {})
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": manifest.get("model"),
-        "backbone_sha256": graph.get("backbone_sha256"),
+        "model": encoder.folder.manifest.model,
+        "backbone_sha256": encoder.graph.backbone_sha256,
         "dim": encoder.dim,
         "precision": encoder.precision,
         "input_type": input_type,

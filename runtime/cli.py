@@ -45,10 +45,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         precisions=args.precision,
         int8_method=args.int8_method,
     )
+    from .manifest import read_manifest
     from .model_folder import gate_verdicts, mixed_precision_summary
 
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"],
+    manifest = read_manifest(out)
+    report = {"out": str(out), "heads": list(manifest.heads), "parity": manifest.parity,
               "fidelity_gates_passed": gate_verdicts(manifest)}
     for line in mixed_precision_summary(manifest):
         print(line, file=sys.stderr)
@@ -98,9 +99,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if not documents:
         print("rerank needs documents: --document TEXT (repeatable) or --documents-file", file=sys.stderr)
         return 2
-    results = _encoder(args).rerank(args.query, documents, top_n=args.top_n)
+    encoder = _encoder(args)
+    results = encoder.rerank(args.query, documents, top_n=args.top_n)
     payload = {
-        "model": "jina-colbert-v2",
+        "model": encoder.folder.manifest.model,
         "results": [
             {
                 "index": r["index"],

@@ -121,9 +121,9 @@ class ColbertEncoder:
         self.max_batch_tokens = _positive_int("max_batch_tokens", max_batch_tokens)
         manifest = self.folder.manifest
         tokenizer, special = self.folder.load_tokenizer()
-        doc_max = manifest["document"]["max_length"] if document_max_length is None else document_max_length
+        doc_max = manifest.document.max_length if document_max_length is None else document_max_length
         _positive_int("document_max_length", doc_max, allow_none=False)
-        trained = manifest.get("architecture", {}).get("max_position_embeddings")
+        trained = manifest.architecture.max_position_embeddings if manifest.architecture else None
         if trained is not None and doc_max > trained:
             raise InvalidInputError(
                 f"document_max_length={doc_max} exceeds the {trained} positions the model was trained on; "
@@ -132,7 +132,7 @@ class ColbertEncoder:
         self.preprocessor = Preprocessor(
             tokenizer,
             special,
-            query_max_length=int(manifest["query"]["max_length"]),
+            query_max_length=manifest.query.max_length,
             document_max_length=int(doc_max),
         )
         if long_documents not in LONG_DOCUMENT_MODES:
@@ -144,7 +144,7 @@ class ColbertEncoder:
         self.window_stride = _positive_int("window_stride", window_stride) or max(1, body // 2)
         if self.window_stride > body:
             raise InvalidInputError(f"window_stride={self.window_stride} exceeds the window body of {body} tokens")
-        self._skiplist = np.array(manifest["document"]["skiplist_ids"], dtype=np.int64)
+        self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
         self._output_name = self.graph.outputs[dim]
         self._threads, self._session_config = threads, session_options
         self.session = create_session(

@@ -15,7 +15,7 @@ from ..errors import UnsupportedDimError
 from ..model_folder import open_model_folder
 from ..scoring import maxsim
 from .batching import MicroBatcher
-from .config import DEFAULT_MODEL_NAME, ServerConfig
+from .config import ServerConfig
 
 INPUT_TYPES = ("query", "document")
 # Below this many characters a request is tokenized on the event loop; above, on a thread.
@@ -69,7 +69,7 @@ class ModelService:
         folder = open_model_folder(config.model_dir)
         self.folder_dims = folder.dims
         self.precisions = folder.precisions
-        self.root_model = str(folder.manifest.get("model") or DEFAULT_MODEL_NAME)
+        self.root_model = folder.manifest.model
         self.served_model_names = config.model_names(self.root_model)
         self.model_name = self.served_model_names[0]  # echoed when a request names no model
         self.created = int(time.time())
