@@ -8,6 +8,7 @@ import os as _os
 # boxes and sandboxes that must not call out, so it opts out by default; a value the user set wins.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from .config import EncoderConfig
 from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
@@ -28,6 +29,7 @@ __all__ = [
     "ColbertEncoder",
     "ColbertOnnxError",
     "DeviceUnavailableError",
+    "EncoderConfig",
     "FidelityWarning",
     "InvalidInputError",
     "ModelFolderError",

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .config import add_encoder_arguments, encoder_config_from_args
 from .errors import ColbertOnnxError
 
 
@@ -19,14 +20,7 @@ def _read_lines(path: str) -> list[str]:
 def _encoder(args: argparse.Namespace):
     from .encoder import ColbertEncoder
 
-    return ColbertEncoder(
-        args.model_dir,
-        dim=args.dim,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
-        document_max_length=args.document_max_length,
-    )
+    return ColbertEncoder(args.model_dir, encoder_config_from_args(args))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -136,12 +130,11 @@ def cmd_encode_parquet(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"encode-parquet --ray: {exc}", file=sys.stderr)
             return 2
-        options = {"dim": args.dim, "precision": args.precision, "device": args.device, "threads": args.threads,
-                   "document_max_length": args.document_max_length}
         rows = encode_parquet(args.input, args.out, args.model_dir, actors=args.actors or 1,
                               cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                               text_column=args.text_column, keep_columns=keep, progress=args.progress,
-                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor, **options)
+                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
+                              config=encoder_config_from_args(args))
     else:
         rows = arrow.encode_parquet(_encoder(args), args.input, args.out, text_column=args.text_column,
                                     output=args.output, pool_factor=args.pool_factor, keep_columns=keep,
@@ -159,11 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
-    p.add_argument("--dim", type=int, default=128, help="Matryoshka head: 128, 96 or 64")
-    p.add_argument("--precision", default="fp32", help="fp32 (default), int8 or fp16 when exported")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
+    add_encoder_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
