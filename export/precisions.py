@@ -100,14 +100,8 @@ def build_precisions(
     `int8_method` None is the default method (which may be replaced when it misses a gate); a named
     method is written as asked.
     """
-    arch = manifest.architecture
-    cfg = BackboneConfig(
-        vocab_size=manifest.vocab_size,
-        hidden_size=arch.hidden_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        intermediate_size=arch.intermediate_size,
-    )
+    sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    cfg = BackboneConfig(vocab_size=manifest.vocab_size, **{key: getattr(manifest.architecture, key) for key in sizes})
     calibration = calibration_feeds(pre) if "int8" in precisions else []
     graphs: list[dict] = []
     fidelity: dict = {}

@@ -107,8 +107,8 @@ def test_a_checkpoint_with_other_marker_strings_exports_loads_and_encodes(other_
     assert (manifest.query.marker, manifest.document.marker) == ("[Q]", "[D]")
     encoder = ColbertEncoder(other_markers_folder)
     tokenizer = encoder.preprocessor.tokenizer
-    query = encoder.preprocessor.queries(["Berlin"])[0]
-    document = encoder.preprocessor.documents(["Berlin"]).ids[0]
+    query = encoder.tokenize(["Berlin"], "query").ids[0]
+    document = encoder.tokenize(["Berlin"], "document").ids[0]
     assert query[1] == tokenizer.token_to_id("[Q]") and document[1] == tokenizer.token_to_id("[D]")
     assert tokenizer.token_to_id("[QueryMarker]") is None
     assert encoder.encode_queries(["Berlin"])[0].shape == (32, 128)
