@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from colbert_onnx import ColbertEncoder, maxsim
-from colbert_onnx.compact import bytes_per_token, finish_documents, maxsim_binary
+from colbert_onnx.compact import bytes_per_token, finish_documents
+from colbert_onnx.scoring import maxsim_binary
 
 CORPUS = Path(__file__).resolve().parent.parent / "export" / "data" / "multilingual.txt"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import json
 import os
@@ -30,7 +31,18 @@ from colbert_onnx.conventions import (
 )
 from colbert_onnx.encoder import ColbertEncoder
 from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
-from colbert_onnx.model_folder import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, gate_verdicts
+from colbert_onnx.manifest import (
+    FORMAT_NAME,
+    MANIFEST_NAME,
+    Architecture,
+    DocumentConvention,
+    GraphEntry,
+    Manifest,
+    QueryConvention,
+    Source,
+    write_manifest,
+)
+from colbert_onnx.model_folder import gate_verdicts
 from colbert_onnx.tokenization import Preprocessor
 
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
@@ -48,6 +60,7 @@ OPSET = 17
 # (export/attention.py, docs/memory.md).
 ATTENTION_CHUNK = 256
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_NAME = "jina-colbert-v2"  # the manifest's model name: what the server answers to by default
 
 
 class ParityError(ColbertOnnxError):
@@ -238,30 +251,31 @@ def _export_into(
     attention_chunk: int | None,
     int8_method: str | None,
     attention_budget: int,
-) -> dict:
+) -> Manifest:
     """Write graphs, tokenizer and manifest of `checkpoints` into the (staging) folder `out`; returns the manifest."""
     first = checkpoints[0]
     for name in TOKENIZER_FILES:
         if (first.path / name).is_file():
             shutil.copyfile(first.path / name, out / name)
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    query_marker, document_marker = marker_tokens(first.metadata)
     try:
-        special = SpecialIds.from_tokenizer(tokenizer)
+        special = SpecialIds.from_tokenizer(tokenizer, query_marker=query_marker, document_marker=document_marker)
     except KeyError as exc:
         raise CheckpointError(f"tokenizer.json of {first.source_id} has no {exc.args[0]!r} token") from None
 
     groups = _group_by_backbone(checkpoints)
-    manifest = _manifest(out, checkpoints, groups, tokenizer, special, document_max_length, opset, attention_chunk,
-                         attention_budget)
-    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest["query"]["max_length"],
-                                                document_max_length))
+    manifest = _manifest(out, checkpoints, tokenizer, special, query_marker, document_marker, document_max_length,
+                         opset)
+    records = _graph_records(groups, attention_chunk, attention_budget)
+    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest.query.max_length, document_max_length))
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
-    for group, entry in zip(groups, manifest["graphs"], strict=True):
+    for group, record in zip(groups, records, strict=True):
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         set_attention_chunk(module, attention_chunk, attention_budget)
-        entry.update(export_graph(module, out / entry["file"], opset=opset))
+        record.update(export_graph(module, out / record["file"], opset=opset))
         if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
             set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
             parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
@@ -271,44 +285,47 @@ def _export_into(
         ckpt.backbone_state = {}
     gc.collect()
 
-    build_precisions(
+    manifest = dataclasses.replace(manifest, graphs=tuple(GraphEntry.from_dict(r) for r in records))
+    manifest = build_precisions(
         out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
     )
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
 
     if check_parity:
         parity = {}
-        for reference, entry in zip(parity_refs, manifest["graphs"], strict=False):
-            for dim in entry["outputs"]:
-                parity[dim] = compare_parity(ColbertEncoder(out, dim=int(dim)), reference)
+        fp32_graphs = [g for g in manifest.graphs if g.precision == "fp32"]  # one per backbone, as parity_refs
+        for reference, entry in zip(parity_refs, fp32_graphs, strict=True):
+            for dim in sorted(entry.outputs):
+                parity[str(dim)] = compare_parity(ColbertEncoder(out, dim=dim), reference)
         parity = dict(sorted(parity.items(), key=lambda kv: int(kv[0])))
-        manifest["parity"] = {"fp32": {"reference": "float64 PyTorch evaluation of the same checkpoint "
-                                                    "(figures against the fp32 module under vs_torch_fp32)",
-                                       **parity}}
-        _write_manifest(out, manifest)
+        manifest = dataclasses.replace(manifest, parity={
+            "fp32": {"reference": "float64 PyTorch evaluation of the same checkpoint "
+                                  "(figures against the fp32 module under vs_torch_fp32)", **parity}})
+        write_manifest(out, manifest)
         failed = {d: p for d, p in parity.items() if not p["passed"]}
         if failed:
             raise ParityError(parity_failure_message(failed))
     return manifest
 
 
-def _manifest(
-    out: Path,
-    checkpoints: Sequence[Checkpoint],
-    groups: list[list[Checkpoint]],
-    tokenizer: Tokenizer,
-    special: SpecialIds,
-    document_max_length: int,
-    opset: int,
-    attention_chunk: int | None = ATTENTION_CHUNK,
-    attention_budget: int = ATTENTION_BUDGET,
-) -> dict:
-    """The manifest of a new export (graph entries get sizes once written, parity once measured)."""
-    graphs = []
+def marker_tokens(metadata: dict) -> tuple[str, str]:
+    """The query and document marker strings of a checkpoint: its artifact.metadata's `query_token` and
+    `doc_token` (ColBERT's names), else jina-colbert-v2's."""
+    query = metadata.get("query_token") or QUERY_MARKER
+    document = metadata.get("doc_token") or DOCUMENT_MARKER
+    if not isinstance(query, str) or not isinstance(document, str) or query == document:
+        raise CheckpointError(f"artifact.metadata names the markers {query!r} and {document!r}: two different "
+                              "token strings are needed")
+    return query, document
+
+
+def _graph_records(groups: list[list[Checkpoint]], attention_chunk: int | None, attention_budget: int) -> list[dict]:
+    """The fp32 graph entries of a new export, one per backbone (sizes are added once each graph is written)."""
+    records = []
     for group in groups:
         dims = sorted((c.dim for c in group), reverse=True)
         file = "model.onnx" if len(groups) == 1 else "model-" + "-".join(map(str, dims)) + ".onnx"
-        graphs.append(
+        records.append(
             {
                 "file": file,
                 "precision": "fp32",
@@ -325,80 +342,64 @@ def _manifest(
                 "attention_unmasked_min_tokens": None if attention_chunk is None else UNMASKED_MIN_TOKENS,
             }
         )
+    return records
+
+
+def _manifest(
+    out: Path,
+    checkpoints: Sequence[Checkpoint],
+    tokenizer: Tokenizer,
+    special: SpecialIds,
+    query_marker: str,
+    document_marker: str,
+    document_max_length: int,
+    opset: int,
+) -> Manifest:
+    """The manifest of a new export, before any graph is written (graphs, parity and fidelity come later)."""
     first = checkpoints[0]
     metadata = first.metadata
     cfg = first.backbone_config
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "model": "jina-colbert-v2",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "created_with": {
+    mask_punctuation = bool(metadata.get("mask_punctuation", True))
+    return Manifest(
+        model=MODEL_NAME,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_with={
             "colbert_onnx": colbert_onnx.__version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        "sources": [
-            {
-                "id": c.source_id,
-                "dim": c.dim,
-                "files_sha256": c.file_sha256,
-                "backbone_sha256": c.backbone_sha256,
-            }
-            for c in checkpoints
-        ],
-        "shared_backbone": len(groups) == 1 and len(checkpoints) > 1,
-        "architecture": {
-            "hidden_size": cfg.hidden_size,
-            "num_hidden_layers": cfg.num_hidden_layers,
-            "num_attention_heads": cfg.num_attention_heads,
-            "intermediate_size": cfg.intermediate_size,
-            "rotary_emb_base": cfg.rotary_emb_base,
-            "layer_norm_eps": cfg.layer_norm_eps,
-            "max_position_embeddings": int(first.config.get("max_position_embeddings", 8194)),
-        },
-        "vocab_size": cfg.vocab_size,
-        "heads": sorted((c.dim for c in checkpoints), reverse=True),
-        "precisions": ["fp32"],
-        "opset": opset,
-        "inputs": ["input_ids", "attention_mask"],
-        "graphs": graphs,
-        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")},
-        "special_ids": {
-            "bos": special.bos,
-            "eos": special.eos,
-            "pad": special.pad,
-            "mask": special.mask,
-            "query_marker": special.query_marker,
-            "document_marker": special.document_marker,
-        },
-        "query": {
-            "max_length": int(metadata.get("query_maxlen", QUERY_MAX_LENGTH)),
-            "marker": QUERY_MARKER,
-            "marker_id": special.query_marker,
-            "pad_token": MASK_TOKEN,
-            "pad_id": special.mask,
-            "attend_to_mask_tokens": bool(metadata.get("attend_to_mask_tokens", True)),
-        },
-        "document": {
-            "max_length": int(document_max_length),
-            "training_max_length": metadata.get("doc_maxlen"),
-            "marker": DOCUMENT_MARKER,
-            "marker_id": special.document_marker,
-            "mask_punctuation": bool(metadata.get("mask_punctuation", True)),
-            "skiplist_rule": "tokenizer.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation",
-            "skiplist_ids": punctuation_skiplist(tokenizer),
-        },
-        "similarity": metadata.get("similarity", "cosine"),
-        "parity": {},
-    }
-    if not manifest["document"]["mask_punctuation"]:
-        manifest["document"]["skiplist_ids"] = []
-    return manifest
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out / MANIFEST_NAME)
+        sources=tuple(Source(id=c.source_id, dim=c.dim, files_sha256=c.file_sha256, backbone_sha256=c.backbone_sha256)
+                      for c in checkpoints),
+        shared_backbone=len({c.backbone_sha256 for c in checkpoints}) == 1 and len(checkpoints) > 1,
+        architecture=Architecture(
+            max_position_embeddings=int(first.config.get("max_position_embeddings", 8194)),
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Architecture) if hasattr(cfg, f.name)},
+        ),
+        vocab_size=cfg.vocab_size,
+        heads=tuple(sorted((c.dim for c in checkpoints), reverse=True)),
+        precisions=("fp32",),
+        opset=opset,
+        graphs=(),
+        tokenizer_file="tokenizer.json",
+        tokenizer_sha256=sha256_file(out / "tokenizer.json"),
+        special_ids=special,
+        query=QueryConvention(
+            max_length=int(metadata.get("query_maxlen", QUERY_MAX_LENGTH)),
+            marker=query_marker,
+            marker_id=special.query_marker,
+            pad_token=MASK_TOKEN,
+            pad_id=special.mask,
+            attend_to_mask_tokens=bool(metadata.get("attend_to_mask_tokens", True)),
+        ),
+        document=DocumentConvention(
+            max_length=int(document_max_length),
+            training_max_length=metadata.get("doc_maxlen"),
+            marker=document_marker,
+            marker_id=special.document_marker,
+            mask_punctuation=mask_punctuation,
+            skiplist_rule="tokenizer.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation",
+            skiplist_ids=tuple(punctuation_skiplist(tokenizer)) if mask_punctuation else (),
+        ),
+        similarity=metadata.get("similarity", "cosine"),
+    )

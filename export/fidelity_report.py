@@ -132,7 +132,7 @@ def colbert_case(
     folder = open_model_folder(out)
     tokenizer, special = folder.load_tokenizer()
     pre = Preprocessor(tokenizer, special, query_max_length=32, document_max_length=512)
-    fset = build_set(pre, folder.manifest["document"]["skiplist_ids"], fidelity_texts())
+    fset = build_set(pre, list(folder.manifest.document.skiplist_ids), fidelity_texts())
     first = load_checkpoint(trio[dims[0]], hash_files=False)  # one backbone in memory, not three
     heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in dims[1:]}}
     module = MultiHeadColbert(first.module().roberta, heads)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from colbert_onnx.conventions import SpecialIds
-from colbert_onnx.model_folder import KNOWN_PRECISIONS
+from colbert_onnx.manifest import KNOWN_PRECISIONS, GraphEntry, Manifest
 from colbert_onnx.tokenization import Preprocessor
 
 from .checkpoint import CheckpointError
@@ -60,15 +61,22 @@ def calibration_feeds(pre: Preprocessor, batch_size: int = 8) -> list[dict[str, 
     return [fset.queries, *fset.documents]
 
 
-def fidelity_inputs(manifest: dict, tokenizer: Tokenizer, special: SpecialIds) -> tuple[Preprocessor, FidelitySet]:
-    """The preprocessor (documents capped at 512 tokens) and id batches fidelity is measured on."""
+def fidelity_inputs(
+    manifest: Manifest | Mapping, tokenizer: Tokenizer, special: SpecialIds
+) -> tuple[Preprocessor, FidelitySet]:
+    """The preprocessor (documents capped at 512 tokens) and id batches fidelity is measured on.
+
+    `manifest` may also be the parsed manifest.json (benchmarks/bench_gpu.py passes one).
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest)
     pre = Preprocessor(
         tokenizer,
         special,
-        query_max_length=int(manifest["query"]["max_length"]),
-        document_max_length=min(int(manifest["document"]["max_length"]), 512),
+        query_max_length=manifest.query.max_length,
+        document_max_length=min(manifest.document.max_length, 512),
     )
-    return pre, build_set(pre, manifest["document"]["skiplist_ids"], fidelity_texts())
+    return pre, build_set(pre, list(manifest.document.skiplist_ids), fidelity_texts())
 
 
 def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet) -> dict[int, Outputs]:
@@ -79,32 +87,26 @@ def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet) -> di
 
 def build_precisions(
     out: Path,
-    manifest: dict,
+    manifest: Manifest,
     pre: Preprocessor,
     fset: FidelitySet,
     references: Sequence[dict[int, Outputs]] | None,
     precisions: Sequence[str],
     int8_method: str | None = None,
-) -> None:
-    """Optimize each fp32 graph in place, add the int8/fp16 variants and their fidelity to `manifest`.
+) -> Manifest:
+    """Optimize each fp32 graph in place, add the int8/fp16 variants; `manifest` with them and their fidelity.
 
     `references` holds, per graph, the recorded float64 PyTorch outputs on `fset`; None skips measuring.
     `int8_method` None is the default method (which may be replaced when it misses a gate); a named
     method is written as asked.
     """
-    arch = manifest["architecture"]
-    cfg = BackboneConfig(
-        vocab_size=int(manifest["vocab_size"]),
-        hidden_size=arch["hidden_size"],
-        num_hidden_layers=arch["num_hidden_layers"],
-        num_attention_heads=arch["num_attention_heads"],
-        intermediate_size=arch["intermediate_size"],
-    )
+    sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    cfg = BackboneConfig(vocab_size=manifest.vocab_size, **{key: getattr(manifest.architecture, key) for key in sizes})
     calibration = calibration_feeds(pre) if "int8" in precisions else []
     graphs: list[dict] = []
     fidelity: dict = {}
-    graph_references = references if references is not None else [None] * len(manifest["graphs"])
-    for entry, reference in zip(list(manifest["graphs"]), graph_references, strict=True):
+    graph_references = references if references is not None else [None] * len(manifest.graphs)
+    for entry, reference in zip([g.to_dict() for g in manifest.graphs], graph_references, strict=True):
         path = out / entry["file"]
         optimized, fusions = optimize_fp32(path, path, cfg)
         keep_external = {"external_threshold": 0} if entry.get("external_data") else {}  # keep the exporter's choice
@@ -129,14 +131,19 @@ def build_precisions(
     fp32_bytes = sum(g["bytes"] for g in graphs if g["precision"] == "fp32")
     for g in graphs:
         g["size_vs_fp32"] = round(g["bytes"] / fp32_bytes, 4)
-    manifest["graphs"] = graphs
-    manifest["precisions"] = [p for p in KNOWN_PRECISIONS if any(g["precision"] == p for g in graphs)]
+    summary = None
     if fidelity:
-        manifest["fidelity"] = {
+        summary = {
             "reference": "float64 PyTorch evaluation of the same checkpoints",
             "set": {"queries": len(fidelity_texts()["queries"]), "documents": len(fidelity_texts()["documents"])},
             **fidelity,
         }
+    return dataclasses.replace(
+        manifest,
+        graphs=tuple(GraphEntry.from_dict(g) for g in graphs),
+        precisions=tuple(p for p in KNOWN_PRECISIONS if any(g["precision"] == p for g in graphs)),
+        fidelity=summary if summary is not None else manifest.fidelity,
+    )
 
 
 def build_int8(

@@ -31,11 +31,14 @@ TOY_CONFIG = {
     "intermediate_size": 128,
 }
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
-ADDED_SPECIAL = ["<mask>", "[QueryMarker]", "[DocumentMarker]"]
+# jina-colbert-v2's query and document markers; a toy may use others (ColBERT checkpoints name theirs in
+# artifact.metadata's query_token / doc_token, which the exporter reads).
+MARKERS = ("[QueryMarker]", "[DocumentMarker]")
+ADDED_SPECIAL = ["<mask>", *MARKERS]
 
 
-def train_toy_tokenizer(vocab_size: int = 600) -> Tokenizer:
-    """An XLM-R-like Unigram tokenizer: Metaspace pre-tokenization, `<s> $A </s>` template."""
+def train_toy_tokenizer(vocab_size: int = 600, markers: tuple[str, str] = MARKERS) -> Tokenizer:
+    """An XLM-R-like Unigram tokenizer: Metaspace pre-tokenization, `<s> $A </s>` template, `markers` added."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -67,9 +70,7 @@ def train_toy_tokenizer(vocab_size: int = 600) -> Tokenizer:
         [tuple(p) for p in specials] + scored, unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False
     )
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
-    tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in ("[QueryMarker]", "[DocumentMarker]")]
-    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in markers])
     tok.post_processor = TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
@@ -119,12 +120,12 @@ def _config(vocab_size: int, overrides: dict) -> dict:
     return cfg
 
 
-def _artifact_metadata(dim: int) -> dict:
+def _artifact_metadata(dim: int, markers: tuple[str, str] = MARKERS) -> dict:
     return {
         "query_token_id": "[unused0]",
         "doc_token_id": "[unused1]",
-        "query_token": "[QueryMarker]",
-        "doc_token": "[DocumentMarker]",
+        "query_token": markers[0],
+        "doc_token": markers[1],
         "ncells": None,
         "centroid_score_threshold": None,
         "ndocs": None,
@@ -170,7 +171,7 @@ def _artifact_metadata(dim: int) -> dict:
     }
 
 
-def _tokenizer_config(vocab_size: int) -> dict:
+def _tokenizer_config(vocab_size: int, markers: tuple[str, str] = MARKERS) -> dict:
     def entry(content: str, lstrip: bool = False) -> dict:
         return {
             "content": content,
@@ -184,8 +185,8 @@ def _tokenizer_config(vocab_size: int) -> dict:
     decoder = {str(i): entry(t) for i, t in enumerate(SPECIAL_TOKENS)}
     base = vocab_size - len(ADDED_SPECIAL)
     decoder[str(base)] = entry("<mask>", lstrip=True)
-    decoder[str(base + 1)] = entry("[QueryMarker]")
-    decoder[str(base + 2)] = entry("[DocumentMarker]")
+    decoder[str(base + 1)] = entry(markers[0])
+    decoder[str(base + 2)] = entry(markers[1])
     return {
         "added_tokens_decoder": decoder,
         "bos_token": "<s>",
@@ -294,6 +295,7 @@ def write_checkpoint(
     config: dict,
     backbone: dict[str, torch.Tensor],
     head: torch.Tensor,
+    markers: tuple[str, str] = MARKERS,
 ) -> Path:
     """Write one checkpoint folder in the real jinaai/jina-colbert-v2 layout (bf16 weights)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -303,9 +305,9 @@ def write_checkpoint(
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer.save(str(folder / "tokenizer.json"))
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-    (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(vocab), indent=2) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(vocab, markers), indent=2) + "\n")
     (folder / "special_tokens_map.json").write_text(json.dumps(_special_tokens_map(), indent=2) + "\n")
-    (folder / "artifact.metadata").write_text(json.dumps(_artifact_metadata(int(head.shape[0])), indent=4))
+    (folder / "artifact.metadata").write_text(json.dumps(_artifact_metadata(int(head.shape[0]), markers), indent=4))
     return folder
 
 
@@ -316,14 +318,16 @@ def make_toy_trio(
     outlier_channels: OutlierSpec | int = 0,
     config_overrides: dict | None = None,
     weight_std: float = 0.05,
+    markers: tuple[str, str] = MARKERS,
 ) -> dict[int, Path]:
     """Write `jina-colbert-v2-toy`, `-96`, `-64` folders sharing one backbone; returns dim -> folder.
 
     `config_overrides` with `vocab_size=250004` gives the full-size architecture with random weights;
-    `outlier_channels` plants activation outliers (OutlierSpec); `weight_std` scales the weight matrices.
+    `outlier_channels` plants activation outliers (OutlierSpec); `weight_std` scales the weight matrices;
+    `markers` are the query and document marker strings (tokenizer and artifact.metadata).
     """
     out = Path(out_dir)
-    tokenizer = train_toy_tokenizer()
+    tokenizer = train_toy_tokenizer(markers=markers)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     config = _config(vocab, {**TOY_CONFIG, **(config_overrides or {})})
     if config["vocab_size"] < vocab:  # a larger vocab_size override pads the table (full-size runs)
@@ -342,5 +346,5 @@ def make_toy_trio(
         # Independent heads: the 64 head is deliberately not a truncation of the 128 head.
         head = torch.randn((dim, cfg.hidden_size), generator=generator) / cfg.hidden_size**0.5
         name = "jina-colbert-v2-toy" if dim == 128 else f"jina-colbert-v2-toy-{dim}"
-        folders[dim] = write_checkpoint(out / name, tokenizer, config, backbone, head)
+        folders[dim] = write_checkpoint(out / name, tokenizer, config, backbone, head, markers)
     return folders

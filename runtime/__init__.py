@@ -8,7 +8,7 @@ import os as _os
 # boxes and sandboxes that must not call out, so it opts out by default; a value the user set wins.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .compact import QuantizedVectors
+from .config import EncoderConfig
 from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
@@ -21,6 +21,7 @@ from .errors import (
     UnsupportedDimError,
 )
 from .scoring import maxsim
+from .vectors import QuantizedVectors
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "ColbertEncoder",
     "ColbertOnnxError",
     "DeviceUnavailableError",
+    "EncoderConfig",
     "FidelityWarning",
     "InvalidInputError",
     "ModelFolderError",

@@ -5,7 +5,7 @@ Needs the ``arrow`` extra (pyarrow). One row per document; the vector columns ar
 - ``vectors``: ``list<fixed_size_list<float16 | float32, dim>>`` for ``output="float16"/"float32"``;
   ``list<fixed_size_list<int8, dim>>`` codes for ``int8``, with ``scales``: ``list<float32>`` (one scale
   per vector, ``v ≈ codes * scale``); ``list<fixed_size_list<uint8 | int8, dim / 8>>`` sign bits for
-  ``ubinary``/``binary`` (compact.py's packings);
+  ``ubinary``/``binary`` (vectors.py's sign bits);
 - ``n_tokens``: ``int32``, the vectors kept for the document (after pooling).
 
 The list-of-fixed-size-list layout is LanceDB's multivector column type. Every table carries its
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .compact import QuantizedVectors, check_output_kind
+from .compact import check_output_kind
 from .errors import ColbertOnnxError, InvalidInputError
 from .packed import PackedDocuments
 from .pooling import check_pool_factor
 from .progress import progress_bar
-from .scoring import int8_codes_to_uint8
+from .vectors import QuantizedVectors, int8_codes_to_uint8
 
 try:
     import pyarrow as pa
@@ -83,13 +83,11 @@ def corpus_metadata(
     encoder: ColbertEncoder, output: str = "float16", pool_factor: int | None = None, input_type: str = "document"
 ) -> dict[str, Any]:
     """The settings that decide the vectors in a table: stamped on every table, compared across shards."""
-    manifest = encoder.folder.manifest
-    graph = next((g for g in manifest.get("graphs", []) if g.get("file") == encoder.graph.file), {})
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": manifest.get("model"),
-        "backbone_sha256": graph.get("backbone_sha256"),
+        "model": encoder.folder.manifest.model,
+        "backbone_sha256": encoder.graph.backbone_sha256,
         "dim": encoder.dim,
         "precision": encoder.precision,
         "input_type": input_type,

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from .config import add_encoder_arguments, encoder_config_from_args
 from .errors import ColbertOnnxError
 
 
@@ -19,14 +20,7 @@ def _read_lines(path: str) -> list[str]:
 def _encoder(args: argparse.Namespace):
     from .encoder import ColbertEncoder
 
-    return ColbertEncoder(
-        args.model_dir,
-        dim=args.dim,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
-        document_max_length=args.document_max_length,
-    )
+    return ColbertEncoder(args.model_dir, encoder_config_from_args(args))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -45,10 +39,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         precisions=args.precision,
         int8_method=args.int8_method,
     )
+    from .manifest import read_manifest
     from .model_folder import gate_verdicts, mixed_precision_summary
 
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    report = {"out": str(out), "heads": manifest["heads"], "parity": manifest["parity"],
+    manifest = read_manifest(out)
+    report = {"out": str(out), "heads": list(manifest.heads), "parity": manifest.parity,
               "fidelity_gates_passed": gate_verdicts(manifest)}
     for line in mixed_precision_summary(manifest):
         print(line, file=sys.stderr)
@@ -62,7 +57,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _json_vectors(vectors, decimals: int) -> dict:
     """One document's output as JSON fields: floats rounded; int8 codes with their scales; packed bits."""
-    from .compact import QuantizedVectors
+    from .vectors import QuantizedVectors
 
     if isinstance(vectors, QuantizedVectors):
         return {"embeddings": vectors.codes.tolist(), "scales": vectors.scales.astype(float).round(9).tolist()}
@@ -98,9 +93,10 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if not documents:
         print("rerank needs documents: --document TEXT (repeatable) or --documents-file", file=sys.stderr)
         return 2
-    results = _encoder(args).rerank(args.query, documents, top_n=args.top_n)
+    encoder = _encoder(args)
+    results = encoder.rerank(args.query, documents, top_n=args.top_n)
     payload = {
-        "model": "jina-colbert-v2",
+        "model": encoder.folder.manifest.model,
         "results": [
             {
                 "index": r["index"],
@@ -134,12 +130,11 @@ def cmd_encode_parquet(args: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"encode-parquet --ray: {exc}", file=sys.stderr)
             return 2
-        options = {"dim": args.dim, "precision": args.precision, "device": args.device, "threads": args.threads,
-                   "document_max_length": args.document_max_length}
         rows = encode_parquet(args.input, args.out, args.model_dir, actors=args.actors or 1,
                               cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                               text_column=args.text_column, keep_columns=keep, progress=args.progress,
-                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor, **options)
+                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
+                              config=encoder_config_from_args(args))
     else:
         rows = arrow.encode_parquet(_encoder(args), args.input, args.out, text_column=args.text_column,
                                     output=args.output, pool_factor=args.pool_factor, keep_columns=keep,
@@ -157,11 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
-    p.add_argument("--dim", type=int, default=128, help="Matryoshka head: 128, 96 or 64")
-    p.add_argument("--precision", default="fp32", help="fp32 (default), int8 or fp16 when exported")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
+    add_encoder_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,9 @@
-"""ColBERT pre-processing conventions of jina-colbert-v2, as fastembed, PyLate and Jina's API serve it."""
+"""ColBERT pre-processing conventions of jina-colbert-v2, as fastembed, PyLate and Jina's API serve it.
+
+The strings and lengths here are the exporter's defaults, written into a folder's manifest when the
+checkpoint does not name its own (the markers come from its ``artifact.metadata``). The runtime reads
+them from the manifest (manifest.py), never from here.
+"""
 
 from __future__ import annotations
 
@@ -44,15 +49,22 @@ class SpecialIds:
     document_marker: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> SpecialIds:
+    def from_tokenizer(
+        cls,
+        tokenizer: Tokenizer,
+        query_marker: str = QUERY_MARKER,
+        document_marker: str = DOCUMENT_MARKER,
+        mask: str = MASK_TOKEN,
+    ) -> SpecialIds:
+        """Each token's id by string; KeyError naming the first token the tokenizer lacks."""
         found = {}
         for field, token in (
             ("bos", BOS_TOKEN),
             ("eos", EOS_TOKEN),
             ("pad", PAD_TOKEN),
-            ("mask", MASK_TOKEN),
-            ("query_marker", QUERY_MARKER),
-            ("document_marker", DOCUMENT_MARKER),
+            ("mask", mask),
+            ("query_marker", query_marker),
+            ("document_marker", document_marker),
         ):
             token_id = tokenizer.token_to_id(token)
             if token_id is None:

@@ -1,33 +1,36 @@
-"""ColbertEncoder: text -> tokens -> ids -> ONNX -> normalized vectors -> MaxSim scores, in one place."""
+"""ColbertEncoder: text -> tokens -> ids -> ONNX -> normalized vectors -> MaxSim scores, in one place.
+
+The data path reads top to bottom: :meth:`ColbertEncoder.tokenize` (texts -> a TokenizedBatch of framed
+ids), :meth:`ColbertEncoder.encode_ids` (ids -> batched ONNX runs -> vectors, then the skiplist, the
+windows merge and the output kind for documents), then ``encode_queries`` / ``encode_documents`` (the two
+chained) and ``rerank`` (MaxSim, then ranking.rank). The server calls the first two steps apart: it
+tokenizes once per request, checks its limits on those ids and micro-batches them.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .compact import finish_documents
+from .compact import check_output_kind, finish_documents
+from .config import LONG_DOCUMENT_MODES, EncoderConfig
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .planning import plan_batches
+from .pooling import check_pool_factor
 from .progress import progress_bar
+from .ranking import check_top_n, rank
 from .scoring import maxsim
-from .session import SessionConfig, binding_device, create_session, run_with_binding
-from .tokenization import Preprocessor, as_text_list, pad_batch
+from .session import binding_device, create_session, run_with_binding
+from .tokenization import TEXT_KINDS, Preprocessor, TokenizedBatch, as_text_list, pad_batch
 from .windows import UNTRUNCATED, split_windows
 
-LONG_DOCUMENT_MODES = ("truncate", "windows")
-
-
-def _positive_int(name: str, value: int | None, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
-    return value
+__all__ = ["LONG_DOCUMENT_MODES", "ColbertEncoder", "EncoderConfig", "plan_batches"]
 
 
 def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
@@ -57,80 +60,38 @@ class ColbertEncoder:
 
     Args:
         model_dir: folder written by ``colbert-onnx export``.
-        dim: Matryoshka head (128, 96 or 64; whatever the folder holds).
-        precision: ``fp32`` (or ``int8``/``fp16`` when exported).
-        device: ``cpu`` or ``cuda``.
-        threads: onnxruntime intra-op threads (None: onnxruntime's default).
-        document_max_length: tokens per document in all, specials included (default: manifest, 8192).
-        batch_size: sequences per ONNX run; max_batch_tokens: padded tokens per ONNX run.
-        long_documents: ``truncate`` (default, as Jina's API) or ``windows``: documents longer than
-            document_max_length are encoded in overlapping windows, one vector per original token,
-            each token taken from the window where it is most central.
-        window_stride: tokens between window starts (default: half a window).
-        session_options: onnxruntime knobs (arena, graph optimization level); see session.py.
-        io_binding: run through onnxruntime IOBinding on the session's device (inputs copied there
-            once per batch, only the requested head's output copied back); None (default): on for
-            cuda, off for cpu.
+        config: an :class:`~colbert_onnx.config.EncoderConfig` (default: its defaults).
+        **options: EncoderConfig fields, replacing the config's: ``dim`` (Matryoshka head), ``precision``
+            (fp32, int8, fp16), ``device`` (cpu, cuda), ``threads``, ``document_max_length`` (default: the
+            manifest's, 8192), ``batch_size``, ``max_batch_tokens``, ``long_documents`` (``truncate`` as
+            Jina's API, or ``windows``: overlapping windows, one vector per original token, each from the
+            window where it is most central), ``window_stride``, ``io_binding`` (None: on for cuda, off
+            for cpu) and ``session_options`` (onnxruntime knobs, session.SessionConfig).
     """
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        dim: int = 128,
-        precision: str = "fp32",
-        device: str = "cpu",
-        threads: int | None = None,
-        document_max_length: int | None = None,
-        batch_size: int = 32,
-        max_batch_tokens: int | None = 16384,
-        long_documents: str = "truncate",
-        window_stride: int | None = None,
-        session_options: SessionConfig | None = None,
-        io_binding: bool | None = None,
-    ) -> None:
-        if io_binding is not None and not isinstance(io_binding, bool):
-            raise InvalidInputError(f"io_binding must be True, False or None, got {io_binding!r}")
+    def __init__(self, model_dir: str | Path, config: EncoderConfig | None = None, **options) -> None:
+        config = EncoderConfig.from_options(config, **options)
         self.folder = open_model_folder(model_dir)
-        self.graph = self.folder.graph_for(dim, precision)
-        _warn_if_gates_missed(self.folder, self.graph, dim, precision)
-        self.dim = dim
-        self.precision = precision
-        self.device = device
-        self.batch_size = _positive_int("batch_size", batch_size, allow_none=False)
-        self.max_batch_tokens = _positive_int("max_batch_tokens", max_batch_tokens)
+        self.graph = self.folder.graph_for(config.dim, config.precision)
+        _warn_if_gates_missed(self.folder, self.graph, config.dim, config.precision)
         manifest = self.folder.manifest
+        self.config = config.for_manifest(manifest)
         tokenizer, special = self.folder.load_tokenizer()
-        doc_max = manifest["document"]["max_length"] if document_max_length is None else document_max_length
-        _positive_int("document_max_length", doc_max, allow_none=False)
-        trained = manifest.get("architecture", {}).get("max_position_embeddings")
-        if trained is not None and doc_max > trained:
-            raise InvalidInputError(
-                f"document_max_length={doc_max} exceeds the {trained} positions the model was trained on; "
-                "use long_documents='windows' to cover longer documents"
-            )
         self.preprocessor = Preprocessor(
             tokenizer,
             special,
-            query_max_length=int(manifest["query"]["max_length"]),
-            document_max_length=int(doc_max),
+            query_max_length=manifest.query.max_length,
+            document_max_length=self.config.document_max_length,
         )
-        if long_documents not in LONG_DOCUMENT_MODES:
-            raise InvalidInputError(
-                f"long_documents must be one of {', '.join(LONG_DOCUMENT_MODES)}, got {long_documents!r}"
-            )
-        self.long_documents = long_documents
-        body = self.preprocessor.document_max_length - 3
-        self.window_stride = _positive_int("window_stride", window_stride) or max(1, body // 2)
-        if self.window_stride > body:
-            raise InvalidInputError(f"window_stride={self.window_stride} exceeds the window body of {body} tokens")
-        self._skiplist = np.array(manifest["document"]["skiplist_ids"], dtype=np.int64)
-        self._output_name = self.graph.outputs[dim]
-        self._threads, self._session_config = threads, session_options
-        self.session = create_session(
-            str(self.folder.path / self.graph.file), device=device, threads=threads, config=session_options
-        )
-        self.io_binding = device == "cuda" if io_binding is None else io_binding
+        self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
+        self._output_name = self.graph.outputs[config.dim]
+        self.session = self._session(self.graph)
         self._binding_device = binding_device(self.session) if self.io_binding else None
+
+    def _session(self, graph):
+        c = self.config
+        return create_session(str(self.folder.path / graph.file), device=c.device, threads=c.threads,
+                              config=c.session_options)
 
     def for_dim(self, dim: int) -> ColbertEncoder:
         """An encoder for another head that shares this one's tokenizer and, when the same graph
@@ -139,12 +100,37 @@ class ColbertEncoder:
         graph = self.folder.graph_for(dim, self.precision)
         _warn_if_gates_missed(self.folder, graph, dim, self.precision)
         other = copy.copy(self)
-        other.graph, other.dim, other._output_name = graph, dim, graph.outputs[dim]
+        other.config = dataclasses.replace(self.config, dim=dim)
+        other.graph, other._output_name = graph, graph.outputs[dim]
         if graph.file != self.graph.file:
-            other.session = create_session(str(self.folder.path / graph.file), device=self.device,
-                                           threads=self._threads, config=self._session_config)
+            other.session = other._session(graph)
             other._binding_device = binding_device(other.session) if other.io_binding else None
         return other
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def precision(self) -> str:
+        return self.config.precision
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    @property
+    def long_documents(self) -> str:
+        return self.config.long_documents
+
+    @property
+    def window_stride(self) -> int:
+        return self.config.window_stride  # type: ignore[return-value]  # filled in by for_manifest
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether runs go through IOBinding: the config's choice, by default on for cuda only."""
+        return self.device == "cuda" if self.config.io_binding is None else self.config.io_binding
 
     @property
     def query_max_length(self) -> int:
@@ -153,6 +139,94 @@ class ColbertEncoder:
     @property
     def document_max_length(self) -> int:
         return self.preprocessor.document_max_length
+
+    # The batching knobs stay assignable (read at every call; benchmarks/bench_gpu.py sets batch_size).
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.config = dataclasses.replace(self.config, batch_size=value)
+
+    @property
+    def max_batch_tokens(self) -> int | None:
+        return self.config.max_batch_tokens
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int | None) -> None:
+        self.config = dataclasses.replace(self.config, max_batch_tokens=value)
+
+    # --- the data path: text -> tokens -> ids -> ONNX -> vectors -> scores ------------------------------
+
+    def tokenize(self, texts: str | Sequence[str], kind: str) -> TokenizedBatch:
+        """Framed ids of `texts` as ``query`` or ``document`` (``<s> [marker] text </s>``, truncated, queries
+        ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows)."""
+        if kind not in TEXT_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
+        items = as_text_list(texts, "queries" if kind == "query" else "documents")
+        if kind == "query":
+            return self.preprocessor.query_batch(items)
+        if self.long_documents == "windows":
+            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED)
+        else:
+            framed = self.preprocessor.documents(items)
+        windows = [split_windows(ids, self.document_max_length, self.window_stride) for ids in framed.ids]
+        return dataclasses.replace(framed, windows=windows)
+
+    def encode_ids(
+        self, batch: TokenizedBatch, *, output: str = "float32", pool_factor: int = 1, progress: bool = False
+    ) -> list:
+        """The vectors of a tokenized batch, one item per text, in order.
+
+        Queries: one (query_max_length, dim) float32 array each, ``<mask>`` padding vectors included.
+        Documents: (kept tokens, dim) float32 arrays, padding and punctuation removed, windows merged;
+        ``pool_factor`` > 1 merges similar token vectors (pooling.py) and ``output`` float16, int8
+        (QuantizedVectors), binary or ubinary gives compact vectors (compact.py).
+        """
+        if not isinstance(batch, TokenizedBatch):
+            raise InvalidInputError(f"batch must be a TokenizedBatch (from tokenize), got {type(batch).__name__}")
+        if batch.kind == "query" and (output != "float32" or pool_factor != 1):
+            raise InvalidInputError("output and pool_factor apply to documents only")
+        check_output_kind(output)
+        check_pool_factor(pool_factor)
+        if not len(batch):
+            return []
+        self._check_ids(batch)
+        if batch.kind == "query":
+            return self._encode_queries(batch, progress)
+        windows = batch.document_windows
+        flat = [w for doc in windows for w in doc.sequences]
+        encoded = iter(self._encode_sequences(flat, progress=progress))
+        results = []
+        for ids, doc in zip(batch.ids, windows, strict=True):
+            vectors = doc.merge([next(encoded) for _ in doc.sequences])
+            results.append(np.ascontiguousarray(vectors[~np.isin(ids, self._skiplist)]))
+        return finish_documents(results, output, pool_factor)
+
+    def _check_ids(self, batch: TokenizedBatch) -> None:
+        """Ids the graph can take: 1-D integers within its vocabulary (queries: all of one length)."""
+        vocab = self.folder.vocab_size
+        for i, ids in enumerate(batch.ids):
+            if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) == 0:
+                raise InvalidInputError(f"batch.ids[{i}] must be a non-empty 1-D integer array")
+            if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+                raise InvalidInputError(f"batch.ids[{i}] has ids outside the graph's vocabulary of {vocab}: "
+                                        "tokenize with this encoder's tokenize()")
+        if batch.kind == "query" and len(set(batch.lengths.tolist())) > 1:
+            raise InvalidInputError("the query ids of one batch must all have the same (padded) length")
+
+    def _encode_queries(self, batch: TokenizedBatch, progress: bool) -> list[np.ndarray]:
+        """Padded query ids in runs of batch_size rows (all of one length: no sorting, no budget)."""
+        ids = np.stack(batch.ids).astype(np.int64, copy=False)
+        mask = np.ones_like(ids)
+        out: list[np.ndarray] = []
+        with progress_bar(progress, total=len(batch), unit="query", desc="encoding queries") as bar:
+            for start in range(0, len(ids), self.batch_size):
+                vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
+                out.extend(np.ascontiguousarray(v) for v in vectors)
+                bar.update(len(vectors))
+        return out
 
     def _run(self, ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32.
@@ -184,18 +258,7 @@ class ColbertEncoder:
 
     def encode_queries(self, texts: str | Sequence[str], progress: bool = False) -> list[np.ndarray]:
         """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included."""
-        items = as_text_list(texts, "queries")
-        if not items:
-            return []
-        ids = self.preprocessor.queries(items)
-        mask = np.ones_like(ids)
-        out: list[np.ndarray] = []
-        with progress_bar(progress, total=len(items), unit="query", desc="encoding queries") as bar:
-            for start in range(0, len(items), self.batch_size):
-                vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
-                out.extend(np.ascontiguousarray(v) for v in vectors)
-                bar.update(len(vectors))
-        return out
+        return self.encode_ids(self.tokenize(texts, "query"), progress=progress)
 
     def encode_documents(
         self, texts: str | Sequence[str], *, output: str = "float32", pool_factor: int = 1, progress: bool = False
@@ -205,35 +268,20 @@ class ColbertEncoder:
         ``pool_factor`` > 1 merges similar token vectors (pooling.py); ``output`` float16, int8
         (QuantizedVectors), binary or ubinary returns compact vectors (compact.py).
         """
-        items = as_text_list(texts, "documents")
-        if not items:
-            return []
-        if self.long_documents == "windows":
-            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED).ids
-        else:
-            framed = self.preprocessor.documents(items).ids
-        limit = self.preprocessor.document_max_length
-        windows = [split_windows(ids, limit, self.window_stride) for ids in framed]
-        flat = [w for doc in windows for w in doc.sequences]
-        encoded = iter(self._encode_sequences(flat, progress=progress))
-        results = []
-        for ids, doc in zip(framed, windows, strict=True):
-            vectors = doc.merge([next(encoded) for _ in doc.sequences])
-            results.append(np.ascontiguousarray(vectors[~np.isin(ids, self._skiplist)]))
-        return finish_documents(results, output, pool_factor)  # type: ignore[arg-type]
+        return self.encode_ids(self.tokenize(texts, "document"), output=output, pool_factor=pool_factor,
+                               progress=progress)
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[dict]:
         """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         docs = as_text_list(documents, "documents")
-        top_n = _positive_int("top_n", top_n)
+        top_n = check_top_n(top_n)
         if not docs:
             return []
         (query_vectors,) = self.encode_queries([query])
         scores = maxsim(query_vectors, self.encode_documents(docs))
-        order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
-        return [{"index": int(i), "relevance_score": float(scores[i]), "document": docs[i]} for i in order]
+        return [{"index": i, "relevance_score": score, "document": docs[i]} for i, score in rank(scores, top_n)]
 
     @classmethod
     def from_pretrained(

@@ -1,68 +1,45 @@
-"""Reads and checks an exported model folder (manifest.json + graphs + tokenizer)."""
+"""Reads and checks an exported model folder: its typed manifest (manifest.py), graph files and tokenizer."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tokenizers import Tokenizer
 
 from .conventions import SpecialIds
-from .errors import (
-    ModelFolderError,
-    PrecisionNotAvailableError,
-    TokenizerMismatchError,
-    UnsupportedDimError,
-)
-
-MANIFEST_NAME = "manifest.json"
-FORMAT_NAME = "colbert-onnx"
-FORMAT_VERSION = 1
-KNOWN_PRECISIONS = ("fp32", "int8", "fp16")
+from .errors import ModelFolderError, PrecisionNotAvailableError, TokenizerMismatchError, UnsupportedDimError
+from .manifest import KNOWN_PRECISIONS, GraphEntry, Manifest, read_manifest
 
 
-@dataclass(frozen=True)
-class GraphEntry:
-    """One ONNX file of the folder: its precision and which output carries which head."""
-
-    file: str
-    precision: str
-    outputs: dict[int, str]
-    external_data: str | None
-    bytes: int
-    fp32_equivalent: bool = False  # an int8 precision that is the fp32 graph: no int8 graph passed the gates
-
-
-def mixed_precision_summary(manifest: dict[str, Any]) -> list[str]:
+def mixed_precision_summary(manifest: Manifest) -> list[str]:
     """One line per int8 graph on what the exporter's accuracy-aware search did (export/mixed_precision.py)."""
     lines = []
-    for graph in manifest.get("graphs", []):
-        record = graph.get("mixed_precision")
-        if graph.get("precision") != "int8" or not record:
+    for graph in manifest.graphs:
+        record = graph.mixed_precision
+        if graph.precision != "int8" or not record:
             continue
         before = min(m["min_token_cosine"] for m in record["pure_int8_fidelity"].values())
-        after = min(m["min_token_cosine"] for m in graph.get("fidelity", {}).values())
+        after = min(m["min_token_cosine"] for m in (graph.fidelity or {}).values())
         speed = record.get("speed_vs_pure_int8")
         cost = f", {speed:.2f}x the pure int8 speed" if speed else ""
         if record["outcome"] == "fp32-equivalent":
-            lines.append(f"int8 ({graph['file']}): no int8 graph passed the gates ({record.get('reason')}); the "
+            lines.append(f"int8 ({graph.file}): no int8 graph passed the gates ({record.get('reason')}); the "
                          f"fp32 graph serves int8 (min token cosine of pure int8 {before:.4f}; search "
                          f"{record['search_seconds']:.0f} s)")
         elif record["outcome"] == "mixed":
-            lines.append(f"int8 ({graph['file']}): {len(record['float_nodes'])} of {record['candidates']} nodes kept "
+            lines.append(f"int8 ({graph.file}): {len(record['float_nodes'])} of {record['candidates']} nodes kept "
                          f"fp32 by the accuracy-aware search ({record['ranking']} ranking); min token cosine "
                          f"{before:.4f} -> {after:.4f}{cost}; search {record['search_seconds']:.0f} s")
     return lines
 
 
-def gate_verdicts(manifest: dict[str, Any]) -> dict[str, dict[str, bool]]:
+def gate_verdicts(manifest: Manifest) -> dict[str, dict[str, bool]]:
     """precision -> head -> whether its export-time fidelity passed the gates (graphs measured only)."""
     verdicts: dict[str, dict[str, bool]] = {}
-    for graph in manifest.get("graphs", []):
-        for dim, metrics in graph.get("fidelity", {}).items():
-            verdicts.setdefault(graph["precision"], {})[dim] = bool(metrics.get("passed", True))
+    for graph in manifest.graphs:
+        for dim, metrics in (graph.fidelity or {}).items():
+            verdicts.setdefault(graph.precision, {})[dim] = bool(metrics.get("passed", True))
     return verdicts
 
 
@@ -71,12 +48,15 @@ class ModelFolder:
     """A validated model folder: what the runtime needs to build sessions and preprocess text."""
 
     path: Path
-    manifest: dict[str, Any]
-    graphs: list[GraphEntry]
+    manifest: Manifest
+
+    @property
+    def graphs(self) -> tuple[GraphEntry, ...]:
+        return self.manifest.graphs
 
     @property
     def dims(self) -> list[int]:
-        return sorted({d for g in self.graphs for d in g.outputs})
+        return self.manifest.dims
 
     @property
     def precisions(self) -> list[str]:
@@ -84,7 +64,7 @@ class ModelFolder:
 
     @property
     def vocab_size(self) -> int:
-        return int(self.manifest["vocab_size"])
+        return self.manifest.vocab_size
 
     def graph_for(self, dim: int, precision: str) -> GraphEntry:
         """The graph serving head `dim` at `precision`, or a typed error listing what exists."""
@@ -106,28 +86,22 @@ class ModelFolder:
             f"(available: {', '.join(have)}); export it with `colbert-onnx export ... --precision {precision}`"
         )
 
-    def missed_gates(self, graph: GraphEntry, dim: int) -> dict | None:
+    @staticmethod
+    def missed_gates(graph: GraphEntry, dim: int) -> dict | None:
         """The export-time fidelity figures of `graph`'s head `dim` when they missed a gate, else None."""
-        entry = next((g for g in self.manifest.get("graphs", [])
-                      if g.get("file") == graph.file and g.get("precision") == graph.precision), {})
-        metrics = entry.get("fidelity", {}).get(str(dim))
+        metrics = (graph.fidelity or {}).get(str(dim))
         return metrics if isinstance(metrics, dict) and metrics.get("passed") is False else None
 
     def load_tokenizer(self) -> tuple[Tokenizer, SpecialIds]:
-        """The folder's tokenizer, checked against the graph vocabulary and the ColBERT markers."""
-        tok_path = self.path / self.manifest.get("tokenizer", {}).get("file", "tokenizer.json")
+        """The folder's tokenizer, checked against the graph vocabulary and the manifest's framing tokens."""
+        tok_path = self.path / self.manifest.tokenizer_file
         if not tok_path.is_file():
             raise ModelFolderError(f"tokenizer file missing: {tok_path}")
         try:
             tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
             raise ModelFolderError(f"cannot read tokenizer {tok_path}: {exc}") from exc
-        try:
-            special = SpecialIds.from_tokenizer(tokenizer)
-        except KeyError as exc:
-            raise TokenizerMismatchError(
-                f"tokenizer {tok_path} has no {exc.args[0]!r} token, which jina-colbert-v2 needs"
-            ) from None
+        special = self.manifest.special_ids_in(tokenizer, where=f"tokenizer {tok_path}")
         size = tokenizer.get_vocab_size(with_added_tokens=True)
         if size > self.vocab_size:
             raise TokenizerMismatchError(
@@ -137,14 +111,8 @@ class ModelFolder:
         return tokenizer, special
 
 
-def _require(manifest: dict, key: str, path: Path) -> Any:
-    if key not in manifest:
-        raise ModelFolderError(f"{path} is missing the key {key!r}")
-    return manifest[key]
-
-
 def open_model_folder(model_dir: str | Path) -> ModelFolder:
-    """Load and sanity-check manifest.json and the presence and size of every graph file it names."""
+    """Load manifest.json (typed, version-checked) and check the presence and size of every graph file it names."""
     if model_dir is None:
         raise ModelFolderError("model_dir is None; pass the folder written by `colbert-onnx export`")
     path = Path(model_dir).expanduser()
@@ -152,35 +120,11 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
         raise ModelFolderError(
             f"model folder {path} does not exist; create one with `colbert-onnx export SOURCE --out {path}`"
         )
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise ModelFolderError(f"{path} has no {MANIFEST_NAME}: it is not a colbert-onnx model folder")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFolderError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ModelFolderError(f"{manifest_path} is not a {FORMAT_NAME} manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFolderError(
-            f"{manifest_path} has format_version {version!r}; this runtime reads {FORMAT_VERSION}"
-        )
-    for key in ("vocab_size", "graphs", "query", "document"):
-        _require(manifest, key, manifest_path)
-    graphs = []
-    for raw in manifest["graphs"]:
-        entry = GraphEntry(
-            file=raw["file"],
-            precision=raw["precision"],
-            outputs={int(d): name for d, name in raw["outputs"].items()},
-            external_data=raw.get("external_data"),
-            bytes=int(raw["bytes"]),
-            fp32_equivalent=bool(raw.get("fp32_equivalent", False)),
-        )
+    manifest = read_manifest(path)
+    for entry in manifest.graphs:
         for name in filter(None, (entry.file, entry.external_data)):
             if not (path / name).is_file():
-                raise ModelFolderError(f"graph file missing: {path / name} (listed in {manifest_path})")
+                raise ModelFolderError(f"graph file missing: {path / name} (listed in {path / 'manifest.json'})")
         actual = (path / entry.file).stat().st_size + (
             (path / entry.external_data).stat().st_size if entry.external_data else 0
         )
@@ -189,7 +133,6 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
                 f"graph {path / entry.file} is {actual} bytes but the manifest records {entry.bytes}: "
                 "the file is truncated or was replaced; re-export the folder"
             )
-        graphs.append(entry)
-    if not graphs:
-        raise ModelFolderError(f"{manifest_path} lists no graphs")
-    return ModelFolder(path=path, manifest=manifest, graphs=graphs)
+    if not manifest.graphs:
+        raise ModelFolderError(f"{path / 'manifest.json'} lists no graphs")
+    return ModelFolder(path=path, manifest=manifest)

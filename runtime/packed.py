@@ -7,9 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .compact import QuantizedVectors, pack_int8, quantize_int8
 from .errors import InvalidInputError
-from .scoring import int8_codes_to_uint8, maxsim_packed, maxsim_packed_int8, pack_documents
+from .scoring import maxsim_packed, maxsim_packed_int8
+from .vectors import (
+    QuantizedVectors,
+    int8_codes_to_uint8,
+    pack_documents,
+    pack_quantized_documents,
+    quantize_vectors,
+)
 
 _STORAGE = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int8): "int8"}
 _QUANTIZE_ROWS = 1 << 16  # float rows quantized at once by from_list(..., dtype=np.int8): bounds scratch memory
@@ -56,14 +62,14 @@ class PackedDocuments:
         """Pack float documents (or ``QuantizedVectors``) as float32, float16 or int8 (`dtype`).
 
         `dtype` defaults to float32 for float documents and int8 for ``QuantizedVectors`` (packed as
-        they are); ``dtype=np.int8`` quantizes float documents per vector like ``quantize_int8``.
+        they are); ``dtype=np.int8`` quantizes float documents per vector like ``vectors.quantize_vectors``.
         """
         quantized = len(documents) > 0 and isinstance(documents[0], QuantizedVectors)
         storage = _STORAGE.get(np.dtype(dtype if dtype is not None else np.int8 if quantized else np.float32))
         if storage is None:
             raise InvalidInputError(f"dtype must be float32, float16 or int8, got {np.dtype(dtype)}")
         if quantized and storage == "int8":
-            codes_u8, scales, offsets = pack_int8(documents)  # type: ignore[arg-type]
+            codes_u8, scales, offsets = pack_quantized_documents(documents)  # type: ignore[arg-type]
             return cls(codes_u8, offsets, scales)
         if quantized:
             documents = [d.dequantize() if isinstance(d, QuantizedVectors) else d for d in documents]
@@ -73,7 +79,7 @@ class PackedDocuments:
         codes_u8 = np.empty(packed.shape, dtype=np.uint8)
         scales = np.empty(packed.shape[0], dtype=np.float32)
         for start in range(0, packed.shape[0], _QUANTIZE_ROWS):
-            q = quantize_int8(packed[start : start + _QUANTIZE_ROWS])
+            q = quantize_vectors(packed[start : start + _QUANTIZE_ROWS])
             int8_codes_to_uint8(q.codes, out=codes_u8[start : start + _QUANTIZE_ROWS])
             scales[start : start + _QUANTIZE_ROWS] = q.scales
         return cls(codes_u8, offsets, scales)

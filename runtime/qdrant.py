@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compact import QuantizedVectors
 from .errors import ColbertOnnxError, InvalidInputError
+from .vectors import QuantizedVectors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoder import ColbertEncoder

@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import EncoderConfig
 from .errors import ColbertOnnxError, InvalidInputError
+from .session import SessionConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -133,22 +135,18 @@ def gpu_total_bytes(gpu_id: str | int) -> int:
         ) from None
 
 
-def _session_options(encoder_options: dict[str, Any], gpu_mem_limit: int | None, resources: dict[str, float]):
-    """encoder_options' session_options with a GPU arena cap for an actor that shares its card; else as given."""
-    if encoder_options.get("device", "cpu") != "cuda":
-        return encoder_options.get("session_options")
-    from .session import SessionConfig
-
-    config = encoder_options.get("session_options") or SessionConfig()
-    if config.gpu_mem_limit is not None:
-        return config  # the user's own cap wins
+def _session_options(config: EncoderConfig, gpu_mem_limit: int | None, resources: dict[str, float]) -> SessionConfig:
+    """The config's session options with a GPU arena cap for an actor that shares its card; else as given."""
+    session = config.session_options
+    if config.device != "cuda" or session.gpu_mem_limit is not None:
+        return session  # CPU, or the user's own cap wins
     fraction = resources.get("GPU", 1.0)
     if gpu_mem_limit is None and fraction < 1:
         gpu_ids = ray_module().get_gpu_ids()
         gpu_mem_limit = shared_gpu_mem_limit(fraction, gpu_total_bytes(gpu_ids[0] if gpu_ids else 0))
     if gpu_mem_limit is None:
-        return config
-    return dataclasses.replace(config, gpu_mem_limit=int(gpu_mem_limit), arena_extend_strategy="kSameAsRequested")
+        return session
+    return dataclasses.replace(session, gpu_mem_limit=int(gpu_mem_limit), arena_extend_strategy="kSameAsRequested")
 
 
 class _TableEncoder:
@@ -159,12 +157,10 @@ class _TableEncoder:
 
         resources = assigned_resources()
         options = dict(encoder_options)
-        if options.get("threads") is None:
-            options["threads"] = threads_for(resources)
-        session_options = _session_options(options, gpu_mem_limit, resources)
-        if session_options is not None:
-            options["session_options"] = session_options
-        self.encoder = ColbertEncoder(model_dir, **options)
+        config = EncoderConfig.from_options(options.pop("config", None), **options)
+        threads = config.threads if config.threads is not None else threads_for(resources)
+        session = _session_options(config, gpu_mem_limit, resources)
+        self.encoder = ColbertEncoder(model_dir, config, threads=threads, session_options=session)
         self.pid = os.getpid()
 
 
@@ -173,7 +169,8 @@ class DocumentEncoder(_TableEncoder):
 
     ``threads=None`` (default) means the CPUs Ray assigned to the actor. ``gpu_mem_limit`` caps the CUDA
     arena (bytes); left None, an actor holding a fraction of a GPU gets that fraction of the card.
-    Every other keyword goes to ``ColbertEncoder`` (dim, precision, device, threads, ...).
+    Every other keyword goes to ``ColbertEncoder``: ``config`` (an EncoderConfig) and/or its fields (dim,
+    precision, device, threads, ...).
     """
 
     def __init__(
@@ -278,26 +275,24 @@ def preflight(
     import inspect
 
     from .compact import check_output_kind
-    from .encoder import ColbertEncoder
     from .model_folder import open_model_folder
     from .pooling import check_pool_factor
-
-    def bind(target: Any, what: str, kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        try:
-            bound = inspect.signature(target).bind(str(model_dir), **kwargs)
-        except TypeError as exc:
-            raise InvalidInputError(f"{what}: {exc}") from None
-        bound.apply_defaults()
-        return bound
 
     base = QueryEncoder if issubclass(encoder_class, QueryEncoder) else DocumentEncoder
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(encoder_class).parameters.values()):
         encoder_class = base  # a subclass passing *args, **kwargs through: its base's signature is the one to check
-    actor = bind(encoder_class, encoder_class.__name__, options)
-    rest = next((actor.arguments[p.name] for p in inspect.signature(encoder_class).parameters.values()
-                 if p.kind is inspect.Parameter.VAR_KEYWORD), {})
-    encoder = bind(ColbertEncoder, "ColbertEncoder", rest).arguments
-    open_model_folder(model_dir).graph_for(encoder["dim"], encoder["precision"])
+    try:
+        actor = inspect.signature(encoder_class).bind(str(model_dir), **options)
+    except TypeError as exc:
+        raise InvalidInputError(f"{encoder_class.__name__}: {exc}") from None
+    actor.apply_defaults()
+    rest = dict(next((actor.arguments[p.name] for p in inspect.signature(encoder_class).parameters.values()
+                      if p.kind is inspect.Parameter.VAR_KEYWORD), {}))
+    try:
+        config = EncoderConfig.from_options(rest.pop("config", None), **rest)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"ColbertEncoder: {exc}") from None
+    open_model_folder(model_dir).graph_for(config.dim, config.precision)
     output = actor.arguments.get("output")
     if base is QueryEncoder:
         if output not in ("float32", "float16"):
@@ -305,9 +300,9 @@ def preflight(
     else:
         check_output_kind(output)
         check_pool_factor(1 if actor.arguments.get("pool_factor") is None else actor.arguments["pool_factor"])
-    if (encoder["device"] == "cuda") != bool(gpus_per_actor):
+    if (config.device == "cuda") != bool(gpus_per_actor):
         raise InvalidInputError(
-            f"device={encoder['device']!r} with gpus_per_actor={gpus_per_actor!r}: CUDA actors need "
+            f"device={config.device!r} with gpus_per_actor={gpus_per_actor!r}: CUDA actors need "
             "gpus_per_actor (1 per card, or a fraction to share one), and GPUs are only used with device='cuda'"
         )
 
@@ -458,7 +453,7 @@ def serve_application(
     """A Ray Serve application of the Jina-compatible HTTP server (colbert_onnx.server) for ``serve.run``.
 
     Each replica builds its own FastAPI app from `config` (a ServerConfig) when it starts, because the
-    app object does not pickle; ``threads=None`` in `config` means the replica's CPUs. Needs the
+    app object does not pickle; ``threads=None`` in `config.encoder` means the replica's CPUs. Needs the
     server extra as well.
     """
     from ray import serve
@@ -472,8 +467,9 @@ def serve_application(
         from colbert_onnx.ray import assigned_resources, threads_for
         from colbert_onnx.server.app import create_app
 
-        threads = config.threads if config.threads is not None else threads_for(assigned_resources())
-        return create_app(dataclasses.replace(config, threads=threads))
+        encoder = config.encoder
+        threads = encoder.threads if encoder.threads is not None else threads_for(assigned_resources())
+        return create_app(dataclasses.replace(config, encoder=dataclasses.replace(encoder, threads=threads)))
 
     actor_options = {"num_cpus": cpus_per_replica, **({"num_gpus": gpus_per_replica} if gpus_per_replica else {})}
     deployment = serve.deployment(serve.ingress(build_app)(), name="colbert-onnx", num_replicas=num_replicas,

@@ -17,6 +17,14 @@ import onnx), loaded into one session per process and shared (``InferenceSession
 
 Each session runs single-threaded; the documents are split into one shard per core, scored by a
 shared thread pool (onnxruntime and the numpy reductions release the GIL).
+
+Compact documents (queries stay float32 on input; the vector types and codecs are in vectors.py):
+
+- ``int8`` (``QuantizedVectors``): by default the float query against the dequantized vectors (a
+  float32 GEMM; only the documents' rounding remains). ``maxsim_int8(..., exact=False)`` (and
+  ``PackedDocuments`` stored as int8) runs the integer kernel above instead: 2-3x faster than
+  float32 MaxSim, scores off by ~1e-4 per query token on average (docs/maxsim.md).
+- ``binary`` / ``ubinary``: the query is binarized too; ``maxsim_binary`` (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -31,8 +39,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .compact import as_queries, compact_kind, maxsim_compact
 from .errors import InvalidInputError
+from .vectors import (
+    QuantizedVectors,
+    compact_kind,
+    document_lengths,
+    from_sign_bits,
+    int8_codes_to_uint8,
+    pack_documents,
+    quantize_vectors,
+    start_offsets,
+)
 
 # Upper bound on the document tokens scored at once (tests lower it to exercise block borders).
 _BLOCK_TOKENS = 1 << 16
@@ -232,19 +249,11 @@ class _FloatKernel:
 def quantize_queries_int8(flat_queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-token int8 of (rows, dim) float queries: (codes transposed (dim, rows), scales (rows,)).
 
-    ``scale = max|q| / 127`` (the rule of ``compact.quantize_int8``), so each component is off by at
-    most ``scale / 2``, 1/254 of the token's largest component.
+    The documents' rule (``vectors.quantize_vectors``: ``scale = max|q| / 127``), so each component is
+    off by at most ``scale / 2``, 1/254 of the token's largest component.
     """
-    q = np.asarray(flat_queries, dtype=np.float32)
-    scales = (np.abs(q).max(axis=1) / 127.0).astype(np.float32)
-    safe = np.where(scales > 0, scales, np.float32(1.0))
-    codes = np.clip(np.rint(q / safe[:, None]), -127, 127).astype(np.int8)
-    return np.ascontiguousarray(codes.T), scales
-
-
-def int8_codes_to_uint8(codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """int8 codes as the uint8 ``code + 128`` the integer kernel reads (a bit flip; also the inverse)."""
-    return np.bitwise_xor(np.asarray(codes).view(np.uint8), np.uint8(0x80), out=out)
+    quantized = quantize_vectors(flat_queries)
+    return np.ascontiguousarray(quantized.codes.T), quantized.scales
 
 
 class _Int8Kernel:
@@ -344,46 +353,6 @@ def maxsim_packed_int8(
 # --- lists of documents -------------------------------------------------------------------------
 
 
-def document_lengths(documents: Sequence, dim: int | None = None) -> np.ndarray:
-    """Token counts of ragged (tokens, dim) documents (arrays or ``QuantizedVectors``), all of one dim.
-
-    Raises InvalidInputError for an empty list, a document that is not 2-D, has no vectors, or
-    whose dim differs from the first one's (or from `dim`, the query's, when given).
-    """
-    if len(documents) == 0:
-        raise InvalidInputError("documents_vectors is empty")
-    lengths = np.empty(len(documents), dtype=np.int64)
-    first = None
-    for i, doc in enumerate(documents):
-        shape = getattr(doc, "shape", None)
-        if shape is None or len(shape) != 2:
-            raise InvalidInputError(f"documents_vectors[{i}] has shape {shape}, expected (tokens, dim)")
-        if shape[0] == 0:
-            raise InvalidInputError(f"documents_vectors[{i}] has no vectors; MaxSim is undefined for it")
-        if first is None:
-            first = shape[1]
-            if dim is not None and first != dim:
-                raise InvalidInputError(f"query dim {dim} does not match document dim {first}")
-        elif shape[1] != first:
-            raise InvalidInputError(f"documents_vectors[{i}] has dim {shape[1]}, the first has {first}")
-        lengths[i] = shape[0]
-    return lengths
-
-
-def start_offsets(lengths: np.ndarray) -> np.ndarray:
-    """Start offset of each document in the packed array: ``[0, l0, l0 + l1, ...]`` (int64)."""
-    offsets = np.zeros(lengths.shape[0], dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    return offsets
-
-
-def pack_documents(documents_vectors: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ragged (n_i, dim) arrays into one (sum n_i, dim) array plus start offsets."""
-    arrays = [np.asarray(d) for d in documents_vectors]
-    lengths = document_lengths(arrays)
-    return np.concatenate(arrays, axis=0), start_offsets(lengths)
-
-
 def document_groups(lengths: np.ndarray, block: int) -> list[tuple[int, int]]:
     """Runs [a, b) of consecutive documents of at most `block` tokens together (a longer one alone)."""
     groups, start, tokens = [], 0, 0
@@ -444,17 +413,97 @@ def maxsim_int8_list(queries: np.ndarray, documents: Sequence) -> np.ndarray:
     return kernel.finish(best)
 
 
+# --- compact kinds (int8 vectors, sign bits) -----------------------------------------------------
+
+# Document tokens decoded to float32 at once in the compact MaxSim paths (bounds scratch memory).
+_DECODE_TOKENS = 1 << 16
+
+
+def as_queries(query_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(n_queries, q_tokens, dim) float32 and whether a single (q_tokens, dim) query was given."""
+    queries = np.asarray(query_vectors, dtype=np.float32)
+    single = queries.ndim == 2
+    if single:
+        queries = queries[None]
+    if queries.ndim != 3:
+        raise InvalidInputError(
+            f"query_vectors has shape {queries.shape}, expected (q_tokens, dim) or (n_queries, q_tokens, dim)"
+        )
+    return queries, single
+
+
+def _blocked_maxsim(queries: np.ndarray, documents: Sequence, decode: Callable) -> np.ndarray:
+    """MaxSim of float queries (n_q, q_tok, dim) against documents decoded to float32 a group at a time."""
+    out = np.empty((queries.shape[0], len(documents)), dtype=np.float32)
+    start = 0
+    while start < len(documents):
+        stop, tokens = start, 0
+        while stop < len(documents) and (stop == start or tokens + documents[stop].shape[0] <= _DECODE_TOKENS):
+            tokens += documents[stop].shape[0]
+            stop += 1
+        packed, offsets = pack_documents([decode(d) for d in documents[start:stop]])
+        if packed.shape[1] != queries.shape[2]:
+            raise InvalidInputError(f"query dim {queries.shape[2]} does not match document dim {packed.shape[1]}")
+        out[:, start:stop] = maxsim_packed(queries, packed, offsets)
+        start = stop
+    return out
+
+
+def maxsim_int8(
+    query_vectors: np.ndarray, documents: Sequence[QuantizedVectors], exact: bool = True
+) -> np.ndarray:
+    """MaxSim of float queries against int8 documents: ``sum_q max_t scale_t * (q · codes_t)``.
+
+    By default the float query is scored against the dequantized vectors (float32 GEMM, equal to
+    ``maxsim(q, [d.dequantize() ...])``; only the documents' rounding remains); ``exact=False``
+    quantizes the query to int8 per token too and runs the integer kernel (2-3x faster, scores off by
+    ~1e-4 per query token on average: docs/maxsim.md).
+    """
+    queries, single = as_queries(query_vectors)
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, QuantizedVectors):
+            raise InvalidInputError(f"documents[{i}] is {type(doc).__name__}, expected QuantizedVectors")
+    if exact:
+        scores = _blocked_maxsim(queries, documents, QuantizedVectors.dequantize)
+    else:
+        scores = maxsim_int8_list(queries, documents)
+    return scores[0] if single else scores
+
+
+def maxsim_binary(
+    query_vectors: np.ndarray, documents: Sequence[np.ndarray], binarize_query: bool = True
+) -> np.ndarray:
+    """MaxSim against sign-bit documents: per token ``1 - 2 * hamming / dim`` (query binarized too).
+
+    That is ``cos`` of the ±1 vectors (1 for identical signs, -1 for opposite), computed exactly as
+    ``(s_q · s_d) / dim`` with ``s = ±1``: a BLAS GEMM instead of popcounts. With
+    ``binarize_query=False`` the float query is scored against ``±1 / sqrt(dim)`` document vectors
+    (asymmetric; docs/storage.md has both).
+    """
+    queries, single = as_queries(query_vectors)
+    dim = queries.shape[2]
+    if binarize_query:
+        queries = np.where(queries > 0, 1.0, -1.0).astype(np.float32) / np.float32(dim)
+    else:
+        queries = queries / np.float32(np.sqrt(dim))
+    scores = _blocked_maxsim(queries, documents, from_sign_bits)
+    return scores[0] if single else scores
+
+
 def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -> np.ndarray:
     """ColBERT MaxSim: for each document, sum over query vectors of the best dot product.
 
     `query_vectors` is (q_tokens, dim) for one query, giving scores of shape (n_docs,), or
     (n_queries, q_tokens, dim), giving (n_queries, n_docs). Documents may be ragged, and may be
     any compact kind of ``encode_documents(output=...)`` (int8, binary, ubinary; see compact.py).
-    Float documents are scored exactly; int8 ones by the integer kernel (the query rounded to int8).
+    Float documents are scored exactly, int8 ones against their dequantized vectors
+    (:func:`maxsim_int8`), sign bits by :func:`maxsim_binary`.
     """
     kind = compact_kind(documents_vectors)
-    if kind is not None:  # int8 (QuantizedVectors) or packed sign bits: see compact.py
-        return maxsim_compact(query_vectors, documents_vectors, kind)
+    if kind == "int8":
+        return maxsim_int8(query_vectors, documents_vectors)
+    if kind is not None:  # binary or ubinary sign bits
+        return maxsim_binary(query_vectors, documents_vectors)
     queries, single = as_queries(query_vectors)
     scores = maxsim_float_list(queries, documents_vectors)
     return scores[0] if single else scores

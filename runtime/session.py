@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .errors import DeviceUnavailableError, InvalidInputError, ModelFolderError
+from .errors import DeviceUnavailableError, ModelFolderError
+from .options import boolean, check_options, option, optional_positive_int, parse_bool, parse_optional_int, parse_str
 
 DEVICES = ("cpu", "cuda")
 OPTIMIZATION_LEVELS = {
@@ -20,39 +21,39 @@ OPTIMIZATION_LEVELS = {
 }
 
 
+ARENA_EXTEND_STRATEGIES = ("kNextPowerOfTwo", "kSameAsRequested")
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """onnxruntime session knobs users of long-running encoders ask for (fastembed #483, #570).
 
     enable_cpu_mem_arena=False trades some speed for memory returned to the OS between calls of
-    very different sizes; graph_optimization_level is one of disable|basic|extended|all.
+    very different sizes; graph_optimization_level is one of disable|basic|extended|all. Validated on
+    construction, on every device: a typo must not wait for a GPU.
     """
 
-    enable_cpu_mem_arena: bool = True
-    enable_mem_pattern: bool = True
-    graph_optimization_level: str = "all"
+    enable_cpu_mem_arena: bool = option(True, "onnxruntime's CPU memory arena (off: memory goes back to the OS "
+                                              "between calls, a little slower)", parse_bool, check=boolean)
+    enable_mem_pattern: bool = option(True, "onnxruntime's memory pattern planning", parse_bool, check=boolean)
+    graph_optimization_level: str = option("all", "onnxruntime graph optimizations", parse_str,
+                                           choices=tuple(OPTIMIZATION_LEVELS))
     # CUDA only: cap on the session's GPU arena in bytes (None: no cap), and how the arena grows.
     # "kSameAsRequested" keeps several full-size sessions in one process within the card (docs/gpu.md).
-    gpu_mem_limit: int | None = None
-    arena_extend_strategy: str = "kNextPowerOfTwo"
+    gpu_mem_limit: int | None = option(None, "CUDA: cap on the session's GPU arena, in bytes", parse_optional_int,
+                                       check=optional_positive_int)
+    arena_extend_strategy: str = option("kNextPowerOfTwo", "CUDA: how the GPU arena grows", parse_str,
+                                        choices=ARENA_EXTEND_STRATEGIES)
 
-
-ARENA_EXTEND_STRATEGIES = ("kNextPowerOfTwo", "kSameAsRequested")
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def cuda_provider_options(config: SessionConfig) -> dict[str, str]:
-    """onnxruntime CUDAExecutionProvider options for `config` (validated here, not deep in onnxruntime)."""
-    if config.arena_extend_strategy not in ARENA_EXTEND_STRATEGIES:
-        raise InvalidInputError(
-            f"arena_extend_strategy must be one of {', '.join(ARENA_EXTEND_STRATEGIES)}, "
-            f"got {config.arena_extend_strategy!r}"
-        )
+    """onnxruntime CUDAExecutionProvider options for `config`."""
     options = {"arena_extend_strategy": config.arena_extend_strategy}
-    limit = config.gpu_mem_limit
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"gpu_mem_limit must be a positive number of bytes or None, got {limit!r}")
-        options["gpu_mem_limit"] = str(limit)
+    if config.gpu_mem_limit is not None:
+        options["gpu_mem_limit"] = str(config.gpu_mem_limit)
     return options
 
 
@@ -78,15 +79,9 @@ def create_session(
     threads: int | None = None,
     config: SessionConfig | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession for one graph file; a corrupt or unreadable file names itself."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise InvalidInputError(f"threads must be a positive int or None, got {threads!r}")
+    """An InferenceSession for one graph file (`threads` and `config` as EncoderConfig validated them);
+    a corrupt or unreadable file names itself."""
     config = config or SessionConfig()
-    if config.graph_optimization_level not in OPTIMIZATION_LEVELS:
-        raise InvalidInputError(
-            f"graph_optimization_level must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-            f"got {config.graph_optimization_level!r}"
-        )
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[config.graph_optimization_level]
     options.enable_cpu_mem_arena = config.enable_cpu_mem_arena
@@ -95,7 +90,7 @@ def create_session(
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    cuda_options = cuda_provider_options(config)  # validated on every device: a typo must not wait for a GPU
+    cuda_options = cuda_provider_options(config)
     providers = providers_for(device)
     provider_options = [cuda_options if p == "CUDAExecutionProvider" else {} for p in providers]
     try:

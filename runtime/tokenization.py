@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from .conventions import SpecialIds
 from .errors import InvalidInputError
+from .windows import DocumentWindows
 
 
 def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
@@ -43,11 +44,34 @@ def pad_batch(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.n
     return ids, mask
 
 
+TEXT_KINDS = ("query", "document")
+
+
 @dataclass(frozen=True)
 class TokenizedBatch:
-    """Framed ids of a list of texts, unpadded; `lengths[i] == len(ids[i])`."""
+    """Framed ids of a list of texts of one kind: what the model runs on, and what the texts are billed.
+
+    `ids[i]` are the ids the model sees for text i (queries: ``<mask>``-padded to the query length);
+    `token_counts[i]` its framed tokens after truncation (queries: before the ``<mask>`` padding), the
+    figure of the server's ``usage`` and token limit. `windows[i]` (documents) says which sequences
+    encode text i and how their vectors merge back (windows.py); None: one sequence per text, its ids.
+    """
 
     ids: list[np.ndarray]
+    kind: str = "document"
+    token_counts: np.ndarray | None = None
+    windows: list[DocumentWindows] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEXT_KINDS:
+            raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {self.kind!r}")
+        if self.token_counts is None:
+            object.__setattr__(self, "token_counts", self.lengths)
+        if len(self.token_counts) != len(self.ids) or (self.windows is not None and len(self.windows) != len(self.ids)):
+            raise InvalidInputError("a TokenizedBatch needs one token count (and one windows entry) per text")
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -55,7 +79,26 @@ class TokenizedBatch:
 
     @property
     def total_tokens(self) -> int:
-        return int(self.lengths.sum())
+        return int(self.token_counts.sum())
+
+    @property
+    def document_windows(self) -> list[DocumentWindows]:
+        """The windows of every text: as tokenized, or one window of its ids."""
+        return self.windows if self.windows is not None else [DocumentWindows([ids]) for ids in self.ids]
+
+    @classmethod
+    def concat(cls, batches: Sequence[TokenizedBatch]) -> TokenizedBatch:
+        """One batch of the texts of `batches`, in order (all of one kind): what a micro-batch runs."""
+        kinds = {b.kind for b in batches}
+        if len(kinds) != 1:
+            raise InvalidInputError(f"cannot merge batches of kinds {sorted(kinds)}")
+        (kind,) = kinds
+        return cls(
+            ids=[ids for b in batches for ids in b.ids],
+            kind=kind,
+            token_counts=np.concatenate([b.token_counts for b in batches]),
+            windows=[w for b in batches for w in b.document_windows] if kind == "document" else None,
+        )
 
 
 class Preprocessor:
@@ -93,8 +136,17 @@ class Preprocessor:
 
     def queries(self, texts: list[str]) -> np.ndarray:
         """(batch, query_max_length) ids, right-padded with `<mask>` (the query augmentation)."""
-        out = np.full((len(texts), self.query_max_length), self.special.mask, dtype=np.int64)
-        for row, ids in zip(out, self._framed(texts, self.special.query_marker, self.query_max_length), strict=True):
+        return self._padded_queries(self._framed(texts, self.special.query_marker, self.query_max_length))
+
+    def query_batch(self, texts: list[str]) -> TokenizedBatch:
+        """The queries' padded ids (one row each), billed their framed tokens before the padding."""
+        framed = self._framed(texts, self.special.query_marker, self.query_max_length)
+        counts = np.fromiter((len(ids) for ids in framed), dtype=np.int64, count=len(framed))
+        return TokenizedBatch(list(self._padded_queries(framed)), kind="query", token_counts=counts)
+
+    def _padded_queries(self, framed: list[np.ndarray]) -> np.ndarray:
+        out = np.full((len(framed), self.query_max_length), self.special.mask, dtype=np.int64)
+        for row, ids in zip(out, framed, strict=True):
             row[: len(ids)] = ids
         return out
 
@@ -102,7 +154,3 @@ class Preprocessor:
         """Framed document ids truncated to `max_length` tokens in all (specials included)."""
         limit = self.document_max_length if max_length is None else max_length
         return TokenizedBatch(self._framed(texts, self.special.document_marker, limit))
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Untruncated token counts of the texts, without specials."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]

@@ -262,7 +262,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
                     "owned_by": "colbert-onnx",
                     "dimensions": service.dims,
                     "default_dimensions": service.default_dim,
-                    "precision": config.precision,
+                    "precision": config.encoder.precision,
                     "precisions_available": service.precisions,
                     "endpoints": ["/v1/multi-vector", "/v1/rerank"],
                 }

@@ -1,4 +1,8 @@
-"""Micro-batching: requests from many clients are merged into shared ONNX runs on worker threads."""
+"""Micro-batching: requests from many clients are merged into shared ONNX runs on worker threads.
+
+A job is one request's TokenizedBatch (tokenized once, on arrival); the batcher concatenates the
+waiting jobs' batches and runs the encoder's ``encode_ids`` on the merged one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RunFn = Callable[[list[str]], Sequence[np.ndarray]]
+from ..tokenization import TokenizedBatch
+
+RunFn = Callable[[TokenizedBatch], Sequence[np.ndarray]]
 
 # How often the gathering loop looks at the queue while it waits for more work (seconds).
 _POLL_S = 0.0005
@@ -25,16 +31,16 @@ class ShuttingDown(Exception):
 
 @dataclass
 class _Job:
-    texts: list[str]
+    batch: TokenizedBatch
     future: asyncio.Future
 
 
 class MicroBatcher:
     """One bounded queue and one gathering task per (input_type, dim).
 
-    A job is one request's texts. The gathering task takes the first waiting job, then keeps
+    A job is one request's tokenized texts. The gathering task takes the first waiting job, then keeps
     taking jobs for at most `max_wait_s` or until `max_batch_texts` texts are gathered, runs
-    `run(all_texts)` on `executor` (never on the event loop) and hands each job its slice.
+    `run(merged batch)` on `executor` (never on the event loop) and hands each job its slice.
     """
 
     def __init__(
@@ -67,12 +73,12 @@ class MicroBatcher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._gather_forever(), name=self.name)
 
-    async def submit(self, texts: list[str]) -> list[np.ndarray]:
-        """Queue `texts` as one job and wait for their vectors; Overloaded when the queue is full."""
+    async def submit(self, batch: TokenizedBatch) -> list[np.ndarray]:
+        """Queue `batch` as one job and wait for its vectors; Overloaded when the queue is full."""
         if self._closed:
             raise ShuttingDown(f"{self.name} is shut down")
         self.start()
-        job = _Job(list(texts), asyncio.get_running_loop().create_future())
+        job = _Job(batch, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -80,9 +86,9 @@ class MicroBatcher:
         return await job.future
 
     async def _gather(self) -> list[_Job]:
-        """The next batch: the first job, plus whatever arrives within max_wait_s, up to max_batch_texts."""
-        batch = [await self._queue.get()]
-        count = len(batch[0].texts)
+        """The next jobs to run: the first one, plus whatever arrives within max_wait_s, up to max_batch_texts."""
+        jobs = [await self._queue.get()]
+        count = len(jobs[0].batch)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while count < self.max_batch_texts:
@@ -93,31 +99,30 @@ class MicroBatcher:
                     break
                 await asyncio.sleep(_POLL_S)
                 continue
-            batch.append(job)
-            count += len(job.texts)
-        return batch
+            jobs.append(job)
+            count += len(job.batch)
+        return jobs
 
     async def _gather_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._gather()
-            batch = [job for job in batch if not job.future.done()]  # clients that went away
-            if not batch:
+            jobs = [job for job in await self._gather() if not job.future.done()]  # clients that went away
+            if not jobs:
                 continue
-            texts = [text for job in batch for text in job.texts]
             try:
-                vectors = await loop.run_in_executor(self._executor, self._run, texts)
+                merged = TokenizedBatch.concat([job.batch for job in jobs])
+                vectors = await loop.run_in_executor(self._executor, self._run, merged)
             except asyncio.CancelledError:
-                self._fail(batch, ShuttingDown(f"{self.name} is shut down"))
+                self._fail(jobs, ShuttingDown(f"{self.name} is shut down"))
                 raise
             except Exception as exc:  # handed to each request, which maps it to an HTTP error
-                self._fail(batch, exc)
+                self._fail(jobs, exc)
                 continue
             self.batches_run += 1
-            self.texts_run += len(texts)
+            self.texts_run += len(merged)
             start = 0
-            for job in batch:
-                stop = start + len(job.texts)
+            for job in jobs:
+                stop = start + len(job.batch)
                 if not job.future.done():
                     job.future.set_result(list(vectors[start:stop]))
                 start = stop

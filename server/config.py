@@ -1,14 +1,15 @@
-"""Server settings: model, security and limits (no web dependencies)."""
+"""Server settings: model, encoder, security and limits (no web dependencies)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..config import EncoderConfig
 
 API_KEY_ENV = "COLBERT_ONNX_API_KEY"
 SERVED_MODEL_NAME_ENV = "COLBERT_ONNX_SERVED_MODEL_NAME"
-DEFAULT_MODEL_NAME = "jina-colbert-v2"
 
 
 def parse_model_names(values: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -30,13 +31,15 @@ def parse_model_names(values: str | list[str] | tuple[str, ...]) -> tuple[str, .
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything `create_app` needs; every limit is per request unless said otherwise."""
+    """Everything `create_app` needs; every limit is per request unless said otherwise.
+
+    `encoder` is every encoder setting (precision, device, threads, lengths, batching, long documents,
+    io_binding, session knobs); its `dim` is the head of requests that name no `dimensions` (the default
+    128 falls back to the largest served head where 128 is not served). `dims` are the heads served.
+    """
 
     model_dir: str | Path
-    precision: str = "fp32"
-    device: str = "cpu"
-    threads: int | None = None
-    document_max_length: int | None = None
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     model_name: str | None = None  # one served name: the alias of served_model_names=(name,)
     # Names accepted in requests and listed in /v1/models (a comma-separated str is split); () = the manifest's.
     served_model_names: tuple[str, ...] = ()
@@ -52,10 +55,10 @@ class ServerConfig:
     max_queue: int = 1024
     inference_workers: int = 1
     retry_after_s: int = 1
-    encoder_batch_size: int = 32
-    encoder_max_batch_tokens: int = 16384
 
     def __post_init__(self) -> None:
+        if not isinstance(self.encoder, EncoderConfig):
+            raise ValueError(f"encoder must be an EncoderConfig, got {type(self.encoder).__name__}")
         for name in (
             "max_inputs_per_request",
             "max_body_bytes",

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from colbert_onnx.compact import pack_sign_bits
+from ..vectors import to_sign_bits
 
 EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
 
@@ -24,7 +24,7 @@ def encode_vectors(vectors: np.ndarray, embedding_type: str) -> np.ndarray | lis
         little = np.ascontiguousarray(vectors, dtype="<f4")
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
     if embedding_type in ("ubinary", "binary"):
-        return pack_sign_bits(vectors, embedding_type)
+        return to_sign_bits(vectors, embedding_type)
     raise ValueError(f"unknown embedding_type {embedding_type!r}; choose one of {', '.join(EMBEDDING_TYPES)}")
 
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import add_encoder_arguments, encoder_config_from_args
 from .config import API_KEY_ENV, SERVED_MODEL_NAME_ENV, ServerConfig
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """Declare the serve options on `p`."""
+    """Declare the serve options on `p`: the encoder's (declared once, in colbert_onnx.config) and the server's."""
     d = ServerConfig(model_dir=".")
     p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--precision", default="fp32", help="fp32 (default), int8 or fp16 when exported")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per run")
-    p.add_argument("--document-max-length", type=int, default=None, help="tokens per document (default 8192)")
+    add_encoder_arguments(p)
     p.add_argument(
         "--served-model-name",
         nargs="+",
@@ -52,10 +50,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         served = ()
     return ServerConfig(
         model_dir=args.model_dir,
-        precision=args.precision,
-        device=args.device,
-        threads=args.threads,
-        document_max_length=args.document_max_length,
+        encoder=encoder_config_from_args(args),
         model_name=args.model_name,
         served_model_names=served,
         dims=dims,

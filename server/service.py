@@ -1,8 +1,14 @@
-"""The model behind the HTTP API: encoders per dim, token accounting, limits and micro-batchers."""
+"""The model behind the HTTP API: encoders per dim, token accounting, limits and micro-batchers.
+
+Each request is tokenized once (ColbertEncoder.tokenize); its limits are checked on those ids and its
+usage is their token count; the micro-batcher of its (input_type, dim) merges the tokenized batches of
+waiting requests and runs ColbertEncoder.encode_ids on them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +19,14 @@ import numpy as np
 
 from ..errors import UnsupportedDimError
 from ..model_folder import open_model_folder
+from ..ranking import rank
 from ..scoring import maxsim
+from ..tokenization import TEXT_KINDS, TokenizedBatch
 from .batching import MicroBatcher
-from .config import DEFAULT_MODEL_NAME, ServerConfig
+from .config import ServerConfig
 
-INPUT_TYPES = ("query", "document")
+INPUT_TYPES = TEXT_KINDS
+DEFAULT_DIM = 128  # EncoderConfig's default head; where it is not served, the largest served head instead
 # Below this many characters a request is tokenized on the event loop; above, on a thread.
 _INLINE_TOKENIZE_CHARS = 4096
 
@@ -25,13 +34,9 @@ _INLINE_TOKENIZE_CHARS = 4096
 class Encoder(Protocol):
     """The part of ColbertEncoder the server uses (tests may pass a stand-in)."""
 
-    preprocessor: Any
-    query_max_length: int
-    document_max_length: int
+    def tokenize(self, texts: Sequence[str], kind: str) -> TokenizedBatch: ...
 
-    def encode_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...
-
-    def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+    def encode_ids(self, batch: TokenizedBatch) -> list[np.ndarray]: ...
 
 
 EncoderFactory = Callable[[int], Encoder]
@@ -69,7 +74,7 @@ class ModelService:
         folder = open_model_folder(config.model_dir)
         self.folder_dims = folder.dims
         self.precisions = folder.precisions
-        self.root_model = str(folder.manifest.get("model") or DEFAULT_MODEL_NAME)
+        self.root_model = folder.manifest.model
         self.served_model_names = config.model_names(self.root_model)
         self.model_name = self.served_model_names[0]  # echoed when a request names no model
         self.created = int(time.time())
@@ -82,7 +87,7 @@ class ModelService:
             self.dims = sorted(set(config.dims), reverse=True)
         else:
             self.dims = sorted(self.folder_dims, reverse=True)
-        self.default_dim = 128 if 128 in self.dims else self.dims[0]
+        self.default_dim = self._default_dim(config.encoder.dim)
         self._factory = encoder_factory or self._load_encoder
         self._encoders: dict[int, Encoder] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -90,23 +95,22 @@ class ModelService:
         self._executor = ThreadPoolExecutor(config.inference_workers, thread_name_prefix="colbert-infer")
         self.load_error: str | None = None
 
+    def _default_dim(self, dim: int) -> int:
+        """The head of requests that name none: the configured one, which must be served (the default 128
+        falls back to the largest served head)."""
+        if dim in self.dims:
+            return dim
+        if dim == DEFAULT_DIM:
+            return self.dims[0]
+        raise UnsupportedDimError(f"dim {dim} is not served here (served: {', '.join(map(str, self.dims))})")
+
     def _load_encoder(self, dim: int) -> Encoder:
         from colbert_onnx import ColbertEncoder
 
         base = self._encoders.get(self.default_dim)
         if base is not None and hasattr(base, "for_dim"):
             return base.for_dim(dim)  # shares the session: one copy of the weights for every head
-        c = self.config
-        return ColbertEncoder(
-            c.model_dir,
-            dim=dim,
-            precision=c.precision,
-            device=c.device,
-            threads=c.threads,
-            document_max_length=c.document_max_length,
-            batch_size=c.encoder_batch_size,
-            max_batch_tokens=c.encoder_max_batch_tokens,
-        )
+        return ColbertEncoder(self.config.model_dir, dataclasses.replace(self.config.encoder, dim=dim))
 
     @property
     def ready(self) -> bool:
@@ -160,15 +164,11 @@ class ModelService:
         if n > self.config.max_inputs_per_request:
             raise LimitExceeded("max_inputs_per_request", n, self.config.max_inputs_per_request, what)
 
-    async def count_tokens(self, encoder: Encoder, texts: list[str], max_length: int) -> int:
-        """Tokens the model will process for `texts` (framing tokens included, after truncation)."""
-
-        def count() -> int:
-            return sum(min(n + 3, max_length) for n in encoder.preprocessor.count_tokens(texts))
-
+    async def tokenize(self, encoder: Encoder, texts: list[str], input_type: str) -> TokenizedBatch:
+        """`texts` tokenized once, as the model will run them (on a thread when they are long)."""
         if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
-            return count()
-        return await asyncio.to_thread(count)
+            return encoder.tokenize(texts, input_type)
+        return await asyncio.to_thread(encoder.tokenize, texts, input_type)
 
     def _check_tokens(self, tokens: int) -> None:
         if tokens > self.config.max_tokens_per_request:
@@ -180,10 +180,9 @@ class ModelService:
         key = (input_type, dim)
         batcher = self._batchers.get(key)
         if batcher is None:
-            run = encoder.encode_queries if input_type == "query" else encoder.encode_documents
             c = self.config
             batcher = MicroBatcher(
-                run,
+                encoder.encode_ids,
                 self._executor,
                 max_batch_texts=c.max_batch_texts,
                 max_wait_s=c.max_wait_ms / 1000.0,
@@ -200,32 +199,31 @@ class ModelService:
         dim = self.check_dim(dim)
         self.check_count(len(texts), "inputs in this request")
         encoder = await self._encoder_for(dim)
-        max_length = encoder.query_max_length if input_type == "query" else encoder.document_max_length
-        tokens = await self.count_tokens(encoder, texts, max_length)
-        self._check_tokens(tokens)
-        vectors = await self._batcher(input_type, dim, encoder).submit(texts)
-        return Encoded(vectors, tokens)
+        batch = await self.tokenize(encoder, texts, input_type)
+        self._check_tokens(batch.total_tokens)
+        vectors = await self._batcher(input_type, dim, encoder).submit(batch)
+        return Encoded(vectors, batch.total_tokens)
 
     async def rerank(self, query: str, documents: list[str], top_n: int | None) -> tuple[list[dict], int]:
         """Documents ranked by MaxSim against `query` with the default dim, best first, and tokens used."""
         dim = self.default_dim
         self.check_count(len(documents), "documents in this request")
         encoder = await self._encoder_for(dim)
-        q_tokens = await self.count_tokens(encoder, [query], encoder.query_max_length)
-        d_tokens = await self.count_tokens(encoder, documents, encoder.document_max_length)
-        self._check_tokens(q_tokens + d_tokens)
+        queries = await self.tokenize(encoder, [query], "query")
+        docs = await self.tokenize(encoder, documents, "document")
+        tokens = queries.total_tokens + docs.total_tokens
+        self._check_tokens(tokens)
         if not documents:
-            return [], q_tokens
+            return [], tokens
         (query_vectors,), doc_vectors = await asyncio.gather(
-            self._batcher("query", dim, encoder).submit([query]),
-            self._batcher("document", dim, encoder).submit(documents),
+            self._batcher("query", dim, encoder).submit(queries),
+            self._batcher("document", dim, encoder).submit(docs),
         )
         if len(documents) * len(doc_vectors[0]) > 4096:
             scores = await asyncio.to_thread(maxsim, query_vectors, doc_vectors)
         else:
             scores = maxsim(query_vectors, doc_vectors)
-        order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
-        return [{"index": int(i), "relevance_score": float(scores[i])} for i in order], q_tokens + d_tokens
+        return [{"index": i, "relevance_score": score} for i, score in rank(scores, top_n)], tokens
 
     def stats(self) -> dict[str, Any]:
         """Queue depths and batch counters per batcher."""

@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 
 from colbert_onnx import InvalidInputError, maxsim
-from colbert_onnx.compact import (
-    QuantizedVectors,
-    bytes_per_token,
-    maxsim_binary,
-    maxsim_int8,
-    pack_sign_bits,
-    quantize_int8,
-    unpack_sign_bits,
-)
+from colbert_onnx.compact import bytes_per_token
+from colbert_onnx.scoring import maxsim_binary, maxsim_int8
+from colbert_onnx.vectors import QuantizedVectors, from_sign_bits, quantize_vectors, to_sign_bits
 
 DOCS = [
     "Berlin is the capital of Germany.",
@@ -31,44 +25,44 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
 
 def test_ubinary_is_packbits_of_positive_signs_msb_first() -> None:
     v = np.array([[1.0, -1, 0, 2, -3, 4, 5, -6] + [-1.0] * 7 + [0.5]], dtype=np.float32)
-    np.testing.assert_array_equal(pack_sign_bits(v, "ubinary"), np.array([[0b10010110, 0b00000001]], dtype=np.uint8))
+    np.testing.assert_array_equal(to_sign_bits(v, "ubinary"), np.array([[0b10010110, 0b00000001]], dtype=np.uint8))
 
 
 def test_binary_is_ubinary_minus_128_as_int8() -> None:
     v = _unit(np.random.default_rng(0), 5)
-    ubinary = pack_sign_bits(v, "ubinary")
-    binary = pack_sign_bits(v, "binary")
+    ubinary = to_sign_bits(v, "ubinary")
+    binary = to_sign_bits(v, "binary")
     assert binary.dtype == np.int8
     np.testing.assert_array_equal(binary.astype(np.int16), ubinary.astype(np.int16) - 128)
 
 
-def test_unpack_sign_bits_inverts_packing_for_both_kinds() -> None:
+def test_from_sign_bits_inverts_to_sign_bits_for_both_kinds() -> None:
     v = _unit(np.random.default_rng(1), 4)
     signs = np.where(v > 0, 1.0, -1.0)
-    np.testing.assert_array_equal(unpack_sign_bits(pack_sign_bits(v, "binary")), signs)
-    np.testing.assert_array_equal(unpack_sign_bits(pack_sign_bits(v, "ubinary")), signs)
+    np.testing.assert_array_equal(from_sign_bits(to_sign_bits(v, "binary")), signs)
+    np.testing.assert_array_equal(from_sign_bits(to_sign_bits(v, "ubinary")), signs)
 
 
 def test_sign_bits_need_dim_divisible_by_8() -> None:
     with pytest.raises(InvalidInputError, match="divisible by 8"):
-        pack_sign_bits(np.ones((2, 12), dtype=np.float32))
+        to_sign_bits(np.ones((2, 12), dtype=np.float32))
 
 
 def test_int8_scale_is_max_abs_over_127() -> None:
     v = _unit(np.random.default_rng(2), 6)
-    q = quantize_int8(v)
+    q = quantize_vectors(v)
     np.testing.assert_allclose(q.scales, np.abs(v).max(axis=1) / 127, rtol=1e-6)
     assert np.abs(q.codes).max(axis=1).tolist() == [127] * 6
 
 
 def test_int8_dequantization_error_is_at_most_half_a_step() -> None:
     v = _unit(np.random.default_rng(3), 6)
-    q = quantize_int8(v)
+    q = quantize_vectors(v)
     assert np.all(np.abs(q.dequantize() - v) <= q.scales[:, None] / 2 + 1e-7)
 
 
 def test_int8_of_zero_vector_is_zero() -> None:
-    q = quantize_int8(np.zeros((1, 8), dtype=np.float32))
+    q = quantize_vectors(np.zeros((1, 8), dtype=np.float32))
     assert q.scales.tolist() == [0.0] and not q.codes.any()
 
 
@@ -76,7 +70,7 @@ def test_exact_maxsim_int8_equals_float_maxsim_of_dequantized_vectors() -> None:
     rng = np.random.default_rng(4)
     docs = [_unit(rng, n) for n in (3, 9, 1)]
     query = _unit(rng, 32)
-    quantized = [quantize_int8(d) for d in docs]
+    quantized = [quantize_vectors(d) for d in docs]
     np.testing.assert_allclose(
         maxsim_int8(query, quantized, exact=True), maxsim(query, [q.dequantize() for q in quantized]), rtol=1e-5
     )
@@ -87,8 +81,8 @@ def test_maxsim_int8_is_the_integer_product_of_int8_query_and_codes() -> None:
     rng = np.random.default_rng(11)
     docs = [_unit(rng, n) for n in (3, 9, 1, 40)]
     query = _unit(rng, 32)
-    quantized = [quantize_int8(d) for d in docs]
-    q = quantize_int8(query)  # the same per-vector symmetric rule as the documents
+    quantized = [quantize_vectors(d) for d in docs]
+    q = quantize_vectors(query)  # the same per-vector symmetric rule as the documents
     expected = []
     for d in quantized:
         dots = q.codes.astype(np.int64) @ d.codes.astype(np.int64).T  # exact integers
@@ -102,7 +96,7 @@ def test_maxsim_int8_stays_close_to_exact_scores_and_ranking() -> None:
     rng = np.random.default_rng(12)
     docs = [_unit(rng, int(n)) for n in rng.integers(20, 120, size=200)]
     query = _unit(rng, 32)
-    quantized = [quantize_int8(d) for d in docs]
+    quantized = [quantize_vectors(d) for d in docs]
     exact = maxsim(query, docs)
     fast = maxsim_int8(query, quantized, exact=False)
     dequantized = maxsim(query, quantized)  # the default: float query, dequantized documents
@@ -114,7 +108,7 @@ def test_maxsim_int8_stays_close_to_exact_scores_and_ranking() -> None:
 
 def test_maxsim_int8_scores_batched_queries_like_single_ones() -> None:
     rng = np.random.default_rng(13)
-    quantized = [quantize_int8(_unit(rng, n)) for n in (5, 17, 2)]
+    quantized = [quantize_vectors(_unit(rng, n)) for n in (5, 17, 2)]
     queries = np.stack([_unit(rng, 32) for _ in range(3)])
     for exact in (True, False):
         scores = maxsim_int8(queries, quantized, exact=exact)
@@ -126,22 +120,22 @@ def test_maxsim_int8_scores_batched_queries_like_single_ones() -> None:
 def test_maxsim_int8_rejects_dimension_mismatch_and_empty_documents() -> None:
     rng = np.random.default_rng(14)
     with pytest.raises(InvalidInputError, match="dim"):
-        maxsim(_unit(rng, 32, dim=64), [quantize_int8(_unit(rng, 3))])
+        maxsim(_unit(rng, 32, dim=64), [quantize_vectors(_unit(rng, 3))])
     with pytest.raises(InvalidInputError, match="no vectors"):
-        maxsim_int8(_unit(rng, 32), [quantize_int8(_unit(rng, 3)), quantize_int8(np.zeros((0, 128), np.float32))])
+        maxsim_int8(_unit(rng, 32), [quantize_vectors(_unit(rng, 3)), quantize_vectors(np.zeros((0, 128), np.float32))])
 
 
 def test_maxsim_binary_is_sum_of_best_one_minus_twice_hamming_over_dim() -> None:
     rng = np.random.default_rng(5)
     docs = [_unit(rng, n) for n in (4, 7)]
     query = _unit(rng, 32)
-    qbits = np.unpackbits(pack_sign_bits(query), axis=1)
+    qbits = np.unpackbits(to_sign_bits(query), axis=1)
     expected = []
     for d in docs:
-        dbits = np.unpackbits(pack_sign_bits(d), axis=1)
+        dbits = np.unpackbits(to_sign_bits(d), axis=1)
         hamming = (qbits[:, None, :] != dbits[None, :, :]).sum(axis=2)
         expected.append((1 - 2 * hamming / 128).max(axis=1).sum())
-    np.testing.assert_allclose(maxsim(query, [pack_sign_bits(d, "binary") for d in docs]), expected, rtol=1e-6)
+    np.testing.assert_allclose(maxsim(query, [to_sign_bits(d, "binary") for d in docs]), expected, rtol=1e-6)
 
 
 def test_maxsim_gives_same_scores_for_binary_and_ubinary() -> None:
@@ -149,8 +143,8 @@ def test_maxsim_gives_same_scores_for_binary_and_ubinary() -> None:
     docs = [_unit(rng, n) for n in (5, 2)]
     query = _unit(rng, 32)
     np.testing.assert_array_equal(
-        maxsim(query, [pack_sign_bits(d, "binary") for d in docs]),
-        maxsim(query, [pack_sign_bits(d, "ubinary") for d in docs]),
+        maxsim(query, [to_sign_bits(d, "binary") for d in docs]),
+        maxsim(query, [to_sign_bits(d, "ubinary") for d in docs]),
     )
 
 
@@ -160,7 +154,7 @@ def test_asymmetric_binary_scores_float_query_against_scaled_signs() -> None:
     query = _unit(rng, 32)
     signs = np.where(doc > 0, 1.0, -1.0) / np.sqrt(128)
     expected = (query @ signs.T).max(axis=1).sum()
-    got = maxsim_binary(query, [pack_sign_bits(doc)], binarize_query=False)
+    got = maxsim_binary(query, [to_sign_bits(doc)], binarize_query=False)
     np.testing.assert_allclose(got, [expected], rtol=1e-5)
 
 
@@ -168,7 +162,7 @@ def test_maxsim_rejects_documents_of_mixed_kinds() -> None:
     rng = np.random.default_rng(8)
     doc = _unit(rng, 3)
     with pytest.raises(InvalidInputError, match="mix"):
-        maxsim(_unit(rng, 32), [doc, pack_sign_bits(doc)])
+        maxsim(_unit(rng, 32), [doc, to_sign_bits(doc)])
 
 
 def test_quantized_vectors_rejects_mismatched_scales() -> None:
@@ -180,8 +174,8 @@ def test_bytes_per_token_of_each_kind() -> None:
     v = _unit(np.random.default_rng(9), 10)
     assert bytes_per_token([v]) == 512
     assert bytes_per_token([v.astype(np.float16)]) == 256
-    assert bytes_per_token([quantize_int8(v)]) == 132
-    assert bytes_per_token([pack_sign_bits(v)]) == 16
+    assert bytes_per_token([quantize_vectors(v)]) == 132
+    assert bytes_per_token([to_sign_bits(v)]) == 16
 
 
 def test_encode_documents_rejects_unknown_output_kind(toy_encoder) -> None:
@@ -211,7 +205,7 @@ def test_encode_documents_binary_kinds_pack_dim_over_8_bytes(toy_encoder, kind: 
     packed = toy_encoder.encode_documents(DOCS, output=kind)
     for f, p in zip(full, packed, strict=True):
         assert p.dtype == dtype and p.shape == (f.shape[0], toy_encoder.dim // 8)
-        np.testing.assert_array_equal(p, pack_sign_bits(f, kind))
+        np.testing.assert_array_equal(p, to_sign_bits(f, kind))
 
 
 def test_int8_scores_stay_within_a_hundredth_per_query_token_of_float32(toy_encoder) -> None:
@@ -225,4 +219,4 @@ def test_int8_scores_stay_within_a_hundredth_per_query_token_of_float32(toy_enco
 def test_sign_bits_match_the_http_servers_embedding_type(kind: str) -> None:
     formats = pytest.importorskip("colbert_onnx.server.formats", reason="the HTTP server package is not installed")
     v = _unit(np.random.default_rng(10), 7)
-    np.testing.assert_array_equal(pack_sign_bits(v, kind), formats.encode_vectors(v, kind))
+    np.testing.assert_array_equal(to_sign_bits(v, kind), formats.encode_vectors(v, kind))

@@ -215,3 +215,13 @@ def test_rotary_exports_as_one_contrib_node_per_q_and_k_or_as_plain_ops(toy_trio
     with torch.no_grad():
         want = module(torch.from_numpy(ids), torch.from_numpy(mask))[0].numpy()
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_different_backbones_with_more_precisions_get_parity_for_every_head(toy_trio, tmp_path):
+    # Parity is measured on the fp32 graph of each backbone; it was once paired with the second graph of
+    # the list (the first backbone's fp16), which failed with KeyError 128.
+    other = make_toy_trio(tmp_path / "other", seed=1, dims=(64,))
+    out = export_model([toy_trio[128], other[64]], tmp_path / "mixed16", precisions="fp32,fp16")
+    parity = _manifest(out)["parity"]["fp32"]
+    assert {k for k in parity if k != "reference"} == {"64", "128"}
+    assert all(parity[d]["passed"] for d in ("64", "128"))

@@ -21,6 +21,7 @@ from colbert_onnx.export import export_model  # noqa: E402
 from colbert_onnx.export.mixed_precision import build_switchable  # noqa: E402
 from colbert_onnx.export.precisions import calibration_feeds, fidelity_inputs  # noqa: E402
 from colbert_onnx.export.quantize import quantize_int8  # noqa: E402
+from colbert_onnx.manifest import read_manifest  # noqa: E402
 from colbert_onnx.model_folder import mixed_precision_summary, open_model_folder  # noqa: E402
 
 TEXTS = ["Berlin has 3.8 million inhabitants.", "Paris is the capital of France."]
@@ -91,7 +92,7 @@ def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_pa
     assert not any(m["passed"] for m in record["pure_int8_fidelity"].values())
     assert all(m["passed"] and m["min_token_cosine"] >= gate for m in entry["fidelity"].values())
     assert record["speed_vs_pure_int8"] > 0 and record["search_seconds"] > 0 and record["evaluations"] >= 2
-    (line,) = mixed_precision_summary(_manifest(out))
+    (line,) = mixed_precision_summary(read_manifest(out))
     assert f"{len(record['float_nodes'])} of {record['candidates']} nodes kept fp32" in line
 
 
@@ -107,7 +108,7 @@ def test_nothing_short_of_fp32_passing_gives_the_fp32_graph_as_int8(toy_trio, tm
         int8 = ColbertEncoder(out, dim=64, precision="int8")
     for a, b in zip(int8.encode_documents(TEXTS), ColbertEncoder(out, dim=64).encode_documents(TEXTS), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert "no int8 graph passed the gates" in mixed_precision_summary(_manifest(out))[0]
+    assert "no int8 graph passed the gates" in mixed_precision_summary(read_manifest(out))[0]
 
 
 def _reference_and_inputs(trio: dict[int, Path], folder: Path):

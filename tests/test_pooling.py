@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from colbert_onnx import InvalidInputError
-from colbert_onnx.compact import QuantizedVectors
 from colbert_onnx.pooling import cut_tree, pool_document, ward_merges
+from colbert_onnx.vectors import QuantizedVectors
 
 DOCS = [
     "Berlin is the capital and largest city of Germany, on the river Spree.",

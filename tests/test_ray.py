@@ -20,7 +20,7 @@ pytest.importorskip("ray.data", reason="needs Ray Data (pip install '.[ray]')")
 pa = pytest.importorskip("pyarrow", reason="needs the arrow extra (pip install '.[arrow]')")
 import pyarrow.parquet as pq  # noqa: E402
 
-from colbert_onnx import InvalidInputError, UnsupportedDimError  # noqa: E402
+from colbert_onnx import EncoderConfig, InvalidInputError, UnsupportedDimError  # noqa: E402
 from colbert_onnx import arrow as ca  # noqa: E402
 from colbert_onnx import ray as cr  # noqa: E402
 from colbert_onnx.cli import main  # noqa: E402
@@ -48,7 +48,7 @@ class InfoEncoder(cr.DocumentEncoder):
         out = super().__call__(batch)
         n = out.num_rows
         out = out.append_column("pid", pa.array([self.pid] * n, pa.int64()))
-        return out.append_column("threads", pa.array([self.encoder._threads or 0] * n, pa.int64()))
+        return out.append_column("threads", pa.array([self.encoder.config.threads or 0] * n, pa.int64()))
 
 
 @pytest.fixture(scope="module")
@@ -197,17 +197,17 @@ def test_round_trip_into_qdrant_ranks_as_rerank(one_actor_cli_file, toy_encoder)
 def test_gpu_actors_sharing_a_card_get_their_share_of_its_memory(monkeypatch) -> None:
     monkeypatch.setattr(cr, "gpu_total_bytes", lambda gpu_id: 80 * 2**30)
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: ["0"])
-    config = cr._session_options({"device": "cuda"}, None, {"GPU": 0.25, "CPU": 1.0})
+    config = cr._session_options(EncoderConfig(device="cuda"), None, {"GPU": 0.25, "CPU": 1.0})
     assert config.gpu_mem_limit == 20 * 2**30 and config.arena_extend_strategy == "kSameAsRequested"
-    assert cr._session_options({"device": "cuda"}, None, {"GPU": 1.0}).gpu_mem_limit is None
-    assert cr._session_options({"device": "cpu"}, None, {"GPU": 0.5}) is None
+    assert cr._session_options(EncoderConfig(device="cuda"), None, {"GPU": 1.0}).gpu_mem_limit is None
+    assert cr._session_options(EncoderConfig(device="cpu"), None, {"GPU": 0.5}) == SessionConfig()
 
 
 def test_an_explicit_gpu_limit_is_honoured(monkeypatch) -> None:
     monkeypatch.setattr(cr, "gpu_total_bytes", lambda gpu_id: 80 * 2**30)
-    assert cr._session_options({"device": "cuda"}, 123, {"GPU": 0.5}).gpu_mem_limit == 123
+    assert cr._session_options(EncoderConfig(device="cuda"), 123, {"GPU": 0.5}).gpu_mem_limit == 123
     mine = SessionConfig(gpu_mem_limit=456)
-    assert cr._session_options({"device": "cuda", "session_options": mine}, None, {"GPU": 0.5}) is mine
+    assert cr._session_options(EncoderConfig(device="cuda", session_options=mine), None, {"GPU": 0.5}) is mine
 
 
 def test_threads_are_the_assigned_cpus_at_least_one() -> None:

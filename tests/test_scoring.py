@@ -8,8 +8,9 @@ import pytest
 
 import colbert_onnx.scoring as scoring
 from colbert_onnx import InvalidInputError, maxsim
-from colbert_onnx.compact import maxsim_int8, quantize_int8
 from colbert_onnx.packed import PackedDocuments
+from colbert_onnx.scoring import maxsim_int8
+from colbert_onnx.vectors import pack_documents, quantize_vectors
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -71,7 +72,7 @@ def test_packed_scores_equal_loop_across_blocks_and_shards(monkeypatch, workers)
     rng = np.random.default_rng(3)
     docs = _ragged(rng, rng.integers(1, 30, size=40))
     queries = _unit(rng, 2, 5, 16)
-    packed, offsets = scoring.pack_documents(docs)
+    packed, offsets = pack_documents(docs)
     scores = scoring.maxsim_packed(queries, packed, offsets)
     for q in range(2):
         np.testing.assert_allclose(scores[q], _naive(queries[q], docs), rtol=1e-5, atol=1e-5)
@@ -108,14 +109,14 @@ def test_int8_packed_documents_score_like_the_int8_document_list(monkeypatch):
     monkeypatch.setattr(scoring, "_BLOCK_TOKENS", 9)  # int8 blocks and shards cut documents too
     rng = np.random.default_rng(6)
     docs = _ragged(rng, rng.integers(1, 25, size=30), dim=32)
-    quantized = [quantize_int8(d) for d in docs]
+    quantized = [quantize_vectors(d) for d in docs]
     queries = _unit(rng, 3, 8, 32)
     packed8 = PackedDocuments.from_list(docs, dtype=np.int8)
     assert packed8.storage == "int8" and packed8.vectors.dtype == np.uint8
     assert packed8.nbytes == sum(q.nbytes for q in quantized)
     expected = maxsim_int8(queries, quantized, exact=False)
     np.testing.assert_allclose(packed8.scores(queries), expected, rtol=1e-6, atol=1e-6)
-    for i in (0, 7, len(docs) - 1):  # stores exactly the codes and scales of quantize_int8
+    for i in (0, 7, len(docs) - 1):  # stores exactly the codes and scales of quantize_vectors
         np.testing.assert_array_equal(packed8[i].codes, quantized[i].codes)
         np.testing.assert_array_equal(packed8[i].scales, quantized[i].scales)
     repacked = PackedDocuments.from_list(quantized)  # QuantizedVectors pack as int8 without requantizing
@@ -137,7 +138,7 @@ def test_int8_scores_track_exact_scores_and_ranking():
 
 def test_dequantized_int8_packed_as_float_is_exact():
     rng = np.random.default_rng(8)
-    quantized = [quantize_int8(d) for d in _ragged(rng, (4, 9), dim=32)]
+    quantized = [quantize_vectors(d) for d in _ragged(rng, (4, 9), dim=32)]
     query = _unit(rng, 6, 32)
     as_float = PackedDocuments.from_list(quantized, dtype=np.float32)
     expected = _naive(query, [q.dequantize() for q in quantized])

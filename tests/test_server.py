@@ -26,11 +26,12 @@ httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with htt
 
 import uvicorn  # noqa: E402
 
-from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx import ColbertEncoder, EncoderConfig  # noqa: E402
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402
 from colbert_onnx.examples import BERLIN_QUERY as QUERY  # noqa: E402
 from colbert_onnx.server import ServerConfig, create_app  # noqa: E402
 from colbert_onnx.server.batching import MicroBatcher, Overloaded  # noqa: E402
+from colbert_onnx.tokenization import TokenizedBatch  # noqa: E402
 
 ATOL = 1e-5  # batching with other requests changes padding, hence float noise
 REPO = Path(__file__).resolve().parents[1]
@@ -181,12 +182,68 @@ def test_binary_and_ubinary_pack_sign_bits(client: httpx.Client, encoders, dim: 
 
 def test_documents_are_truncated_at_the_model_max_length(toy_model_dir: Path) -> None:
     long_doc = " ".join(f"word{i}" for i in range(400))
-    with running_server(ServerConfig(model_dir=toy_model_dir, document_max_length=24)) as base:
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=EncoderConfig(document_max_length=24))) as base:
         body = httpx.post(f"{base}/v1/multi-vector", json={"input": [long_doc]}, timeout=60).json()
     (expected,) = ColbertEncoder(toy_model_dir, document_max_length=24).encode_documents([long_doc])
     assert len(body["data"][0]["embeddings"]) <= 24
     assert body["usage"]["total_tokens"] == 24
     assert_vectors_equal(body["data"][0]["embeddings"], expected)
+
+
+def test_every_encoder_option_reaches_the_server(toy_model_dir: Path) -> None:
+    long_doc = " ".join(f"word{i}" for i in range(200))
+    options = EncoderConfig(document_max_length=24, long_documents="windows", window_stride=5, batch_size=2,
+                            io_binding=True)
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=options)) as base:
+        body = httpx.post(f"{base}/v1/multi-vector", json={"input": [long_doc]}, timeout=60).json()
+    (expected,) = ColbertEncoder(toy_model_dir, options).encode_documents([long_doc])
+    assert len(expected) > 24  # windows: every token, not the first 24
+    assert_vectors_equal(body["data"][0]["embeddings"], expected)
+
+
+def test_the_configured_dim_is_the_default_head_and_must_be_served(toy_model_dir: Path) -> None:
+    from colbert_onnx import UnsupportedDimError
+
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=EncoderConfig(dim=64))) as base:
+        body = httpx.post(f"{base}/v1/multi-vector", json={"input": ["Berlin"]}, timeout=60).json()
+        models = httpx.get(f"{base}/v1/models").json()
+    assert len(body["data"][0]["embeddings"][0]) == 64 and models["data"][0]["default_dimensions"] == 64
+    with pytest.raises(UnsupportedDimError, match="dim 64 is not served here"):
+        create_app(ServerConfig(model_dir=toy_model_dir, dims=(128, 96), encoder=EncoderConfig(dim=64)))
+
+
+class CountingTokenizer:
+    """Delegates to a real tokenizer and counts the texts it encodes."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.texts = inner, 0
+
+    def encode_batch(self, texts, **kwargs):
+        self.texts += len(texts)
+        return self.inner.encode_batch(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_request_is_tokenized_once(toy_model_dir: Path) -> None:
+    encoder = ColbertEncoder(toy_model_dir)
+    counter = CountingTokenizer(encoder.preprocessor.tokenizer)
+    encoder.preprocessor.tokenizer = counter
+    config = ServerConfig(model_dir=toy_model_dir, dims=(128,))
+    with running_server(config, encoder_factory=lambda dim: encoder) as base:
+        counter.texts = 0
+        vectors = httpx.post(f"{base}/v1/multi-vector", json={"input": DOCUMENTS[:3]}, timeout=60)
+        after_vectors = counter.texts
+        ranked = httpx.post(f"{base}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS}, timeout=60)
+    assert vectors.status_code == 200 and ranked.status_code == 200
+    assert after_vectors == 3, "each text of /v1/multi-vector is tokenized exactly once"
+    assert counter.texts - after_vectors == len(DOCUMENTS) + 1, "the query and each document once"
+
+
+def test_usage_counts_the_framed_ids_the_model_runs(client: httpx.Client) -> None:
+    body = client.post("/v1/multi-vector", json={"input": ["", "   \n", "\t"]}).json()
+    assert body["usage"]["total_tokens"] == 9  # <s> [DocumentMarker] </s> each: whitespace is empty text
 
 
 def test_rerank_equals_direct_encoder_rerank(client: httpx.Client, encoders) -> None:
@@ -202,7 +259,7 @@ def test_rerank_equals_direct_encoder_rerank(client: httpx.Client, encoders) -> 
     scores = [h["relevance_score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
     pre = encoders[128].preprocessor
-    q_tokens = min(pre.count_tokens([QUERY])[0] + 3, 32)
+    q_tokens = min(len(pre.tokenizer.encode(QUERY, add_special_tokens=False).ids) + 3, 32)  # framed, truncated
     assert body["usage"]["total_tokens"] == q_tokens + pre.documents(DOCUMENTS).total_tokens
 
 
@@ -498,23 +555,16 @@ class BlockingEncoder:
 
     def __init__(self, inner: ColbertEncoder) -> None:
         self.inner = inner
-        self.preprocessor = inner.preprocessor
-        self.query_max_length = inner.query_max_length
-        self.document_max_length = inner.document_max_length
         self.release = threading.Event()
         self.running = threading.Event()
 
-    def _hold(self) -> None:
+    def tokenize(self, texts, kind):
+        return self.inner.tokenize(texts, kind)
+
+    def encode_ids(self, batch):
         self.running.set()
         assert self.release.wait(30), "test never released the encoder"
-
-    def encode_queries(self, texts):
-        self._hold()
-        return self.inner.encode_queries(texts)
-
-    def encode_documents(self, texts):
-        self._hold()
-        return self.inner.encode_documents(texts)
+        return self.inner.encode_ids(batch)
 
 
 def test_health_answers_and_queue_overflow_gets_429_while_a_batch_runs(toy_model_dir: Path, encoders) -> None:
@@ -604,22 +654,28 @@ def test_32_concurrent_clients_get_identical_results_and_are_batched(base_url: s
     assert texts > 0
 
 
-def test_micro_batcher_merges_jobs_and_slices_results_back() -> None:
-    calls: list[list[str]] = []
+def _batch(*lengths: int) -> TokenizedBatch:
+    """A stand-in tokenized batch: text i has `lengths[i]` ids, all equal to its length."""
+    return TokenizedBatch([np.full(n, n, dtype=np.int64) for n in lengths])
 
-    def run(texts: list[str]) -> list[np.ndarray]:
-        calls.append(list(texts))
-        return [np.full((1, 2), float(len(t)), dtype=np.float32) for t in texts]
+
+def test_micro_batcher_merges_tokenized_jobs_and_slices_results_back() -> None:
+    calls: list[TokenizedBatch] = []
+
+    def run(batch: TokenizedBatch) -> list[np.ndarray]:
+        calls.append(batch)
+        return [np.full((1, 2), float(len(ids)), dtype=np.float32) for ids in batch.ids]
 
     async def main() -> list[list[np.ndarray]]:
         with ThreadPoolExecutor(1) as pool:
             batcher = MicroBatcher(run, pool, max_batch_texts=100, max_wait_s=0.05)
-            results = await asyncio.gather(*(batcher.submit(["x" * (i + 1)] * (i + 1)) for i in range(5)))
+            results = await asyncio.gather(*(batcher.submit(_batch(*[i + 1] * (i + 1))) for i in range(5)))
             await batcher.close()
         return results
 
     results = asyncio.run(main())
-    assert len(calls) == 1 and len(calls[0]) == 15  # all five jobs in one run
+    assert len(calls) == 1 and len(calls[0]) == 15  # all five jobs in one run, as one merged batch
+    assert calls[0].total_tokens == sum((i + 1) ** 2 for i in range(5))
     for i, vectors in enumerate(results):
         assert len(vectors) == i + 1 and all(v[0, 0] == i + 1 for v in vectors)
 
@@ -627,21 +683,21 @@ def test_micro_batcher_merges_jobs_and_slices_results_back() -> None:
 def test_micro_batcher_reports_full_queue_and_run_errors() -> None:
     gate = threading.Event()
 
-    def run(texts: list[str]) -> list[np.ndarray]:
+    def run(batch: TokenizedBatch) -> list[np.ndarray]:
         assert gate.wait(10)
-        if "boom" in texts:
+        if 9 in batch.lengths:
             raise ValueError("bad batch")
-        return [np.zeros((1, 2), np.float32) for _ in texts]
+        return [np.zeros((1, 2), np.float32) for _ in batch.ids]
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
             batcher = MicroBatcher(run, pool, max_batch_texts=1, max_wait_s=0, max_queue=1)
-            first = asyncio.ensure_future(batcher.submit(["boom"]))
+            first = asyncio.ensure_future(batcher.submit(_batch(9)))
             await asyncio.sleep(0.1)  # first is running (held by gate)
-            second = asyncio.ensure_future(batcher.submit(["ok"]))
+            second = asyncio.ensure_future(batcher.submit(_batch(2)))
             await asyncio.sleep(0.05)
             with pytest.raises(Overloaded):
-                await batcher.submit(["too many"])
+                await batcher.submit(_batch(3))
             gate.set()
             with pytest.raises(ValueError, match="bad batch"):
                 await first

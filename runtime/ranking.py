@@ -1,0 +1,22 @@
+"""Ranking scores: one rule for ColbertEncoder.rerank and the server's /v1/rerank (best first, stable)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+
+def check_top_n(top_n: object) -> int | None:
+    """`top_n` if it is a positive int or None (all), else InvalidInputError."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidInputError(f"top_n must be a positive int or None, got {top_n!r}")
+    return top_n
+
+
+def rank(scores: np.ndarray, top_n: int | None = None) -> list[tuple[int, float]]:
+    """(index, score) of the `top_n` best scores (None: all), best first; equal scores keep input order."""
+    top_n = check_top_n(top_n)
+    values = np.asarray(scores)
+    order = np.argsort(-values, kind="stable")[: top_n or len(values)]
+    return [(int(i), float(values[i])) for i in order]
