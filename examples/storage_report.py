@@ -6,7 +6,7 @@ Documents: the 88 sentences of export/data/multilingual.txt plus 44 two-sentence
 the first words of every third sentence. For each query all documents are ranked with float32
 vectors and with each compact kind; reported are the mean top-10 overlap and the mean Spearman
 correlation of the scores (numpy, average ranks for ties), and stored bytes per document token.
-Prints a Markdown table (the source of docs/storage.md).
+Prints a Markdown table (the source of the tables in docs/runs/2026-11-25-storage.md, read in docs/storage.md).
 """
 
 from __future__ import annotations
