@@ -1,4 +1,5 @@
-"""`colbert-onnx` command line: export, encode, rerank, serve (export needs [export], serve needs [server])."""
+"""`colbert-onnx` command line: export, encode, rerank, encode-parquet, serve (export needs [export],
+encode-parquet [arrow], serve [server])."""
 
 from __future__ import annotations
 
