@@ -21,7 +21,8 @@ import numpy as np
 from .errors import InvalidInputError
 
 # Per-run cost in tokens of work, fitted to run time = c x (tokens + overhead) on runs of 32-512 tokens of
-# the 4-layer full-width int8 graph (8-18 tokens; docs/benchmarks.md "Batch planning").
+# the 4-layer full-width int8 graph (10-17 tokens by CPU time, 8-15 by wall clock;
+# docs/runs/2026-12-01-batch-planning.md).
 RUN_OVERHEAD_TOKENS = 16
 # From this length a sequence runs at full GEMM efficiency alone (docs/benchmarks.md) and the graph's
 # attention skips the mask when its batch is unpadded (export/attention.py reads this constant).
