@@ -3,8 +3,8 @@ eager on the same GPU, full-size architecture with random weights: throughput, q
 fidelity to the fp32 PyTorch reference, and one 8192-token document (finite, memory).
 
 Both attention layouts of the export are measured: the default (com.microsoft.MultiHeadAttention, unmasked
-or in an If/Loop of query steps: bounded memory) and plain (``attention_chunk=None``). Writes a JSON file; docs/gpu.md holds the
-figures. ``--device cpu --size small`` runs the same code without a GPU (a dry run).
+or in an If/Loop of query steps: bounded memory) and plain (``attention_chunk=None``). Writes a JSON file;
+docs/gpu.md holds the figures. ``--device cpu --size small`` runs the same code without a GPU (a dry run).
 """
 
 from __future__ import annotations
