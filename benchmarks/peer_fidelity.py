@@ -80,16 +80,16 @@ def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
     folder = open_model_folder(out)
     tokenizer, special = folder.load_tokenizer()
     pre = Preprocessor(tokenizer, special, query_max_length=32, document_max_length=512)
-    fset = build_set(pre, folder.manifest["document"]["skiplist_ids"], fidelity_texts())
+    fset = build_set(pre, list(folder.manifest.document.skiplist_ids), fidelity_texts())
     first = load_checkpoint(trio[dims[0]], hash_files=False)
     heads = {d: load_checkpoint(trio[d], hash_files=False).head for d in dims}
     module = MultiHeadColbert(first.module().roberta, heads)
     plain = plain_peer_folder(module, trio[dims[0]], work / "peer")
     reference = collect(float64_runner(module), fset)
-    int8 = next(g for g in folder.manifest["graphs"] if g["precision"] == "int8")
-    shipped = int8["method"].split(";")[0].split(" ")[0]  # after the exporter's own fallback rule
+    int8 = next(g for g in folder.manifest.graphs if g.precision == "int8")
+    shipped = int8.details.get("method", "fp32 graph").split(";")[0].split(" ")[0]  # as the exporter chose it
     calibration = calibration_feeds(pre)
-    ours = {"ours fp32 (model.onnx)": out / "model.onnx", f"ours int8 shipped ({shipped})": out / int8["file"]}
+    ours = {"ours fp32 (model.onnx)": out / "model.onnx", f"ours int8 shipped ({shipped})": out / int8.file}
     other = OTHER_INT8.get(shipped)
     if other:
         import onnx

@@ -188,6 +188,12 @@ def fastembed_runner(embedder) -> Callable[[Feeds], dict[int, np.ndarray]]:
     return run
 
 
+def graph_label(encoder) -> str:
+    """`model-int8.onnx (smooth-per-token)`: the file a ColbertEncoder runs and how the exporter made it."""
+    method = encoder.graph.details.get("method", "") if encoder.precision == "int8" else "optimized fp32"
+    return f"{encoder.graph.file} ({method.split(';')[0].split(' ')[0]})"
+
+
 def texts_of_tokens(tokenizer, count: int, tokens: int, words: Sequence[str]) -> list[str]:
     """`count` texts that each frame to exactly `tokens` document tokens (`<s> [marker] text </s>`), built
     from `words` in turn, so that every engine gets the same unpadded batch from the same texts."""

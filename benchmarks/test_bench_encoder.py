@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.conftest import interleaved_medians, peak_rss_mib, random_ids, record
-from benchmarks.peers import PLAIN_GRAPH, plain_peer_folder
+from benchmarks.peers import PLAIN_GRAPH, graph_label, plain_peer_folder
 from colbert_onnx import ColbertEncoder
 from colbert_onnx.packed import PackedDocuments
 from colbert_onnx.tokenization import pad_batch
@@ -167,13 +167,6 @@ def _ours(bench_model) -> dict[str, ColbertEncoder]:
     return found
 
 
-def _graph(enc: ColbertEncoder) -> str:
-    """`model-int8.onnx (smooth-per-token)`: the file the encoder runs and how the exporter made it."""
-    entry = next(g for g in enc.folder.manifest["graphs"] if g["file"] == enc.graph.file)
-    method = entry["method"].split(";")[0].split(" ")[0] if enc.precision == "int8" else "optimized fp32"
-    return f"{enc.graph.file} ({method})"
-
-
 def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     """16 documents x 256 tokens: fastembed (from the texts), OpenVINO f32 / bf16 / NNCF int8 and this project's
     engines on the same batch, timed in turns."""
@@ -195,7 +188,7 @@ def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     described["onnx-plain-fp32"] = f"onnxruntime {ort.__version__} CPU, plain fp32 export"
     for precision, enc in ours.items():
         candidates[f"ours-{precision}"] = partial(enc._run, ids, mask)
-        described[f"ours-{precision}"] = f"onnxruntime {ort.__version__} CPU, {_graph(enc)}"
+        described[f"ours-{precision}"] = f"onnxruntime {ort.__version__} CPU, {graph_label(enc)}"
     if "int8" in ours:
         candidates["ours-int8-text"] = partial(ours["int8"].encode_documents, texts)
         described["ours-int8-text"] = "ColbertEncoder.encode_documents (int8, from the texts)"
@@ -231,7 +224,7 @@ def test_queries_against_peers(benchmark, bench_model, peer_engines):
         name = f"ours-{precision}"
         candidates[f"{name}:loop"] = partial(loop, name, lambda q, enc=enc: enc.encode_queries([q]))
         candidates[f"{name}:batch"] = partial(enc.encode_queries, QUERY_TEXTS)
-        described[name] = f"ColbertEncoder.encode_queries ({_graph(enc)})"
+        described[name] = f"ColbertEncoder.encode_queries ({graph_label(enc)})"
     if "fastembed" in peer_engines:
         what, embedder = peer_engines["fastembed"]
         candidates["fastembed:loop"] = partial(loop, "fastembed", lambda q: list(embedder.query_embed(q)))

@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from benchmarks.peers import PLAIN_GRAPH, missing_peer, plain_peer_folder, texts_of_tokens
+from benchmarks.peers import PLAIN_GRAPH, graph_label, missing_peer, plain_peer_folder, texts_of_tokens
 
 torch = pytest.importorskip("torch", reason="the plain export needs the [export] extra (torch)")
 
@@ -96,6 +96,13 @@ def test_texts_of_tokens_frame_to_exactly_that_many_tokens(toy_encoder):
     words = "Berlin has 3.8 million inhabitants and Paris is in France".split()
     texts = texts_of_tokens(pre.tokenizer, 5, 40, words)
     assert [len(ids) for ids in pre.documents(texts).ids] == [40] * 5
+
+
+def test_graph_label_names_the_file_and_the_int8_method(toy_model_dir):
+    from colbert_onnx import ColbertEncoder
+
+    assert graph_label(ColbertEncoder(toy_model_dir)) == "model.onnx (optimized fp32)"
+    assert graph_label(ColbertEncoder(toy_model_dir, precision="int8")) == "model-int8.onnx (smooth-per-token)"
 
 
 def test_float64_reference_runs_in_float64_with_float32_rotary_tables(toy_trio):
