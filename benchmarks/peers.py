@@ -190,7 +190,7 @@ def fastembed_runner(embedder) -> Callable[[Feeds], dict[int, np.ndarray]]:
 
 def graph_label(encoder) -> str:
     """`model-int8.onnx (smooth-per-token)`: the file a ColbertEncoder runs and how the exporter made it."""
-    method = encoder.graph.details.get("method", "") if encoder.precision == "int8" else "optimized fp32"
+    method = encoder.graph.details.get("method", "") if encoder.precision == "int8" else "optimized"
     return f"{encoder.graph.file} ({method.split(';')[0].split(' ')[0]})"
 
 

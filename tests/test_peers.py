@@ -101,7 +101,7 @@ def test_texts_of_tokens_frame_to_exactly_that_many_tokens(toy_encoder):
 def test_graph_label_names_the_file_and_the_int8_method(toy_model_dir):
     from colbert_onnx import ColbertEncoder
 
-    assert graph_label(ColbertEncoder(toy_model_dir)) == "model.onnx (optimized fp32)"
+    assert graph_label(ColbertEncoder(toy_model_dir)) == "model.onnx (optimized)"
     assert graph_label(ColbertEncoder(toy_model_dir, precision="int8")) == "model-int8.onnx (smooth-per-token)"
 
 
