@@ -25,16 +25,14 @@ import numpy as np
 from . import __version__
 from .compact import check_output_kind
 from .errors import ColbertOnnxError, InvalidInputError
+from .extras import import_extra
 from .packed import PackedDocuments
 from .pooling import check_pool_factor
 from .progress import progress_bar
 from .vectors import QuantizedVectors, int8_codes_to_uint8
 
-try:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("colbert_onnx.arrow needs the arrow extra: pip install 'colbert-onnx[arrow]'") from exc
+pa = import_extra("pyarrow", "arrow", "colbert_onnx.arrow")
+pq = import_extra("pyarrow.parquet", "arrow", "colbert_onnx.arrow")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .encoder import ColbertEncoder

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ColbertOnnxError, InvalidInputError
+from .extras import import_extra
 from .vectors import QuantizedVectors
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,11 +30,7 @@ class QdrantCollectionError(ColbertOnnxError, ValueError):
 
 
 def _models() -> Any:
-    try:
-        from qdrant_client import models
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("Qdrant support needs the qdrant extra: pip install 'colbert-onnx[qdrant]'") from exc
-    return models
+    return import_extra("qdrant_client.models", "qdrant", "Qdrant support")
 
 
 def vector_params(dim: int, on_disk: bool | None = None) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import EncoderConfig
 from .errors import ColbertOnnxError, InvalidInputError
+from .extras import import_extra
 from .session import SessionConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,11 +57,7 @@ class RayPipelineError(ColbertOnnxError, ValueError):
 
 def ray_module() -> Any:
     """The ``ray`` package, or an ImportError naming the extra."""
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("colbert_onnx.ray needs the ray extra: pip install 'colbert-onnx[ray]'") from exc
-    return ray
+    return import_extra("ray", "ray", "colbert_onnx.ray")
 
 
 def init_local_cluster(num_cpus: int | None = None, object_store_memory: int | None = None, **init_options: Any):

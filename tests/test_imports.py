@@ -123,3 +123,11 @@ def test_each_module_imports_on_its_own_in_a_fresh_interpreter(module: str) -> N
         pytest.skip(f"{module} needs {extra}, which this environment lacks")
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_missing_extra_is_an_import_error_naming_the_extra_to_install() -> None:
+    from colbert_onnx.extras import import_extra
+
+    with pytest.raises(ImportError, match=r"the demo needs the ray extra: pip install 'colbert-onnx\[ray\]'"):
+        import_extra("colbert_onnx_no_such_package", "ray", "the demo")
+    assert import_extra("numpy", "base", "anything").__name__ == "numpy"
