@@ -88,11 +88,12 @@ def random_ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, n
     return ids, np.ones_like(ids)
 
 
-def interleaved_medians(candidates: dict, rounds: int = 7) -> dict[str, float]:
-    """Median seconds of each callable, timed in turns (one warm-up each) so load changes hit all alike."""
+def interleaved_medians(candidates: dict, rounds: int = 7, warm_up: dict | None = None) -> dict[str, float]:
+    """Median seconds of each callable, timed in turns (one warm-up each) so load changes hit all alike.
+    `warm_up` gives a cheaper warm-up call per name (e.g. one batch of a long pass)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for fn in candidates.values():
-        fn()
+    for name, fn in candidates.items():
+        (warm_up or {}).get(name, fn)()
     for _ in range(rounds):
         for name, fn in candidates.items():
             start = time.perf_counter()

@@ -192,3 +192,17 @@ def test_peer_report_gives_ratios_to_fastembed_and_says_what_ran():
     assert _peers_table({}) == []
     skipped = _peers_table({"peers_skipped": {"openvino-bf16": {"reason": "this CPU has no bf16"}}})
     assert skipped == ["\nPeer not run: openvino-bf16 (this CPU has no bf16)."]
+
+
+def test_length_mix_table_gives_each_engine_against_ours_int8():
+    from benchmarks.report import _mix_table
+
+    row = {"docs": 64, "tokens": 15396, "rounds": 1, "padded_fraction": 0.429, "vs_before": 1.0}
+    text = "\n".join(_mix_table({"mix": {
+        "ours-int8": {**row, "real_tokens_per_s": 259.0, "padded_fraction": 0.008, "vs_before": 2.15,
+                      "ours_vs_it": 1.0},
+        "openvino-f32, greedy padded batches": {**row, "real_tokens_per_s": 70.0, "ours_vs_it": 3.7}}}))
+    assert "median of 1 round(s)" in text
+    assert "| ours-int8 | 259 | 0.8% | 2.15x | 1.00x |" in text
+    assert "| openvino-f32, greedy padded batches | 70 | 42.9% | 1.00x | 3.70x |" in text
+    assert _mix_table({}) == []
