@@ -364,7 +364,8 @@ def _masked_attention_run(enc: ColbertEncoder):
     return lambda ids, mask: session.run([enc._output_name], {"input_ids": ids, "attention_mask": mask})[0]
 
 
-MIX_ROUNDS = int(os.environ.get("BENCH_MIX_ROUNDS", "3"))  # a full-size round with every peer takes ~18 min
+# A full-size round with every peer takes ~16 min, so full size defaults to one round (each pass is minutes of work).
+MIX_ROUNDS = int(os.environ.get("BENCH_MIX_ROUNDS", "1" if os.environ.get("BENCH_SIZE", "full") == "full" else "3"))
 # Plain MatMul/Softmax attention holds rows x heads x length^2 scores per layer: 16384-token batches of 2048-token
 # documents need 2 GiB for each copy, and with every peer alive a 24 GB machine ran out of memory. The plain-attention
 # engines get 4096-token batches (fastembed: 4 texts per batch), which also pads less: kinder to them, not harsher.
