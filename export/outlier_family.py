@@ -49,10 +49,16 @@ class FamilyMember:
                 f"attention calm {self.attention_calm:.2f}, heads {'quiet' if self.quiet_heads else 'random'}")
 
 
-def draw_member(seed: int, gain_range: tuple[float, float] = (10.0, 40.0)) -> FamilyMember:
-    """A member of the family, drawn from `seed` alone."""
+DEEP_LAYERS = 24  # the real model's depth: rounding compounds over layers (docs/runs/2026-12-01-parity.md)
+
+
+def draw_member(seed: int, gain_range: tuple[float, float] = (10.0, 40.0), deep: bool = False) -> FamilyMember:
+    """A member of the family, drawn from `seed` alone; `deep` gives it the real model's 24 layers
+    (outliers then in all of them or in a random subset) instead of 2-4."""
     rng = np.random.default_rng(seed)
     layers = int(rng.integers(2, 5))
+    if deep:
+        layers = DEEP_LAYERS
     everywhere = bool(rng.random() < 0.5)
     planted = None if everywhere else tuple(sorted(rng.choice(layers, size=int(rng.integers(1, layers)),
                                                               replace=False).tolist()))

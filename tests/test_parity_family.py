@@ -22,19 +22,22 @@ DEFAULT_SEEDS = (0, 1, 2, 3)
 WIDE_SEEDS = tuple(range(4, 16))
 
 
-def _export_member(seed: int, tmp_path) -> dict:
-    member = draw_member(seed)
+DEEP_SEEDS = (3, 7, 10)  # sharp attention in all or some layers, and the widest hidden size, calmer
+
+
+def _export_member(seed: int, tmp_path, deep: bool = False) -> dict:
+    member = draw_member(seed, deep=deep)
     trio = build_member(member, tmp_path / "ckpt")
     out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32")
     return json.loads((out / "manifest.json").read_text())["parity"]["fp32"]
 
 
-def _check(seed: int, tmp_path) -> None:
-    parity = _export_member(seed, tmp_path)
+def _check(seed: int, tmp_path, deep: bool = False) -> None:
+    parity = _export_member(seed, tmp_path, deep)
     assert parity["reference"].startswith("float64")
     for dim in ("128", "96", "64"):
         figures = parity[dim]
-        member = draw_member(seed).describe()
+        member = draw_member(seed, deep=deep).describe()
         assert figures["passed"] and figures["max_abs_diff"] <= PARITY_TOLERANCE, (member, figures)
         assert figures["vs_torch_fp32"]["max_abs_diff"] > 0 and figures["torch_fp32_vs_float64_max_abs_diff"] > 0
 
@@ -48,6 +51,20 @@ def test_outlier_family_member_exports_within_1e_4_of_float64(seed, tmp_path):
 @pytest.mark.parametrize("seed", WIDE_SEEDS)
 def test_wider_outlier_family_sweep_exports_within_1e_4_of_float64(seed, tmp_path):
     _check(seed, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", DEEP_SEEDS)
+def test_deep_outlier_family_member_exports_within_1e_4_of_float64(seed, tmp_path):
+    """24 layers, as the real model: fp32 rounding compounds with depth (5-9 min per member on 2 cores)."""
+    _check(seed, tmp_path, deep=True)
+
+
+def test_deep_members_have_the_real_depth_and_otherwise_vary():
+    deep = [draw_member(s, deep=True) for s in DEEP_SEEDS + WIDE_SEEDS]
+    assert {m.num_hidden_layers for m in deep} == {24}
+    assert any(m.outliers.layers is None for m in deep) and any(m.outliers.layers for m in deep)
+    assert len({m.hidden_size for m in deep}) >= 3
 
 
 def test_family_members_differ_in_size_placement_and_gains():
