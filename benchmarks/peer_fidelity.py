@@ -22,6 +22,7 @@ from benchmarks.peers import (
     OPENVINO_CONFIGS,
     fastembed_encoder,
     fastembed_runner,
+    method_name,
     missing_peer,
     openvino_engine,
     plain_peer_folder,
@@ -87,7 +88,7 @@ def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
     plain = plain_peer_folder(module, trio[dims[0]], work / "peer")
     reference = collect(float64_runner(module), fset)
     int8 = next(g for g in folder.manifest.graphs if g.precision == "int8")
-    shipped = int8.details.get("method", "fp32 graph").split(";")[0].split(" ")[0]  # as the exporter chose it
+    shipped = method_name(int8, "fp32 graph")  # as the exporter chose it
     calibration = calibration_feeds(pre)
     ours = {"ours fp32 (model.onnx)": out / "model.onnx", f"ours int8 shipped ({shipped})": out / int8.file}
     other = OTHER_INT8.get(shipped)

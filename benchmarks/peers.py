@@ -188,10 +188,16 @@ def fastembed_runner(embedder) -> Callable[[Feeds], dict[int, np.ndarray]]:
     return run
 
 
+def method_name(graph, absent: str = "") -> str:
+    """The int8 method of a manifest GraphEntry (`smooth-per-token`), without the exporter's remarks after
+    it; `absent` where the entry records none (an fp32-equivalent int8)."""
+    return graph.details.get("method", absent).split(";")[0].split(" ")[0]
+
+
 def graph_label(encoder) -> str:
     """`model-int8.onnx (smooth-per-token)`: the file a ColbertEncoder runs and how the exporter made it."""
-    method = encoder.graph.details.get("method", "") if encoder.precision == "int8" else "optimized"
-    return f"{encoder.graph.file} ({method.split(';')[0].split(' ')[0]})"
+    method = method_name(encoder.graph) if encoder.precision == "int8" else "optimized"
+    return f"{encoder.graph.file} ({method})"
 
 
 def texts_of_tokens(tokenizer, count: int, tokens: int, words: Sequence[str]) -> list[str]:

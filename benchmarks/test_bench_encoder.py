@@ -364,15 +364,13 @@ def _masked_attention_run(enc: ColbertEncoder):
     return lambda ids, mask: session.run([enc._output_name], {"input_ids": ids, "attention_mask": mask})[0]
 
 
-# A full-size round with every peer takes ~16 min, so full size defaults to one round (each pass is minutes of work).
-MIX_ROUNDS = int(os.environ.get("BENCH_MIX_ROUNDS", "1" if os.environ.get("BENCH_SIZE", "full") == "full" else "3"))
 # Plain MatMul/Softmax attention holds rows x heads x length^2 scores per layer: 16384-token batches of 2048-token
 # documents need 2 GiB for each copy, and with every peer alive a 24 GB machine ran out of memory. The plain-attention
 # engines get 4096-token batches (fastembed: 4 texts per batch), which also pads less: kinder to them, not harsher.
 PLAIN_MIX_TOKENS, FASTEMBED_MIX_BATCH = 4096, 4
 
 
-def test_length_mix_throughput(benchmark, bench_model, engines, peer_engines):
+def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer_engines):
     """Real tokens/s on the seeded log-normal length mix (20-2048 tokens, median 150), timed in turns: the
     encoder's batch planning and unmasked attention against the greedy padded batches and masked attention
     they replace (same int8 graph), the plain fp32 export and OpenVINO on the greedy batches, and fastembed
@@ -387,9 +385,11 @@ def test_length_mix_throughput(benchmark, bench_model, engines, peer_engines):
     enc = ColbertEncoder(bench_model["onnx"], precision="int8")
     docs = documents(MIX_DOCS, marker=enc.preprocessor.special.document_marker)
     real = sum(len(d) for d in docs)
-    plain = f"greedy padded batches of {PLAIN_MIX_TOKENS} tokens"
-    plans = {"ours-int8": (enc._run, plan_batches, 16384),
-             f"ours-int8, {BEFORE}": (_masked_attention_run(enc), plan_padded_batches, 16384),
+    # A full-size round with every peer takes ~16 min, so full size defaults to one (each pass is minutes of work).
+    rounds = int(os.environ.get("BENCH_MIX_ROUNDS", "1" if bench_size == "full" else "3"))
+    plain, budget = f"greedy padded batches of {PLAIN_MIX_TOKENS} tokens", enc.config.max_batch_tokens
+    plans = {"ours-int8": (enc._run, plan_batches, budget),
+             f"ours-int8, {BEFORE}": (_masked_attention_run(enc), plan_padded_batches, budget),
              f"onnx-plain-fp32, {plain}": (engines["onnx-plain-fp32"], plan_padded_batches, PLAIN_MIX_TOKENS)}
     for name, (_, engine) in peer_engines.items():
         if name != "fastembed":
@@ -408,13 +408,16 @@ def test_length_mix_throughput(benchmark, bench_model, engines, peer_engines):
         lengths = sorted(len(d) for d in docs)
         texts = [texts_of_tokens(enc.preprocessor.tokenizer, 1, n, words)[0] for n in lengths]
         name, batch = f"fastembed, texts sorted by length, batch_size {FASTEMBED_MIX_BATCH}", FASTEMBED_MIX_BATCH
-        candidates[name] = partial(lambda t: list(embedder.passage_embed(t, batch_size=batch)), texts)
-        warm_up[name] = partial(lambda t: list(embedder.passage_embed(t, batch_size=batch)), texts[:8])
+
+        def fastembed_pass(chosen: list[str]) -> None:
+            list(embedder.passage_embed(chosen, batch_size=batch))
+
+        candidates[name], warm_up[name] = partial(fastembed_pass, texts), partial(fastembed_pass, texts[:8])
         padded[name] = padded_fraction(np.array(lengths), [np.arange(i, min(i + batch, len(lengths)))
                                                            for i in range(0, len(lengths), batch)])
-    medians = interleaved_medians(candidates, rounds=MIX_ROUNDS, warm_up=warm_up)
+    medians = interleaved_medians(candidates, rounds=rounds, warm_up=warm_up)
     for name in candidates:
         record("mix", name, real_tokens_per_s=real / medians[name], padded_fraction=padded[name], docs=MIX_DOCS,
-               tokens=real, rounds=MIX_ROUNDS, vs_before=medians[f"ours-int8, {BEFORE}"] / medians[name],
+               tokens=real, rounds=rounds, vs_before=medians[f"ours-int8, {BEFORE}"] / medians[name],
                ours_vs_it=medians[name] / medians["ours-int8"])
     benchmark.pedantic(encode, args=("ours-int8",), rounds=1, warmup_rounds=0)  # pytest-benchmark's row

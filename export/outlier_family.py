@@ -56,9 +56,8 @@ def draw_member(seed: int, gain_range: tuple[float, float] = (10.0, 40.0), deep:
     """A member of the family, drawn from `seed` alone; `deep` gives it the real model's 24 layers
     (outliers then in all of them or in a random subset) instead of 2-4."""
     rng = np.random.default_rng(seed)
-    layers = int(rng.integers(2, 5))
-    if deep:
-        layers = DEEP_LAYERS
+    drawn = int(rng.integers(2, 5))  # drawn either way, so that the shallow members stay what they were
+    layers = DEEP_LAYERS if deep else drawn
     everywhere = bool(rng.random() < 0.5)
     planted = None if everywhere else tuple(sorted(rng.choice(layers, size=int(rng.integers(1, layers)),
                                                               replace=False).tolist()))
