@@ -364,9 +364,10 @@ def _masked_attention_run(enc: ColbertEncoder):
     return lambda ids, mask: session.run([enc._output_name], {"input_ids": ids, "attention_mask": mask})[0]
 
 
-# Plain MatMul/Softmax attention holds rows x heads x length^2 scores per layer: 16384-token batches of 2048-token
-# documents need 2 GiB for each copy, and with every peer alive a 24 GB machine ran out of memory. The plain-attention
-# engines get 4096-token batches (fastembed: 4 texts per batch), which also pads less: kinder to them, not harsher.
+# Plain MatMul/Softmax attention holds rows x heads x length^2 scores per layer: a 16384-token batch of the mix's
+# 1065-token documents needs 1.1 GB for each copy, and with every peer alive a 24 GB machine ran out of memory.
+# The plain-attention engines get 4096-token batches (fastembed: 4 texts per batch), which also pads less: kinder
+# to them, not harsher.
 PLAIN_MIX_TOKENS, FASTEMBED_MIX_BATCH = 4096, 4
 
 
@@ -385,7 +386,7 @@ def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer
     enc = ColbertEncoder(bench_model["onnx"], precision="int8")
     docs = documents(MIX_DOCS, marker=enc.preprocessor.special.document_marker)
     real = sum(len(d) for d in docs)
-    # A full-size round with every peer takes ~16 min, so full size defaults to one (each pass is minutes of work).
+    # A full-size round with every peer takes ~12 min, so full size defaults to one (each pass is minutes of work).
     rounds = int(os.environ.get("BENCH_MIX_ROUNDS", "1" if bench_size == "full" else "3"))
     plain, budget = f"greedy padded batches of {PLAIN_MIX_TOKENS} tokens", enc.config.max_batch_tokens
     plans = {"ours-int8": (enc._run, plan_batches, budget),
