@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.machine import describe
 from colbert_onnx import ColbertEncoder
 from colbert_onnx import arrow as ca
 from colbert_onnx import ray as cr
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     cr.init_local_cluster(num_cpus=2, object_store_memory=args.object_store_mib * 2**20, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     result = {"day": date.today().isoformat(), "documents": len(texts), "rounds": args.rounds,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "machine": describe(),
               "object_store_mib": args.object_store_mib, "ray_init_s": time.perf_counter() - start}
     time.sleep(2)
     result["ray_idle_rss_mib"] = ray_rss_mib()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.conftest import SIZES, interleaved_medians, random_ids
+from benchmarks.machine import describe
 from colbert_onnx.export.exporter import ATTENTION_CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ class Bench:
         self.results: dict = {"size": args.size, "device": args.device, "machine": self._machine(), "stages": {}}
 
     def _machine(self) -> dict:
-        info = {"cpu": platform.processor() or platform.machine(), "day": time.strftime("%Y-%m-%d")}
+        info = {"cpu": describe(), "day": time.strftime("%Y-%m-%d")}
         try:
             info["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                                          capture_output=True, text=True, timeout=20).stdout.strip()

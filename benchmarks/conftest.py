@@ -8,7 +8,6 @@ written to docs/benchmarks.md (section "Encoder") plus docs/benchmarks-encoder.p
 from __future__ import annotations
 
 import os
-import platform
 import resource
 import time
 from datetime import date
@@ -74,10 +73,11 @@ def peak_rss_mib() -> float:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if not RESULTS:
         return
+    from benchmarks.machine import describe
     from benchmarks.report import write_report
 
-    write_report(RESULTS, ROOT / "docs", machine=f"{platform.processor() or platform.machine()}, "
-                 f"{os.cpu_count()} cores", day=date.today().isoformat(), size=os.environ.get("BENCH_SIZE", "full"))
+    write_report(RESULTS, ROOT / "docs", machine=describe(), day=date.today().isoformat(),
+                 size=os.environ.get("BENCH_SIZE", "full"))
 
 
 def random_ids(length: int, batch: int, vocab: int = 500) -> tuple[np.ndarray, np.ndarray]:

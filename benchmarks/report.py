@@ -116,6 +116,8 @@ def _peers_table(results: dict) -> list[str]:
 
 
 def _plot(results: dict, path: Path) -> None:
+    if not results.get("documents"):
+        return
     try:
         import matplotlib
 
@@ -123,7 +125,7 @@ def _plot(results: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    docs = results.get("documents", {})
+    docs = results["documents"]
     engines = sorted({r["engine"] for r in docs.values()})
     lengths = sorted({r["length"] for r in docs.values()})
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -149,7 +151,7 @@ def write_report(results: dict, docs_dir: Path, machine: str, day: str, size: st
     if HEADER in text:
         start = text.index(HEADER)
         nxt = text.find("\n## ", start + len(HEADER))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")

@@ -1,0 +1,35 @@
+"""How `make bench` writes its section of docs/benchmarks.md and names the machine its figures come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.machine import describe
+from benchmarks.report import HEADER, write_report
+
+ZEN3 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n\n" \
+       "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n"
+SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_int8\n"
+
+
+def test_machine_names_the_cpu_and_says_when_it_has_no_vnni():
+    got = describe(ZEN3)
+    assert got.startswith("AMD EPYC 7B13, ") and got.endswith(", AVX2, no VNNI")
+
+
+def test_machine_lists_the_int8_and_bf16_instruction_sets_it_has():
+    got = describe(SAPPHIRE)
+    assert got.endswith("AVX2, AVX-512, AVX512-VNNI, AVX512-bf16, AMX-int8") and "no VNNI" not in got
+
+
+def test_machine_without_cpuinfo_still_names_something():
+    assert describe("").split(",")[0]
+
+
+def test_report_replaces_its_section_and_keeps_the_next_one_apart(tmp_path: Path):
+    (tmp_path / "benchmarks.md").write_text(f"# Benchmarks\n\n{HEADER}\n\nold figures\n\n## GPU\n\nkept\n",
+                                            encoding="utf-8")
+    write_report({}, tmp_path, machine="a test CPU", day="2026-12-01", size="small")
+    text = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+    assert "old figures" not in text and "Measured 2026-12-01 on a test CPU" in text
+    assert "benchmarks-encoder.png)\n\n## GPU\n\nkept\n" in text
