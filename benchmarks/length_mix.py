@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from colbert_onnx.config import EncoderConfig
 from colbert_onnx.tokenization import pad_batch
+
+DEFAULTS = EncoderConfig()  # the encoder's own batch limits, which run_planned plans with unless told
 
 MEDIAN_TOKENS = 150
 SIGMA = 1.0  # of log(length): a quarter of the documents are under 77 tokens, one in 25 over 750
@@ -39,10 +42,11 @@ def padded_fraction(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     return 1.0 - int(lengths.sum()) / sent if sent else 0.0
 
 
-def run_planned(run, planner, docs: list[np.ndarray], batch_size: int = 32, max_batch_tokens: int | None = 16384,
-                pad_id: int = 1) -> float:
+def run_planned(run, planner, docs: list[np.ndarray], batch_size: int = DEFAULTS.batch_size,
+                max_batch_tokens: int | None = DEFAULTS.max_batch_tokens, pad_id: int = 1) -> float:
     """Runs `run(ids, mask)` on the batches `planner(lengths, batch_size, max_batch_tokens)` makes of `docs`,
-    right-padded with `pad_id` as the encoder pads; returns the padded fraction of the tokens sent."""
+    right-padded with `pad_id` as the encoder pads (its batch limits by default); returns the padded
+    fraction of the tokens sent."""
     lengths = np.array([len(d) for d in docs], dtype=np.int64)
     batches = planner(lengths, batch_size, max_batch_tokens)
     for batch in batches:

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmarks.length_mix import document_lengths, documents, padded_fraction
+from benchmarks.length_mix import DEFAULTS, document_lengths, documents, padded_fraction, run_planned
 from colbert_onnx import ColbertEncoder, InvalidInputError
 from colbert_onnx import encoder as encoder_module
 from colbert_onnx.planning import LONG_TOKENS, RUN_OVERHEAD_TOKENS, plan_batches, plan_padded_batches
@@ -23,9 +23,19 @@ def _cost(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
 
 @pytest.mark.parametrize("count", REPORTED_PADDING)
 def test_padding_on_the_length_mix_stays_below_the_reported_figure(count):
-    lengths = document_lengths(count)
-    assert padded_fraction(lengths, plan_batches(lengths, 32, 16384)) < REPORTED_PADDING[count]
-    assert padded_fraction(lengths, plan_padded_batches(lengths, 32, 16384)) > 0.07, "the old planner, for contrast"
+    lengths, limits = document_lengths(count), (DEFAULTS.batch_size, DEFAULTS.max_batch_tokens)
+    assert padded_fraction(lengths, plan_batches(lengths, *limits)) < REPORTED_PADDING[count]
+    assert padded_fraction(lengths, plan_padded_batches(lengths, *limits)) > 0.07, "the old planner, for contrast"
+
+
+def test_benchmark_runs_the_mix_on_the_batches_the_encoder_would_plan():
+    docs, shapes = documents(256), []
+    padded = run_planned(lambda ids, mask: shapes.append((ids.shape, int(mask.sum()))), plan_batches, docs)
+    lengths = np.array([len(d) for d in docs])
+    planned = plan_batches(lengths, DEFAULTS.batch_size, DEFAULTS.max_batch_tokens)
+    assert [s for s, _ in shapes] == [(len(b), int(lengths[b].max())) for b in planned]
+    assert sum(real for _, real in shapes) == lengths.sum()
+    assert padded == padded_fraction(lengths, planned) < REPORTED_PADDING[256]
 
 
 def test_length_mix_is_log_normal_between_20_and_2048_around_150():
