@@ -24,6 +24,7 @@ SIZES = {
               "intermediate_size": 1024, "vocab_size": 250004},
 }
 RESULTS: dict[str, dict] = {}
+_STARTED = pytest.StashKey[float]()
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +71,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def pytest_sessionstart(session) -> None:
+    session.config.stash[_STARTED] = time.perf_counter()
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     if not RESULTS:
         return
+    record("run", "process", minutes=(time.perf_counter() - session.config.stash[_STARTED]) / 60,
+           peak_rss_mib=peak_rss_mib())
     from benchmarks.machine import describe
     from benchmarks.report import write_report
 

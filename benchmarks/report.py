@@ -60,8 +60,12 @@ def _table(results: dict, size: str) -> list[str]:
                      f"{row['int8_max_abs_err']:.3f}, top-10 overlap {row['int8_top10']:.1f})")
         lines.append(line + ". See docs/maxsim.md.")
     for name, row in results.get("load", {}).items():
-        lines.append(f"\nLoad ({name}): {row['load_s']:.2f} s; peak RSS of the bench process "
+        lines.append(f"\nLoad ({name}): {row['load_s']:.2f} s; peak RSS of the bench process so far "
                      f"{row['peak_rss_mib']:.0f} MiB (includes torch and every engine above).")
+    if "process" in results.get("run", {}):
+        row = results["run"]["process"]
+        lines.append(f"\nThis invocation: {row['minutes']:.0f} min, peak RSS {row['peak_rss_mib']:.0f} MiB "
+                     "(what a machine needs to run the same selection of benchmarks).")
     return lines
 
 

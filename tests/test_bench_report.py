@@ -33,3 +33,9 @@ def test_report_replaces_its_section_and_keeps_the_next_one_apart(tmp_path: Path
     text = (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
     assert "old figures" not in text and "Measured 2026-12-01 on a test CPU" in text
     assert "benchmarks-encoder.png)\n\n## GPU\n\nkept\n" in text
+
+
+def test_report_gives_the_whole_runs_time_and_peak_memory(tmp_path: Path):
+    results = {"run": {"process": {"minutes": 70.6, "peak_rss_mib": 23834.0}}}
+    write_report(results, tmp_path, machine="a test CPU", day="2026-12-01", size="small")
+    assert "This invocation: 71 min, peak RSS 23834 MiB" in (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
