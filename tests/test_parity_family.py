@@ -25,20 +25,15 @@ WIDE_SEEDS = tuple(range(4, 16))
 DEEP_SEEDS = (3, 7, 10)  # sharp attention in all or some layers, and the widest hidden size, calmer
 
 
-def _export_member(seed: int, tmp_path, deep: bool = False) -> dict:
+def _check(seed: int, tmp_path, deep: bool = False) -> None:
     member = draw_member(seed, deep=deep)
     trio = build_member(member, tmp_path / "ckpt")
     out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32")
-    return json.loads((out / "manifest.json").read_text())["parity"]["fp32"]
-
-
-def _check(seed: int, tmp_path, deep: bool = False) -> None:
-    parity = _export_member(seed, tmp_path, deep)
+    parity = json.loads((out / "manifest.json").read_text())["parity"]["fp32"]
     assert parity["reference"].startswith("float64")
     for dim in ("128", "96", "64"):
         figures = parity[dim]
-        member = draw_member(seed, deep=deep).describe()
-        assert figures["passed"] and figures["max_abs_diff"] <= PARITY_TOLERANCE, (member, figures)
+        assert figures["passed"] and figures["max_abs_diff"] <= PARITY_TOLERANCE, (member.describe(), figures)
         assert figures["vs_torch_fp32"]["max_abs_diff"] > 0 and figures["torch_fp32_vs_float64_max_abs_diff"] > 0
 
 
