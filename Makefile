@@ -8,7 +8,7 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 
-.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers
+.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,14 @@ PEERS_LOG ?= docs/runs/$(shell date +%F)-peers.md
 fidelity-peers: setup
 	$(PY) -m pip install --quiet -e ".[peers,fidelity]"
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.peer_fidelity --write $(PEERS_LOG)
+
+# The parity gate (docs/export.md) over sharp, outlier and calm checkpoints, faithful and with every constructed
+# defect, under each onnxruntime/PyTorch thread count and optimization level; a dated run log naming the CPU.
+# Under other PyTorch kernels: PARITY_ENV="ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2".
+PARITY_MEMBERS ?= sharp:0-7,outlier:0-3,toy:0
+PARITY_ENV ?=
+parity-sweep: setup
+	env $(PARITY_ENV) $(PY) -m benchmarks.parity_sweep --members $(PARITY_MEMBERS) --write docs/runs/$$(date +%F)-parity-gate.md
 
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup

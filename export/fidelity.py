@@ -13,9 +13,11 @@ from colbert_onnx.tokenization import Preprocessor, pad_batch
 from .corpus import multilingual_texts
 
 Feeds = dict[str, np.ndarray]
-# Thresholds of issue 3, checked on every head.
+# Thresholds of issue 3, checked on every head; issue 23 holds int8's mean token cosine on every text too
+# (the mean over all tokens let one text of an outlier checkpoint sit at 0.9949).
 GATES = {
-    "int8": {"mean_token_cosine": 0.995, "min_token_cosine": 0.98, "top10_overlap": 0.9, "spearman": 0.95},
+    "int8": {"mean_token_cosine": 0.995, "worst_text_mean_token_cosine": 0.995, "min_token_cosine": 0.98,
+             "top10_overlap": 0.9, "spearman": 0.95},
     "fp16": {"mean_token_cosine": 0.999, "top10_overlap": 0.9, "spearman": 0.95},
     "fp32": {"mean_token_cosine": 0.99999, "top10_overlap": 0.9, "spearman": 0.95},
 }
@@ -124,6 +126,8 @@ def token_cosines(reference: Outputs, candidate: Outputs) -> np.ndarray:
 def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
     """Token cosines (queries incl. `<mask>` slots, every real document token) and MaxSim ranking agreement."""
     cos = token_cosines(reference, candidate)
+    per_text = [_cosines(r, c).mean() for r, c in zip(reference.queries, candidate.queries, strict=True)]
+    per_text += [_cosines(r, c).mean() for r, c in zip(reference.documents, candidate.documents, strict=True) if len(r)]
     ref_scores = maxsim(reference.queries, reference.documents)
     cand_scores = maxsim(candidate.queries, candidate.documents)
     overlaps, rhos = [], []
@@ -135,6 +139,7 @@ def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
     return {
         "mean_token_cosine": float(cos.mean()),
         "min_token_cosine": float(cos.min()),
+        "worst_text_mean_token_cosine": float(min(per_text)),
         "top10_overlap": float(np.mean(overlaps)),
         "min_top10_overlap": float(np.min(overlaps)),
         "spearman": float(np.mean(rhos)),

@@ -207,7 +207,8 @@ def _all_pass(evaluation: dict[int, tuple[dict, np.ndarray]]) -> bool:
 
 
 def _figures(evaluation: dict[int, tuple[dict, np.ndarray]]) -> dict[str, dict]:
-    keys = ("mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman", "passed")
+    keys = ("mean_token_cosine", "worst_text_mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman",
+            "passed")
     return {str(d): {k: metrics[k] for k in keys} for d, (metrics, _) in evaluation.items()}
 
 

@@ -90,13 +90,14 @@ def build_precisions(
     manifest: Manifest,
     pre: Preprocessor,
     fset: FidelitySet,
-    references: Sequence[dict[int, Outputs]] | None,
+    references: Sequence[dict[int, Outputs]],
     precisions: Sequence[str],
     int8_method: str | None = None,
 ) -> Manifest:
     """Optimize each fp32 graph in place, add the int8/fp16 variants; `manifest` with them and their fidelity.
 
-    `references` holds, per graph, the recorded float64 PyTorch outputs on `fset`; None skips measuring.
+    `references` holds, per graph, the recorded float64 PyTorch outputs on `fset`: every graph is measured
+    against it, whatever the parity options (no option ships an unmeasured int8 graph).
     `int8_method` None is the default method (which may be replaced when it misses a gate); a named
     method is written as asked.
     """
@@ -105,8 +106,7 @@ def build_precisions(
     calibration = calibration_feeds(pre) if "int8" in precisions else []
     graphs: list[dict] = []
     fidelity: dict = {}
-    graph_references = references if references is not None else [None] * len(manifest.graphs)
-    for entry, reference in zip([g.to_dict() for g in manifest.graphs], graph_references, strict=True):
+    for entry, reference in zip([g.to_dict() for g in manifest.graphs], references, strict=True):
         path = out / entry["file"]
         optimized, fusions = optimize_fp32(path, path, cfg)
         keep_external = {"external_threshold": 0} if entry.get("external_data") else {}  # keep the exporter's choice
@@ -122,27 +122,24 @@ def build_precisions(
             model16, info = convert_fp16(optimized)
             variants.append({**_base(entry, file, "fp16", out, save=(model16, out / file)), **info})
         del optimized
-        if reference is not None:
-            for v in variants:
-                if "fidelity" not in v:
-                    v["fidelity"] = measure_fidelity(out / v["file"], dims, reference, fset, v["precision"])
-                fidelity.setdefault(v["precision"], {}).update(v["fidelity"])
+        for v in variants:
+            if "fidelity" not in v:
+                v["fidelity"] = measure_fidelity(out / v["file"], dims, reference, fset, v["precision"])
+            fidelity.setdefault(v["precision"], {}).update(v["fidelity"])
         graphs.extend(variants)
     fp32_bytes = sum(g["bytes"] for g in graphs if g["precision"] == "fp32")
     for g in graphs:
         g["size_vs_fp32"] = round(g["bytes"] / fp32_bytes, 4)
-    summary = None
-    if fidelity:
-        summary = {
-            "reference": "float64 PyTorch evaluation of the same checkpoints",
-            "set": {"queries": len(fidelity_texts()["queries"]), "documents": len(fidelity_texts()["documents"])},
-            **fidelity,
-        }
+    summary = {
+        "reference": "float64 PyTorch evaluation of the same checkpoints",
+        "set": {"queries": len(fidelity_texts()["queries"]), "documents": len(fidelity_texts()["documents"])},
+        **fidelity,
+    }
     return dataclasses.replace(
         manifest,
         graphs=tuple(GraphEntry.from_dict(g) for g in graphs),
         precisions=tuple(p for p in KNOWN_PRECISIONS if any(g["precision"] == p for g in graphs)),
-        fidelity=summary if summary is not None else manifest.fidelity,
+        fidelity=summary,
     )
 
 
@@ -152,7 +149,7 @@ def build_int8(
     optimized,
     calibration: list,
     dims: list[int],
-    reference: dict | None,
+    reference: dict,
     fset: FidelitySet,
     int8_method: str | None,
     search_seconds: float = SEARCH_SECONDS,
@@ -169,8 +166,6 @@ def build_int8(
     file = variant_file(entry["file"], "int8")
     info = quantize_int8(optimized, out / file, calibration, method=method)
     int8 = {**_base(entry, file, "int8", out), **info, "method_chosen_by": chosen_by}
-    if reference is None:
-        return int8
     int8["fidelity"] = measure_fidelity(out / file, dims, reference, fset, "int8")
     if chosen_by == "user" or all(m["passed"] for m in int8["fidelity"].values()):
         return int8

@@ -18,6 +18,16 @@ def _read_lines(path: str) -> list[str]:
         return [line.rstrip("\n") for line in stream]
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number")
+    return value
+
+
 def _encoder(args: argparse.Namespace):
     from .encoder import ColbertEncoder
 
@@ -26,20 +36,26 @@ def _encoder(args: argparse.Namespace):
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from colbert_onnx.export import export_model
+        from colbert_onnx.export import ParityError, export_model
     except ImportError as exc:
         print(
             f"colbert-onnx export needs the [export] extra (pip install 'colbert-onnx[export]'): {exc}",
             file=sys.stderr,
         )
         return 2
-    out = export_model(
-        args.sources,
-        args.out,
-        document_max_length=args.document_max_length or 8192,
-        precisions=args.precision,
-        int8_method=args.int8_method,
-    )
+    try:
+        out = export_model(
+            args.sources,
+            args.out,
+            document_max_length=args.document_max_length or 8192,
+            precisions=args.precision,
+            int8_method=args.int8_method,
+            parity_tolerance=args.parity_tolerance,
+            accept_parity_miss=args.accept_parity_miss,
+        )
+    except ParityError as exc:  # the figures of every head, then the one-line error (main)
+        print(json.dumps({"parity": {"fp32": exc.figures}}, indent=2), file=sys.stderr)
+        raise
     from .manifest import read_manifest
     from .model_folder import gate_verdicts, mixed_precision_summary
 
@@ -174,6 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how int8 is made; by default smooth-per-token, replaced where it misses a fidelity gate; a "
         "method named here is written as asked, with a warning if it misses a gate (docs/quantization.md)",
+    )
+    p.add_argument(
+        "--parity-tolerance",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="max abs diff from float64 the fp32 graph may have, replacing the adaptive gate (max(1e-4, 4 x the "
+        "fp32 PyTorch module's own diff)); docs/export.md",
+    )
+    p.add_argument(
+        "--accept-parity-miss",
+        action="store_true",
+        help="write the folder even if an fp32 head misses the parity gate: the manifest records the miss and "
+        "loading warns; int8/fp16 are measured and gated as always",
     )
     p.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="upload the folder to this hub repo")
     p.add_argument("--private", action="store_true", default=None, help="with --push-to-hub: a private repo")

@@ -42,6 +42,16 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
             FidelityWarning,
             stacklevel=3,
         )
+    parity = folder.missed_parity(dim)
+    if parity:
+        warnings.warn(
+            f"head {dim} of {folder.path} missed the fp32 parity gate at export and was written with "
+            f"--accept-parity-miss: max abs diff {parity.get('max_abs_diff', float('nan')):.3g} from the float64 "
+            f"PyTorch evaluation, tolerance {parity.get('tolerance', float('nan')):.3g} (manifest.json, parity; "
+            "docs/export.md)",
+            FidelityWarning,
+            stacklevel=3,
+        )
     metrics = folder.missed_gates(graph, dim)
     if metrics:
         figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",

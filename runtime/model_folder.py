@@ -92,6 +92,12 @@ class ModelFolder:
         metrics = (graph.fidelity or {}).get(str(dim))
         return metrics if isinstance(metrics, dict) and metrics.get("passed") is False else None
 
+    def missed_parity(self, dim: int) -> dict | None:
+        """The export-time parity figures of head `dim`'s fp32 graph when it missed the gate (and the user
+        accepted the miss), else None."""
+        figures = ((self.manifest.parity or {}).get("fp32") or {}).get(str(dim))
+        return figures if isinstance(figures, dict) and figures.get("passed") is False else None
+
     def load_tokenizer(self) -> tuple[Tokenizer, SpecialIds]:
         """The folder's tokenizer, checked against the graph vocabulary and the manifest's framing tokens."""
         tok_path = self.path / self.manifest.tokenizer_file

@@ -15,7 +15,6 @@ pytest.importorskip("torch", reason="exporting is part of the [export] extra")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import colbert_onnx.export.fidelity as fidelity  # noqa: E402
-import colbert_onnx.export.parity as parity  # noqa: E402
 import colbert_onnx.export.precisions as precisions  # noqa: E402
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.errors import FidelityWarning  # noqa: E402
@@ -73,10 +72,9 @@ def test_a_quantizer_that_raises_leaves_the_previous_folder_intact(previous, toy
     _assert_intact(previous)
 
 
-def test_a_parity_miss_leaves_the_previous_folder_intact(previous, toy_trio, monkeypatch):
-    monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
+def test_a_parity_miss_leaves_the_previous_folder_intact(previous, toy_trio):
     with pytest.raises(ParityError):
-        export_model([toy_trio[64]], previous["out"], precisions="fp32")
+        export_model([toy_trio[64]], previous["out"], precisions="fp32", parity_tolerance=1e-12)
     _assert_intact(previous)
 
 
@@ -100,10 +98,9 @@ def test_ctrl_c_leaves_the_previous_folder_intact(previous, toy_trio, monkeypatc
     _assert_intact(previous)
 
 
-def test_a_failed_first_export_leaves_no_folder(toy_trio, tmp_path, monkeypatch):
-    monkeypatch.setattr(parity, "PARITY_TOLERANCE", 0.0)
+def test_a_failed_first_export_leaves_no_folder(toy_trio, tmp_path):
     with pytest.raises(ParityError):
-        export_model([toy_trio[64]], tmp_path / "new", precisions="fp32")
+        export_model([toy_trio[64]], tmp_path / "new", precisions="fp32", parity_tolerance=1e-12)
     assert list(tmp_path.iterdir()) == []
 
 
