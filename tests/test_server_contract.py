@@ -91,6 +91,13 @@ def test_the_server_keeps_serving_after_bad_text(base) -> None:
     assert post(base, "/v1/multi-vector", {"input": ["Berlin"]}).status_code == 200
 
 
+def test_a_text_over_the_length_limit_is_a_422_naming_it(base) -> None:
+    from colbert_onnx.text import MAX_TEXT_CHARS
+
+    r = post(base, "/v1/multi-vector", {"input": ["ok", "a" * (MAX_TEXT_CHARS + 1)]})
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"input[1] has {MAX_TEXT_CHARS + 1:,} characters")
+
+
 @EXAMPLES
 @given(texts=st.lists(usable_texts, min_size=1, max_size=4))
 def test_every_other_text_gets_the_vectors_of_a_direct_call(base, encoder, texts) -> None:
@@ -271,3 +278,15 @@ def test_sigterm_under_load_completes_what_is_in_flight_and_exits_0(toy_model_di
     assert outcomes <= {200, 503, "refused"}, outcomes
     spanning = [o for start, end, o in records if start < signalled - 0.05 and signalled < end]
     assert spanning and all(o == 200 for o in spanning), f"requests in flight at the signal: {spanning}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS is read from /proc (Linux only)")
+def test_soak_10k_mixed_requests_no_5xx_flat_memory_direct_results(toy_model_dir) -> None:
+    """benchmarks/soak_server.py: 10k requests (about one in four a bad body) from 16 clients."""
+    from benchmarks.soak_server import run_soak
+
+    result = run_soak(toy_model_dir, requests=10_000, concurrency=16)
+    assert result["server_errors"] == 0 and result["wrong"] == []
+    assert abs(result["rss_growth"]) <= 0.05, result["rss_mib"]
+    assert result["alive_after"] and result["exit_status_after_sigterm"] == 0
