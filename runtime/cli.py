@@ -21,12 +21,11 @@ def _read_lines(path: str) -> list[str]:
     the input is never guessed at or silently changed beyond the rule's normalizations.
     """
     source = "stdin" if path == "-" else path
-    stream = sys.stdin.buffer if path == "-" else None
     if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream (tests, embedding): already decoded
         lines = [line.rstrip("\n") for line in sys.stdin]
     else:
         try:
-            data = stream.read() if stream is not None else Path(path).read_bytes()
+            data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
         except OSError as exc:
             raise InvalidInputError(f"cannot read {source}: {exc.strerror or exc}") from None
         lines = [_decode_line(raw, source, number) for number, raw in enumerate(data.splitlines(), 1)]
