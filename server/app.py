@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -206,11 +205,13 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         return error_responses(*statuses, api_key=config.api_key is not None)
 
+    fastapi_openapi = app.openapi
+
     def openapi() -> dict[str, Any]:
         """FastAPI's schema, made exact for the served folder (names, heads, max inputs): schemas.served_openapi."""
         if app.openapi_schema is None:
             app.openapi_schema = served_openapi(
-                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes),
+                fastapi_openapi(),
                 service.served_model_names,
                 service.dims,
                 config.max_inputs_per_request,
