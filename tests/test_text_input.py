@@ -187,6 +187,12 @@ def test_cli_encodes_a_utf8_file_with_bom_crlf_and_controls_as_the_api(toy_model
         np.testing.assert_allclose(g, w, atol=1e-5)
 
 
+def test_cli_query_argument_with_a_surrogate_exits_2_naming_the_query(toy_model_dir) -> None:
+    """A non-UTF-8 argv byte reaches Python as a surrogate (surrogateescape)."""
+    rc, err = run_cli(["rerank", str(toy_model_dir), "--query", "Berlin \udcff", "-d", "Berlin"])
+    assert rc == 2 and err.startswith("colbert-onnx: error: query holds a lone surrogate U+DCFF at position 7")
+
+
 def test_cli_missing_input_file_is_one_error_line(toy_model_dir, tmp_path) -> None:
     rc, err = run_cli(["encode", str(toy_model_dir), "--input", str(tmp_path / "absent.txt")])
     assert rc == 2 and "cannot read" in err and err.count("\n") == 1
