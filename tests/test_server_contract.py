@@ -5,6 +5,7 @@ status is documented; schemathesis (`--checks all`) against a live server finds 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -199,7 +200,8 @@ def test_schemathesis_finds_no_contract_violation(base, tmp_path) -> None:
            "-H", f"Authorization: Bearer {KEY}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "6 selected / 6 total" in result.stdout
+    selected, total = map(int, re.search(r"(\d+) selected / (\d+) total", result.stdout).groups())
+    assert selected == total >= 6, "every operation of the schema is exercised"
 
 
 # ---------------------------------------------------------------- SIGTERM: drain, then exit 0
