@@ -4,7 +4,7 @@ contract pieces every endpoint shares: the text type, the served-value markers, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from ..text import TEXT_JSON_SCHEMA, check_text, check_texts
 
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
-EMBEDDING_TYPES = ("float", "base64", "binary", "ubinary")
+EMBEDDING_TYPES = get_args(EmbeddingType)
 # Jina's v3-style `task` values that name an input_type of this model; any other task is refused.
 TASK_INPUT_TYPES = {"retrieval.query": "query", "retrieval.passage": "document"}
 # The request fields that name the response encoding: Jina's, its older spelling, OpenAI's.
@@ -34,7 +34,6 @@ EMBEDDING_TYPE_FIELDS = ("embedding_type", "encoding_type", "encoding_format")
 # (no NUL, at most MAX_TEXT_CHARS characters); the endpoint applies the rule itself with `texts_of`, so that
 # the 422 names the field and item (pydantic would report every branch of a union instead).
 Text = Annotated[StrictStr, WithJsonSchema(TEXT_JSON_SCHEMA)]
-
 
 
 def _no_bool_or_str(value: Any) -> Any:
@@ -81,7 +80,7 @@ ERROR_STATUSES: dict[int, str] = {
     422: "invalid field value (type, unserved model or dimensions, task, encoding, empty input) or a text the "
     "text rule refuses (lone surrogate, NUL, over the length limit); `detail` names the field and item",
     429: "queue full; retry after Retry-After seconds",
-    500: "model error (a bug: please report it)",
+    500: "model or internal error (a bug: please report it)",
     503: "model not loaded yet, or the server is shutting down; retry after Retry-After seconds",
 }
 # What a POST endpoint that runs the model can answer besides 200 and 401.
