@@ -7,15 +7,44 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import add_encoder_arguments, encoder_config_from_args
-from .errors import ColbertOnnxError
+from .errors import ColbertOnnxError, InvalidInputError, InvalidTextError
+from .text import text_problem
 
 
 def _read_lines(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    with stream:
-        return [line.rstrip("\n") for line in stream]
+    """The lines of a UTF-8 file or of stdin ('-'), one text each, checked by the text rule (text.py).
+
+    Bytes that are not UTF-8, or a line the rule refuses, are an InvalidTextError naming the line (exit 2):
+    the input is never guessed at or silently changed beyond the rule's normalizations.
+    """
+    source = "stdin" if path == "-" else path
+    if path == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream (tests, embedding): already decoded
+        lines = [line.rstrip("\n") for line in sys.stdin]
+    else:
+        try:
+            data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {source}: {exc.strerror or exc}") from None
+        lines = [_decode_line(raw, source, number) for number, raw in enumerate(data.splitlines(), 1)]
+    for number, line in enumerate(lines, 1):
+        problem = text_problem(line)
+        if problem is not None:
+            raise InvalidTextError(f"{source} line {number}", None, problem)
+    return lines
+
+
+def _decode_line(raw: bytes, source: str, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = (
+            f"is not UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} ({exc.reason}); convert the input "
+            "to UTF-8 first, e.g. iconv -f LATIN1 -t UTF-8"
+        )
+        raise InvalidTextError(f"{source} line {number}", None, reason) from None
 
 
 def _positive_float(text: str) -> float:

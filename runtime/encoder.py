@@ -27,6 +27,7 @@ from .progress import progress_bar
 from .ranking import check_top_n, rank
 from .scoring import maxsim
 from .session import binding_device, create_session, run_with_binding
+from .text import check_text
 from .tokenization import TEXT_KINDS, Preprocessor, TokenizedBatch, as_text_list, pad_batch
 from .windows import UNTRUNCATED, split_windows
 
@@ -285,6 +286,7 @@ class ColbertEncoder:
         """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        check_text(query, "query")
         docs = as_text_list(documents, "documents")
         top_n = check_top_n(top_n)
         if not docs:

@@ -11,6 +11,17 @@ class InvalidInputError(ColbertOnnxError, TypeError, ValueError):
     """The texts (or other arguments) handed to the encoder are not usable."""
 
 
+class InvalidTextError(InvalidInputError):
+    """A text the tokenizer cannot take (runtime/text.py): `what` and `index` name it, `reason` says why."""
+
+    def __init__(self, what: str, index: int | None, reason: str) -> None:
+        super().__init__(f"{what}[{index}] {reason}" if index is not None else f"{what} {reason}")
+        self.what, self.index, self.reason = what, index, reason
+
+    def __reduce__(self):  # picklable (Ray hands errors between processes)
+        return type(self), (self.what, self.index, self.reason)
+
+
 class ModelFolderError(ColbertOnnxError):
     """The exported model folder is missing, incomplete or corrupt."""
 

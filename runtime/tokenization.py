@@ -10,11 +10,13 @@ from tokenizers import Tokenizer
 
 from .conventions import SpecialIds
 from .errors import InvalidInputError
+from .text import check_texts, normalize_text
 from .windows import DocumentWindows
 
 
 def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
-    """Accept one str or a sequence of str; anything else is a typed error naming the bad item."""
+    """Accept one str or a sequence of str; anything else, or a text the tokenizer cannot take (text.py), is a
+    typed error naming the bad item."""
     if texts is None:
         raise InvalidInputError(f"{what} is None; pass a str or a list of str")
     if isinstance(texts, str):
@@ -30,6 +32,7 @@ def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise InvalidInputError(f"{what}[{i}] is {type(item).__name__}, expected str")
+    check_texts(items, what)
     return items
 
 
@@ -128,6 +131,8 @@ class Preprocessor:
 
     def _framed(self, texts: list[str], marker: int, max_length: int) -> list[np.ndarray]:
         body_max = max_length - 3
+        check_texts(texts)  # callers that skip as_text_list get the same refusals, never the tokenizer's TypeError
+        texts = [normalize_text(t) for t in texts]
         # Whitespace-only text is empty text: it encodes to the special tokens alone.
         encodings = self.tokenizer.encode_batch([t if t.strip() else "" for t in texts], add_special_tokens=False)
         head = [self.special.bos, marker]

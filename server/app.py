@@ -23,29 +23,20 @@ from .batching import Overloaded, ShuttingDown
 from .config import ServerConfig
 from .formats import encode_vectors
 from .schemas import (
+    MODEL_ENDPOINT_STATUSES,
+    RETRY_AFTER_HEADER,
     ErrorBody,
     MultiVectorRequest,
     MultiVectorResponse,
     RerankRequest,
     RerankResponse,
-    TextInput,
+    error_responses,
+    served_openapi,
+    texts_of,
 )
 from .service import BadRequest, EncoderFactory, LimitExceeded, ModelService, NotReady
 
 log = logging.getLogger("colbert_onnx.server")
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "malformed JSON",
-        401: "missing or wrong API key",
-        413: "over a limit (body bytes, inputs or tokens per request); `limit` names it",
-        422: "invalid field value (type, input_type, task, embedding_type/encoding_format, dimensions, model)",
-        429: "queue full; retry after Retry-After seconds",
-        503: "model not loaded yet or shutting down; retry after Retry-After seconds",
-    }.items()
-}
-
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON response serialized with orjson (numpy arrays included)."""
@@ -119,6 +110,44 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+class Drain:
+    """Requests in flight and whether the server is draining: after SIGTERM (main.GracefulServer) requests in
+    flight finish while new ones get 503, then the process exits."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+
+    def begin(self) -> None:
+        """Stop taking new requests (503 with Retry-After); those in flight go on."""
+        self.draining = True
+
+
+class DrainMiddleware:
+    """Counts the HTTP requests in flight; while draining, answers new ones 503 (probes excepted)."""
+
+    PROBES = ("/health", "/ready")  # liveness stays 200; /ready says "draining" with 503 itself
+
+    def __init__(self, app: ASGIApp, drain: Drain, retry_after_s: int) -> None:
+        self.app = app
+        self.drain = drain
+        self.headers = {"Retry-After": str(retry_after_s), "Connection": "close"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.drain.draining and scope["path"] not in self.PROBES:
+            response = _error(503, "server is shutting down; retry on another instance", self.headers)
+            await response(scope, receive, send)
+            return
+        self.drain.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.drain.in_flight -= 1
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
@@ -126,12 +155,6 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
         parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
-
-
-def _texts(items: str | list[str | TextInput]) -> list[str]:
-    if isinstance(items, str):
-        return [items]
-    return [item if isinstance(item, str) else item.text for item in items]
 
 
 def single_vector_message(model: str) -> str:
@@ -175,7 +198,27 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.drain = drain = Drain()
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(DrainMiddleware, drain=drain, retry_after_s=config.retry_after_s)  # outermost
+
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        return error_responses(*statuses, api_key=config.api_key is not None)
+
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, made exact for the served folder (names, heads, max inputs): schemas.served_openapi."""
+        if app.openapi_schema is None:
+            app.openapi_schema = served_openapi(
+                fastapi_openapi(),
+                service.served_model_names,
+                service.dims,
+                config.max_inputs_per_request,
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     bearer = HTTPBearer(auto_error=False, description="API key, when the server was started with one")
 
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
@@ -231,14 +274,25 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         log.exception("model error", exc_info=exc)
         return _error(500, f"model error: {exc}")
 
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:  # a bug: still JSON, as documented
+        log.exception("unexpected error", exc_info=exc)
+        return _error(500, f"internal error ({type(exc).__name__}); please report it")
+
     @app.get("/health", tags=["ops"], summary="liveness: the process answers")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["ops"], summary="readiness: 200 once the model is loaded, else 503")
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        summary="readiness: 200 once the model is loaded, else 503 (loading, failed or shutting down)",
+        responses={503: {"description": "loading, failed to load, or draining", "headers": RETRY_AFTER_HEADER}},
+    )
     async def ready() -> Response:
+        ok = service.ready and not drain.draining
         body = {
-            "status": "ready" if service.ready else "loading",
+            "status": "draining" if drain.draining else "ready" if service.ready else "loading",
             "model": service.model_name,
             "served_model_names": list(service.served_model_names),
             "dimensions": service.dims,
@@ -247,9 +301,9 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         }
         if service.load_error:
             body.update(status="failed", error=service.load_error)
-        return json_response(body, 200 if service.ready else 503, None if service.ready else retry)
+        return json_response(body, 200 if ok else 503, None if ok else retry)
 
-    @app.get("/v1/models", tags=["jina"], dependencies=[Depends(authorize)], responses=_ERRORS)
+    @app.get("/v1/models", tags=["jina"], dependencies=[Depends(authorize)], responses=errors(503))
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
@@ -275,12 +329,12 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         tags=["jina"],
         dependencies=[Depends(authorize)],
         response_model=MultiVectorResponse,
-        responses=_ERRORS,
+        responses=errors(*MODEL_ENDPOINT_STATUSES),
         summary="one vector per token (documents) or 32 per query",
     )
     async def multi_vector(body: MultiVectorRequest) -> Response:
         model = service.check_model(body.model)
-        texts = _texts(body.input)
+        texts = texts_of(body.input, "input")
         if not texts:
             raise BadRequest("input is empty; pass a string or a non-empty list of strings")
         input_type = body.resolved_input_type()
@@ -299,13 +353,13 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         tags=["jina"],
         dependencies=[Depends(authorize)],
         response_model=RerankResponse,
-        responses=_ERRORS,
+        responses=errors(*MODEL_ENDPOINT_STATUSES),
         summary="documents ranked by MaxSim against the query, best first",
     )
     async def rerank(body: RerankRequest) -> Response:
         model = service.check_model(body.model)
-        query = body.query if isinstance(body.query, str) else body.query.text
-        documents = _texts(body.documents)
+        (query,) = texts_of(body.query, "query")
+        documents = texts_of(body.documents, "documents")
         ranked, tokens = await service.rerank(query, documents, body.top_n)
         if body.return_documents is not False:
             for hit in ranked:
@@ -317,7 +371,10 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         tags=["jina"],
         dependencies=[Depends(authorize)],
         status_code=404,
-        responses={404: {"model": ErrorBody, "description": "always: this model has no single-vector embeddings"}},
+        responses={
+            404: {"model": ErrorBody, "description": "always: this model has no single-vector embeddings"},
+            **errors(413, 503),
+        },
         summary="not served: single-vector clients are told to call /v1/multi-vector",
     )
     async def embeddings() -> Response:

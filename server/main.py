@@ -1,24 +1,57 @@
-"""Run the server with uvicorn (`colbert-onnx serve`, `python -m colbert_onnx.server`)."""
+"""Run the server with uvicorn (`colbert-onnx serve`, `python -m colbert_onnx.server`), draining on SIGTERM."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
 
 from .config import ServerConfig
 
-# Seconds uvicorn waits for in-flight requests after SIGTERM/SIGINT before closing them.
+log = logging.getLogger("colbert_onnx.server")
+
+# Seconds the server drains after SIGTERM/SIGINT (requests in flight finish, new ones get 503), then again
+# the most uvicorn waits for open connections before closing them.
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Serve `config` on host:port until SIGINT/SIGTERM; in-flight requests finish first."""
-    import uvicorn
+class GracefulServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains instead of closing the listening socket at once.
 
-    from .app import create_app
+    Draining: new requests get 503 with Retry-After (a load balancer retries them elsewhere), the requests in
+    flight run to the end; once none is left (or after `drain_s`), uvicorn's own graceful shutdown runs and the
+    process exits with status 0. A second signal skips the drain (uvicorn's handling: a second SIGINT forces).
+    """
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(config)
-    uvicorn.run(
+    def __init__(self, config: uvicorn.Config, drain, drain_s: float = GRACEFUL_SHUTDOWN_S) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_s = drain_s
+        self._drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_deadline is not None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        log.info("%s: draining (%d requests in flight), new requests get 503", signal.Signals(sig).name,
+                 self.drain.in_flight)
+        self.drain.begin()
+        self._drain_deadline = time.monotonic() + self.drain_s
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_deadline is not None and not self.should_exit:
+            if self.drain.in_flight == 0 or time.monotonic() > self._drain_deadline:
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> GracefulServer:
+    """A GracefulServer for an app of `create_app` (its `state.drain` is what the signal drains)."""
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -27,3 +60,12 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080, log_l
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         access_log=log_level == "debug",
     )
+    return GracefulServer(config, app.state.drain)
+
+
+def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+    """Serve `config` on host:port until SIGINT/SIGTERM; in-flight requests finish first, then exit 0."""
+    from .app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    make_server(create_app(config), host, port, log_level).run()

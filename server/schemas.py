@@ -1,36 +1,163 @@
-"""Request and response bodies of the Jina-compatible endpoints (pydantic; also the OpenAPI schema)."""
+"""Request and response bodies of the Jina-compatible endpoints (pydantic; also the OpenAPI schema), and the
+contract pieces every endpoint shares: the text type, the served-value markers, the documented error statuses."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from ..text import TEXT_JSON_SCHEMA, check_text, check_texts
+
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EMBEDDING_TYPES = get_args(EmbeddingType)
 # Jina's v3-style `task` values that name an input_type of this model; any other task is refused.
 TASK_INPUT_TYPES = {"retrieval.query": "query", "retrieval.passage": "document"}
 # The request fields that name the response encoding: Jina's, its older spelling, OpenAI's.
 EMBEDDING_TYPE_FIELDS = ("embedding_type", "encoding_type", "encoding_format")
+
+# --------------------------------------------------------------------------- shared contract pieces
+
+# A text field: a JSON string the text rule (colbert_onnx.text) accepts. The schema states the rule's limits
+# (no NUL, at most MAX_TEXT_CHARS characters); the endpoint applies the rule itself with `texts_of`, so that
+# the 422 names the field and item (pydantic would report every branch of a union instead).
+Text = Annotated[StrictStr, WithJsonSchema(TEXT_JSON_SCHEMA)]
+
+
+def _no_bool_or_str(value: Any) -> Any:
+    if isinstance(value, (bool, str)):
+        kind = type(value).__name__
+        raise PydanticCustomError("int_type", "Input should be a valid integer (not {kind})", {"kind": kind})
+    return value
+
+
+# An integer as JSON Schema defines it: 5 and 5.0 (a number with no fraction), never true or "5".
+JsonInt = Annotated[int, BeforeValidator(_no_bool_or_str)]
+
+# Fields whose schema depends on the folder being served carry this key; `served_openapi` fills in the values
+# of the running server (enum of names, enum of heads, maxItems) and removes the key.
+SERVED_KEY = "x-colbert-served"
+ServedModelName = Annotated[
+    StrictStr | None,
+    Field(description="one of the served model names (default: the first)", json_schema_extra={SERVED_KEY: "model"}),
+]
+ServedDimensions = Annotated[
+    JsonInt | None,
+    Field(description="Matryoshka head, one of the served dimensions (default: 128, or the largest served)",
+          json_schema_extra={SERVED_KEY: "dimensions"}),
+]
+
+
+def texts_of(value: str | TextInput | Sequence[str | TextInput], field: str) -> list[str]:
+    """The texts of a request field (a string, a {"text"} object, or a list of them), checked by the text rule:
+    InvalidTextError naming `field` or `field[i]` (HTTP 422)."""
+    if isinstance(value, (str, TextInput)):
+        text = value if isinstance(value, str) else value.text
+        check_text(text, field)
+        return [text]
+    texts = [item if isinstance(item, str) else item.text for item in value]
+    check_texts(texts, field)
+    return texts
+
+
+ERROR_STATUSES: dict[int, str] = {
+    400: "malformed JSON body",
+    401: "missing or wrong API key (the server was started with one)",
+    404: "not served",
+    413: "over a limit: body bytes, inputs or tokens per request; `limit` names it",
+    422: "invalid field value (type, unserved model or dimensions, task, encoding, empty input) or a text the "
+    "text rule refuses (lone surrogate, NUL, over the length limit); `detail` names the field and item",
+    429: "queue full; retry after Retry-After seconds",
+    500: "model or internal error (a bug: please report it)",
+    503: "model not loaded yet, or the server is shutting down; retry after Retry-After seconds",
+}
+# What a POST endpoint that runs the model can answer besides 200 and 401.
+MODEL_ENDPOINT_STATUSES = (400, 413, 422, 429, 500, 503)
+RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: RETRY_AFTER_HEADER,
+    503: RETRY_AFTER_HEADER,
+}
+
+
+def error_responses(*statuses: int, api_key: bool) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` documenting `statuses` (ErrorBody, headers), plus 401 when the server asks for a key."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*statuses, *((401,) if api_key else ())}):
+        responses[code] = {"model": ErrorBody, "description": ERROR_STATUSES[code]}
+        if code in _HEADERS:
+            responses[code]["headers"] = _HEADERS[code]
+    return responses
+
+
+def served_openapi(schema: dict[str, Any], model_names: Sequence[str], dims: Sequence[int], max_inputs: int) -> dict:
+    """The OpenAPI `schema` with every SERVED_KEY field made exact for this server: `model` an enum of
+    `model_names`, `dimensions` an enum of `dims`, text lists at most `max_inputs` items. Changes `schema`."""
+    values = {"model": ("string", {"enum": list(model_names)}), "dimensions": ("integer", {"enum": list(dims)}),
+              "inputs": ("array", {"maxItems": max_inputs})}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            role = node.pop(SERVED_KEY, None)
+            if role is not None:
+                kind, extra = values[role]
+                for branch in [node, *node.get("anyOf", ())]:
+                    if branch.get("type") == kind:
+                        branch.update(extra)
+            for child in node.values():
+                visit(child)
+        elif isinstance(node, list):
+            for child in node:
+                visit(child)
+
+    visit(schema.get("components", {}))
+    return schema
 
 
 class TextInput(BaseModel):
     """An input given as an object, as Jina also accepts: {"text": "..."}."""
 
     model_config = ConfigDict(extra="ignore")
-    text: StrictStr
+    text: Text
+
+
+# Validated as a string (so that the 422 names the task and the accepted ones), documented as the enum it is.
+TaskName = Annotated[StrictStr | None, WithJsonSchema({"anyOf": [{"enum": list(TASK_INPUT_TYPES)}, {"type": "null"}]})]
+TextList = Annotated[list[Text | TextInput], Field(json_schema_extra={SERVED_KEY: "inputs"})]
+
+# One schema branch per encoding: the three names of the encoding may be given together only when they agree.
+_AGREEING_ENCODINGS = {
+    "anyOf": [
+        {"properties": {name: {"enum": [value, None]} for name in EMBEDDING_TYPE_FIELDS}} for value in EMBEDDING_TYPES
+    ]
+}
 
 
 class MultiVectorRequest(BaseModel):
     """POST /v1/multi-vector (fields Jina's API has and this server does not use are ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
-    model: StrictStr | None = Field(None, examples=["jina-colbert-v2"])
-    input: StrictStr | list[StrictStr | TextInput] = Field(..., examples=[["What is the population of Berlin?"]])
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_AGREEING_ENCODINGS)
+    model: ServedModelName = Field(None, examples=["jina-colbert-v2"])
+    input: Text | TextList = Field(
+        ..., examples=[["What is the population of Berlin?"]], json_schema_extra={"minItems": 1}
+    )
     input_type: Literal["query", "document"] | None = Field(
         None, description="query: 32 vectors per text (mask-augmented); document (default): one per kept token"
     )
-    task: StrictStr | None = Field(
+    task: TaskName = Field(
         None,
         description="Jina v3-style alternative to input_type: retrieval.query = query, retrieval.passage = document "
         "(an explicit input_type wins); any other task is refused",
@@ -40,7 +167,7 @@ class MultiVectorRequest(BaseModel):
     )
     encoding_type: EmbeddingType | None = Field(None, description="alias of embedding_type")
     encoding_format: EmbeddingType | None = Field(None, description="OpenAI's name; alias of embedding_type")
-    dimensions: int | None = Field(None, description="Matryoshka head: 128 (default), 96 or 64 when the folder has it")
+    dimensions: ServedDimensions = None
 
     @field_validator("task")
     @classmethod
@@ -99,10 +226,12 @@ class RerankRequest(BaseModel):
     """POST /v1/rerank."""
 
     model_config = ConfigDict(extra="ignore")
-    model: StrictStr | None = Field(None, examples=["jina-colbert-v2"])
-    query: StrictStr | TextInput = Field(..., examples=["What is the population of Berlin?"])
-    documents: list[StrictStr | TextInput]
-    top_n: PositiveInt | None = Field(None, description="return only the best top_n (default: all)")
+    model: ServedModelName = Field(None, examples=["jina-colbert-v2"])
+    query: Text | TextInput = Field(..., examples=["What is the population of Berlin?"])
+    documents: TextList
+    top_n: Annotated[JsonInt, Field(gt=0)] | None = Field(
+        None, description="return only the best top_n (default: all)"
+    )
     return_documents: StrictBool | None = Field(None, description="include document.text (default true)")
 
 

@@ -17,7 +17,7 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([server] extra)")
 pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
 
-from test_server import running_server  # noqa: E402
+from live_server import running_server  # noqa: E402
 
 from colbert_onnx import ColbertEncoder  # noqa: E402
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402

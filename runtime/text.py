@@ -1,0 +1,74 @@
+"""The one rule for text the tokenizer cannot take, applied where text enters (API, CLI, server).
+
+Refused, with an `InvalidTextError` naming the item: lone or reversed surrogates (not Unicode: bytes decoded
+with ``surrogateescape``, UTF-16 cut mid-pair), NUL (binary data, or UTF-16 read as 8-bit text) and texts
+longer than `MAX_TEXT_CHARS`. Normalized before tokenization, so they encode: the byte order mark and the
+bidi controls are removed (invisible marks that carry no words), the other control characters become a space
+(TAB, LF, VT, FF and CR are whitespace and stay). docs/text-input.md gives the reasons.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import InvalidTextError
+
+# Past this many characters a text is refused before tokenization: 1 Mi characters take ~1 s and ~100 MB to
+# tokenize (docs/text-input.md), about 30 times the longest document the model reads by default.
+MAX_TEXT_CHARS = 1 << 20
+
+_SURROGATES = "\ud800-\udfff"
+_REFUSED = re.compile(f"[\x00{_SURROGATES}]")
+# Invisible marks that carry no words: the byte order mark (U+FEFF) and the bidi controls (ALM, LRM, RLM,
+# the embeddings and overrides U+202A-U+202E, the isolates U+2066-U+2069).
+REMOVED_CHARS = "\ufeff\u061c\u200e\u200f" + "".join(map(chr, range(0x202A, 0x202F))) + "".join(
+    map(chr, range(0x2066, 0x206A))
+)
+# Control characters other than the whitespace ones (TAB, LF, VT, FF, CR), C1 controls included.
+SPACED_CHARS = "".join(chr(c) for c in [*range(0x01, 0x09), *range(0x0E, 0x20), *range(0x7F, 0xA0)])
+_NORMALIZED = re.compile("[" + re.escape(REMOVED_CHARS + SPACED_CHARS) + "]")
+_TABLE = {**dict.fromkeys(map(ord, REMOVED_CHARS)), **dict.fromkeys(map(ord, SPACED_CHARS), " ")}
+# JSON Schema of a text field: what the server's OpenAPI schema says of every text (schemas.py).
+TEXT_JSON_SCHEMA = {"type": "string", "maxLength": MAX_TEXT_CHARS, "pattern": "^[^\\u0000]*$"}
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` is refused (a phrase naming the character and its position), or None when it is usable."""
+    if len(text) > MAX_TEXT_CHARS:
+        return f"has {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a text may have; split it"
+    match = _REFUSED.search(text)
+    if match is None:
+        return None
+    char, at = match.group(), match.start()
+    if char == "\x00":
+        return (
+            f"holds a NUL character (U+0000) at position {at}: binary data, or UTF-16 read as 8-bit text? "
+            "Remove it or decode the source properly"
+        )
+    return (
+        f"holds a lone surrogate U+{ord(char):04X} at position {at}: not Unicode text (bytes decoded with "
+        "surrogateescape, or UTF-16 cut mid-pair); decode the source as UTF-8, or replace it"
+    )
+
+
+def check_text(text: str, what: str) -> None:
+    """InvalidTextError naming `what` when `text` is refused."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise InvalidTextError(what, None, problem)
+
+
+def check_texts(texts: Sequence[str], what: str = "texts") -> None:
+    """InvalidTextError naming `what[i]` for the first refused text."""
+    for i, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidTextError(what, i, problem)
+
+
+def normalize_text(text: str) -> str:
+    """`text` as the tokenizer gets it: BOM and bidi controls removed, other control characters as spaces."""
+    if _NORMALIZED.search(text) is None:
+        return text
+    return text.translate(_TABLE)

@@ -1,0 +1,215 @@
+"""The text rule (runtime/text.py) on the API and the CLI: generated texts of every class either encode or get a
+typed error naming the item (the API) or the line (the CLI, exit 2); never the tokenizer's TypeError."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from colbert_onnx import InvalidInputError, InvalidTextError
+from colbert_onnx.cli import main
+from colbert_onnx.text import MAX_TEXT_CHARS, REMOVED_CHARS, SPACED_CHARS, normalize_text, text_problem
+
+EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Every code point the rule accepts as is (no surrogate, no NUL): what real pipelines hand over.
+usable_chars = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
+usable_texts = st.text(usable_chars, max_size=40)
+surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+plain_words = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz Berlin"), min_size=1, max_size=30)
+
+
+@st.composite
+def texts_with_one_bad(draw, bad: st.SearchStrategy[str]) -> tuple[list[str], int, int]:
+    """(texts, index of the bad text, position of the bad character in it)."""
+    texts = draw(st.lists(usable_texts, min_size=1, max_size=6))
+    index = draw(st.integers(0, len(texts) - 1))
+    prefix, suffix = draw(usable_texts), draw(st.text(usable_chars | surrogates | st.just("\x00"), max_size=10))
+    texts[index] = prefix + draw(bad) + suffix
+    return texts, index, len(prefix)
+
+
+@EXAMPLES
+@given(case=texts_with_one_bad(surrogates), kind=st.sampled_from(["query", "document"]))
+def test_a_lone_surrogate_is_an_invalid_text_error_naming_the_item(toy_encoder, case, kind) -> None:
+    texts, index, position = case
+    encode = toy_encoder.encode_queries if kind == "query" else toy_encoder.encode_documents
+    with pytest.raises(InvalidTextError) as info:
+        encode(texts)
+    assert info.value.index == index and info.value.what == ("queries" if kind == "query" else "documents")
+    assert f"[{index}] holds a lone surrogate U+" in str(info.value) and f"position {position}" in str(info.value)
+
+
+@EXAMPLES
+@given(case=texts_with_one_bad(st.just("\x00")))
+def test_a_nul_character_is_an_invalid_text_error_naming_the_item_and_position(toy_encoder, case) -> None:
+    texts, index, position = case
+    with pytest.raises(InvalidTextError, match=rf"documents\[{index}\] holds a NUL character \(U\+0000\) "
+                       rf"at position {position}"):
+        toy_encoder.encode_documents(texts)
+
+
+@EXAMPLES
+@given(query=st.builds(lambda a, s, b: a + s + b, usable_texts, surrogates, usable_texts), docs=st.lists(usable_texts))
+def test_rerank_names_a_bad_query_as_the_query(toy_encoder, query, docs) -> None:
+    with pytest.raises(InvalidTextError, match=r"^query holds a lone surrogate"):
+        toy_encoder.rerank(query, docs)
+
+
+@EXAMPLES
+@given(case=texts_with_one_bad(surrogates))
+def test_rerank_names_a_bad_document_by_its_index(toy_encoder, case) -> None:
+    texts, index, _ = case
+    with pytest.raises(InvalidTextError, match=rf"^documents\[{index}\] "):
+        toy_encoder.rerank("Berlin", texts)
+
+
+@EXAMPLES
+@given(texts=st.lists(usable_texts, min_size=1, max_size=8), kind=st.sampled_from(["query", "document"]))
+def test_every_other_text_encodes(toy_encoder, texts, kind) -> None:
+    """Controls, BOM, bidi marks, private use, noncharacters, emoji, any script: vectors, never an error."""
+    out = toy_encoder.encode_queries(texts) if kind == "query" else toy_encoder.encode_documents(texts)
+    assert len(out) == len(texts)
+    assert all(np.isfinite(v).all() and v.shape[1] == 128 for v in out)
+
+
+@EXAMPLES
+@given(words=st.lists(plain_words, min_size=1, max_size=4), marks=st.lists(st.sampled_from(REMOVED_CHARS), min_size=1))
+def test_bom_and_bidi_controls_are_removed_before_tokenization(toy_encoder, words, marks) -> None:
+    marked = "".join(m + w for m, w in zip(marks, words, strict=False)) + " ".join(words[len(marks) :])
+    unmarked = "".join(words[: len(marks)]) + " ".join(words[len(marks) :])
+    assert normalize_text(marked) == unmarked
+    got, want = toy_encoder.encode_documents([marked, unmarked])
+    np.testing.assert_array_equal(got, want)
+
+
+@EXAMPLES
+@given(words=st.lists(plain_words, min_size=2, max_size=5),
+       controls=st.lists(st.sampled_from(SPACED_CHARS), min_size=1))
+def test_other_control_characters_encode_as_spaces(toy_encoder, words, controls) -> None:
+    joined = "".join(w + controls[i % len(controls)] for i, w in enumerate(words))
+    spaced = "".join(w + " " for w in words)
+    got, want = toy_encoder.encode_documents([joined, spaced])
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_texts_longer_than_the_limit_are_refused_before_tokenization(toy_encoder, extra) -> None:
+    text = "a " * (MAX_TEXT_CHARS // 2) + "b" * extra
+    if extra:
+        with pytest.raises(InvalidTextError, match=rf"documents\[1\] has {MAX_TEXT_CHARS + 1:,} characters"):
+            toy_encoder.encode_documents(["ok", text])
+    else:
+        assert text_problem(text) is None
+
+
+def test_invalid_text_error_is_an_invalid_input_error_and_pickles() -> None:
+    import pickle
+
+    err = InvalidTextError("documents", 3, "holds a NUL character")
+    assert isinstance(err, InvalidInputError)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.what, again.index, again.reason, str(again)) == ("documents", 3, "holds a NUL character", str(err))
+
+
+# ---------------------------------------------------------------- CLI: stdin and files
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+line_texts = st.text(st.characters(exclude_characters="\n\r\x00", exclude_categories=["Cs"]), max_size=20)
+not_utf8 = st.binary(min_size=1, max_size=12).filter(lambda b: b"\n" not in b and b"\r" not in b).filter(
+    lambda b: _undecodable(b)
+)
+
+
+def _undecodable(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+@EXAMPLES
+@given(lines=st.lists(line_texts, min_size=1, max_size=6), bad=not_utf8, data=st.data())
+def test_cli_input_that_is_not_utf8_exits_2_naming_the_line(toy_model_dir, lines, bad, data) -> None:
+    index = data.draw(st.integers(0, len(lines) - 1))
+    raw = [line.encode("utf-8") for line in lines]
+    raw[index] = bad
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.txt"
+        path.write_bytes(b"\n".join(raw) + b"\n")
+        rc, err = run_cli(["encode", str(toy_model_dir), "--input", str(path)])
+    assert rc == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{path} line {index + 1} is not UTF-8: byte 0x" in err
+
+
+@EXAMPLES
+@given(lines=st.lists(line_texts, min_size=1, max_size=6), data=st.data())
+def test_cli_lines_with_a_nul_exit_2_naming_the_line(toy_model_dir, lines, data) -> None:
+    index = data.draw(st.integers(0, len(lines) - 1))
+    lines[index] += "\x00"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.txt"
+        path.write_bytes("\n".join(lines).encode("utf-8"))
+        rc, err = run_cli(["rerank", str(toy_model_dir), "--query", "q", "--documents-file", str(path)])
+    assert rc == 2 and f"line {index + 1} holds a NUL character" in err and err.count("\n") == 1
+
+
+def test_cli_encodes_a_utf8_file_with_bom_crlf_and_controls_as_the_api(toy_model_dir, toy_encoder, tmp_path) -> None:
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\ufeffBerlin\u202e ist\r\nParis\x1best belle\r\n".encode())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["encode", str(toy_model_dir), "--input", str(path)]) == 0
+    import json
+
+    got = [np.array(json.loads(line)["embeddings"]) for line in out.getvalue().splitlines()]
+    want = toy_encoder.encode_documents(["Berlin ist", "Paris est belle"])
+    assert len(got) == 2
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_cli_query_argument_with_a_surrogate_exits_2_naming_the_query(toy_model_dir) -> None:
+    """A non-UTF-8 argv byte reaches Python as a surrogate (surrogateescape)."""
+    rc, err = run_cli(["rerank", str(toy_model_dir), "--query", "Berlin \udcff", "-d", "Berlin"])
+    assert rc == 2 and err.startswith("colbert-onnx: error: query holds a lone surrogate U+DCFF at position 7")
+
+
+def test_cli_missing_input_file_is_one_error_line(toy_model_dir, tmp_path) -> None:
+    rc, err = run_cli(["encode", str(toy_model_dir), "--input", str(tmp_path / "absent.txt")])
+    assert rc == 2 and "cannot read" in err and err.count("\n") == 1
+
+
+def test_the_issue_symptom_undecodable_stdin_is_one_line_and_exit_2(toy_model_dir) -> None:
+    """`printf '\\xff\\xfe bad\\n' | colbert-onnx encode FOLDER --input-type document` (issue 24)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "colbert_onnx.cli", "encode", str(toy_model_dir), "--input-type", "document"],
+        input=b"\xff\xfe bad\n",
+        capture_output=True,
+        timeout=120,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err == (
+        "colbert-onnx: error: stdin line 1 is not UTF-8: byte 0xff at byte 1 (invalid start byte); convert the "
+        "input to UTF-8 first, e.g. iconv -f LATIN1 -t UTF-8\n"
+    )
+    assert result.stdout == b""
