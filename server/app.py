@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..compact import to_muvera
 from ..errors import ColbertOnnxError, InvalidInputError
 from .batching import Overloaded, ShuttingDown
 from .config import ServerConfig
@@ -287,6 +289,10 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         embedding_type = body.resolved_embedding_type()
         dim = service.default_dim if body.dimensions is None else body.dimensions
         encoded = await service.encode(texts, input_type, dim)
+        if embedding_type == "muvera":  # one vector per text (runtime/muvera.py), made off the event loop
+            fdes = await asyncio.to_thread(to_muvera, encoded.vectors, config.muvera, input_type)
+            encoded = dataclasses.replace(encoded, vectors=fdes)
+            embedding_type = "float"
         data = [
             {"object": "embeddings", "index": i, "embeddings": encode_vectors(v, embedding_type)}
             for i, v in enumerate(encoded.vectors)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EmbeddingType = Literal["float", "base64", "binary", "ubinary", "muvera"]
 # Jina's v3-style `task` values that name an input_type of this model; any other task is refused.
 TASK_INPUT_TYPES = {"retrieval.query": "query", "retrieval.passage": "document"}
 # The request fields that name the response encoding: Jina's, its older spelling, OpenAI's.
@@ -36,7 +36,9 @@ class MultiVectorRequest(BaseModel):
         "(an explicit input_type wins); any other task is refused",
     )
     embedding_type: EmbeddingType | None = Field(
-        None, description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits"
+        None,
+        description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits; "
+        "muvera: one MUVERA fixed-dimensional encoding per text (the server's --muvera spec)",
     )
     encoding_type: EmbeddingType | None = Field(None, description="alias of embedding_type")
     encoding_format: EmbeddingType | None = Field(None, description="OpenAI's name; alias of embedding_type")
@@ -83,7 +85,7 @@ class MultiVectorItem(BaseModel):
 
     object: Literal["embeddings"] = "embeddings"
     index: int
-    embeddings: list[list[float]] | list[str] | list[list[int]]
+    embeddings: list[list[float]] | list[str] | list[list[int]] | list[float]  # muvera: one vector
 
 
 class MultiVectorResponse(BaseModel):
