@@ -160,14 +160,24 @@ class ColbertEncoder:
 
     # --- the data path: text -> tokens -> ids -> ONNX -> vectors -> scores ------------------------------
 
-    def tokenize(self, texts: str | Sequence[str], kind: str) -> TokenizedBatch:
+    def tokenize(self, texts: str | Sequence[str], kind: str, *, max_length: int | None = None) -> TokenizedBatch:
         """Framed ids of `texts` as ``query`` or ``document`` (``<s> [marker] text </s>``, truncated, queries
-        ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows)."""
+        ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows).
+
+        `max_length` (documents only): truncate at this many tokens in all instead, when it is below
+        document_max_length (a per-call limit such as Cohere's ``max_tokens_per_doc``; no windows then).
+        """
         if kind not in TEXT_KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
         items = as_text_list(texts, "queries" if kind == "query" else "documents")
         if kind == "query":
             return self.preprocessor.query_batch(items)
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+                raise InvalidInputError(f"max_length must be an int >= 3 (the framing tokens), got {max_length!r}")
+            if max_length < self.document_max_length:
+                framed = self.preprocessor.documents(items, max_length=max_length)
+                return dataclasses.replace(framed, windows=[split_windows(ids, max_length, 1) for ids in framed.ids])
         if self.long_documents == "windows":
             framed = self.preprocessor.documents(items, max_length=UNTRUNCATED)
         else:

@@ -22,6 +22,7 @@ from .. import __version__
 from ..compact import to_muvera
 from ..errors import ColbertOnnxError, InvalidInputError
 from .batching import Overloaded, ShuttingDown
+from .compat import compat_router
 from .config import ServerConfig
 from .formats import encode_vectors
 from .schemas import (
@@ -328,5 +329,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
     )
     async def embeddings() -> Response:
         return _error(404, single_vector_message(service.model_name))
+
+    app.include_router(compat_router(service, authorize))  # Cohere, TEI, vLLM shapes (server/compat.py)
 
     return app
