@@ -161,3 +161,50 @@ def test_parquet_holds_one_fixed_size_vector_per_row_and_the_full_spec(toy_encod
     np.testing.assert_array_equal(np.stack(arrow.to_documents(back)), np.stack(expected))
     with pytest.raises(InvalidInputError, match="one encoding per row"):
         arrow.to_packed(back)
+
+
+def test_the_qdrant_example_reranks_muvera_candidates_like_rerank(toy_model_dir: Path, capsys) -> None:
+    """With every document a candidate, MaxSim over the MUVERA candidates is exactly encoder.rerank's order."""
+    pytest.importorskip("qdrant_client", reason="the example needs the [qdrant] extra")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qdrant_muvera", Path(__file__).parents[1] / "examples" /
+                                                  "qdrant_muvera.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    query = example.QUERIES[0]
+    argv = ["--model-dir", str(toy_model_dir), "--query", query, "--candidates", str(len(example.CORPUS)),
+            "--limit", "3"]
+    assert example.main(argv) == 0
+    printed = [line.split(maxsplit=1)[1] for line in capsys.readouterr().out.splitlines()[2:]]
+    expected = ColbertEncoder(toy_model_dir).rerank(query, example.CORPUS, top_n=3)
+    assert printed == [hit["document"] for hit in expected]
+
+
+def test_the_server_gives_muvera_encodings_with_its_spec(toy_model_dir: Path) -> None:
+    pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra")
+    import httpx
+    from test_server import running_server
+
+    from colbert_onnx.server import ServerConfig
+
+    spec = "muvera:k_sim=3,dim_proj=8,r_reps=4"
+    with running_server(ServerConfig(model_dir=toy_model_dir, dims=(128,), muvera=spec)) as base:
+        bodies = {kind: {"input": BERLIN_DOCUMENTS[:2], "input_type": kind, "embedding_type": "muvera"}
+                  for kind in ("query", "document")}
+        got = {kind: httpx.post(f"{base}/v1/multi-vector", json=body, timeout=60).json()
+               for kind, body in bodies.items()}
+    encoder = ColbertEncoder(toy_model_dir)
+    want = {"query": encoder.encode_queries(BERLIN_DOCUMENTS[:2], output=spec),
+            "document": encoder.encode_documents(BERLIN_DOCUMENTS[:2], output=spec)}
+    for kind in want:
+        np.testing.assert_allclose([d["embeddings"] for d in got[kind]["data"]], want[kind], atol=1e-5)
+
+
+def test_a_server_muvera_spec_that_is_not_muvera_is_refused(toy_model_dir: Path) -> None:
+    from colbert_onnx.server import ServerConfig
+
+    with pytest.raises(ValueError, match="muvera must be"):
+        ServerConfig(model_dir=toy_model_dir, muvera="float32")
+    with pytest.raises(InvalidInputError, match="k_sim"):
+        ServerConfig(model_dir=toy_model_dir, muvera="muvera:k_sim=0")
