@@ -106,6 +106,16 @@ class RerankRequest(BaseModel):
     documents: list[StrictStr | TextInput]
     top_n: PositiveInt | None = Field(None, description="return only the best top_n (default: all)")
     return_documents: StrictBool | None = Field(None, description="include document.text (default true)")
+    rank_fields: list[StrictStr] | None = Field(None, description="Cohere v1's; only ['text'] is served")
+
+    @field_validator("rank_fields")
+    @classmethod
+    def _text_only(cls, fields: list[str] | None) -> list[str] | None:
+        if fields is not None and fields != ["text"]:
+            message = f"rank_fields={fields!r} is not served: documents are strings or {{'text'}} objects, ranked by "
+            message += "their text"
+            raise PydanticCustomError("rank_fields", message)
+        return fields
 
 
 class RerankDocument(BaseModel):

@@ -219,3 +219,11 @@ def test_the_new_routes_are_in_the_openapi_schema(base_url: str) -> None:
     paths = httpx.get(f"{base_url}/openapi.json", timeout=30).json()["paths"]
     for path in ("/v2/rerank", "/rerank", "/score", "/v1/score", "/pooling", "/v1/rerank"):
         assert "post" in paths[path], path
+
+
+def test_cohere_v1_rank_fields_other_than_text_are_refused(base_url: str) -> None:
+    cohere = pytest.importorskip("cohere", reason=CLIENTS)
+    client = cohere.Client(api_key=KEY, base_url=base_url)
+    with pytest.raises(cohere.UnprocessableEntityError, match="rank_fields"):
+        client.rerank(model="rerank-english-v3.0", query=QUERY, documents=[{"text": "a", "title": "b"}],
+                      rank_fields=["title"])
