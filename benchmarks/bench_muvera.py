@@ -96,12 +96,13 @@ def recall(reference: np.ndarray, candidates: np.ndarray) -> float:
     return float(np.mean([len(set(r) & set(c)) / len(r) for r, c in zip(reference, candidates, strict=True)]))
 
 
-def run(source: str, n_documents: int, n_queries: int, threads: int | None) -> str:
+def run(source: str, n_documents: int, n_queries: int, threads: int | None, dims: tuple[int, ...] = (128, 96, 64),
+        center: bool = False) -> str:
     if source == "encoder":
         documents, queries = make_corpus(n_documents, n_queries)
         base = ColbertEncoder(bench_model(), dim=128, threads=threads)
     rows, notes = [], []
-    for dim in (128, 96, 64):
+    for dim in dims:
         start = time.perf_counter()
         if source == "encoder":
             encoder = base.for_dim(dim)
@@ -117,6 +118,10 @@ def run(source: str, n_documents: int, n_queries: int, threads: int | None) -> s
                      f"document) made in {encode_s:.1f} s; mean cosine of two document vectors {cosine:.2f}")
         packed = PackedDocuments.from_list(doc_vectors, dtype=np.float32)
         exact = np.argsort(-packed.scores(query_vectors), axis=1, kind="stable")[:, :10]
+        if center:  # an experiment, not fastembed's MUVERA: the corpus mean vector subtracted before encoding
+            mean = np.concatenate(doc_vectors).mean(axis=0)
+            doc_vectors = [d - mean for d in doc_vectors]
+            query_vectors = [q - mean for q in query_vectors]
         for output in SPECS:
             muvera = Muvera(dim, parse_output(output))
             start = time.perf_counter()
@@ -137,7 +142,8 @@ def run(source: str, n_documents: int, n_queries: int, threads: int | None) -> s
         ("Vectors: the small bench model (4 x 256, vocab 250004, random weights), heads 128/96/64, fp32, on "
          f"{n_documents} synthetic multilingual documents and {n_queries} queries" if source == "encoder" else
          f"Vectors: synthetic clustered multi-vectors (no model), {n_documents} documents and {n_queries} queries")
-        + " (benchmarks/bench_muvera.py). Reference: exact MaxSim top-10 over the whole corpus.",
+        + " (benchmarks/bench_muvera.py). Reference: exact MaxSim top-10 over the whole corpus."
+        + (" The FDEs are of the vectors minus the corpus mean vector (--center, an experiment)." if center else ""),
         "",
         *[f"- {note}" for note in notes],
         "",
@@ -159,10 +165,14 @@ def main() -> int:
     parser.add_argument("--documents", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dims", default="128,96,64", help="heads, comma-separated")
+    parser.add_argument("--center", action="store_true",
+                        help="experiment: encode the vectors minus the corpus mean vector (not fastembed's MUVERA)")
     parser.add_argument("--write", type=Path, default=None, help="also write the Markdown to this file")
     args = parser.parse_args()
     title = f"# {date.today()}: MUVERA candidates against exact MaxSim ({args.source} vectors)\n\n"
-    report = title + run(args.source, args.documents, args.queries, args.threads)
+    dims = tuple(int(d) for d in args.dims.split(","))
+    report = title + run(args.source, args.documents, args.queries, args.threads, dims, args.center)
     print(report)
     if args.write:
         args.write.write_text(report, encoding="utf-8")
