@@ -1,7 +1,7 @@
 """The Cohere, TEI and vLLM shapes (server/compat.py) driven by the real client libraries ([clients] extra), each
 with only its base URL changed, against a live server on 127.0.0.1; order and scores compared with a direct
-``ColbertEncoder.rerank``. vLLM has no client library of its own: its shapes are posted with httpx as its docs
-and protocol define them."""
+``ColbertEncoder.rerank``. vLLM's rerank is driven by haystack's VLLMRanker; its score and pooling shapes,
+which have no client library, are posted with httpx as vLLM's protocol defines them."""
 
 from __future__ import annotations
 
@@ -128,7 +128,23 @@ def test_tei_raw_scores_and_return_text(base_url: str, toy_encoder: ColbertEncod
     assert [x["text"] for x in r.json()] == [DOCUMENTS[x["index"]] for x in r.json()]
 
 
-# --- vLLM (no client library: its documented shapes) ---------------------------------------------------------------
+# --- vLLM: haystack's VLLMRanker, then the other shapes as vLLM's protocol defines them (no client library) -------
+
+
+@pytest.mark.parametrize("suffix", ["/v1", ""], ids=["its-default-v1-rerank", "plain-rerank"])
+def test_vllm_haystack_ranker(base_url: str, toy_encoder: ColbertEncoder, suffix: str) -> None:
+    """vllm-haystack `VLLMRanker` posts {model, query, documents[, top_n]} to `{api_base_url}/rerank`: with its
+    default base URL form (".../v1") that is Jina's /v1/rerank, without it the vLLM /rerank; both answer alike."""
+    module = pytest.importorskip("haystack_integrations.components.rankers.vllm", reason=CLIENTS)
+    from haystack import Document
+    from haystack.utils import Secret
+
+    ranker = module.VLLMRanker(model="jinaai/jina-colbert-v2", api_key=Secret.from_token(KEY),
+                               api_base_url=f"{base_url}{suffix}")
+    got = ranker.run(query=QUERY, documents=[Document(content=text, id=str(i)) for i, text in enumerate(DOCUMENTS)],
+                     top_k=3)
+    assert_same_ranking([(int(d.id), d.score) for d in got["documents"]], expected(toy_encoder, 3))
+    assert got["meta"]["model"] == "jinaai/jina-colbert-v2"
 
 
 def post(base_url: str, path: str, body: dict[str, Any], key: str | None = KEY) -> httpx.Response:
