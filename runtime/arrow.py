@@ -6,7 +6,10 @@ Needs the ``arrow`` extra (pyarrow). One row per document; the vector columns ar
   ``list<fixed_size_list<int8, dim>>`` codes for ``int8``, with ``scales``: ``list<float32>`` (one scale
   per vector, ``v ≈ codes * scale``); ``list<fixed_size_list<uint8 | int8, dim / 8>>`` sign bits for
   ``ubinary``/``binary`` (vectors.py's sign bits);
-- ``n_tokens``: ``int32``, the vectors kept for the document (after pooling).
+- ``n_tokens``: ``int32``, the vectors kept for the document (after pooling);
+- for ``output="muvera"`` (muvera.py) instead: ``vectors`` ``fixed_size_list<float32, fde_dim>``, one MUVERA
+  encoding per row (the layout of a single-vector column), no ``n_tokens``; the metadata records the full
+  ``muvera:k_sim=..,dim_proj=..,r_reps=..,seed=..`` spec, so shards of other parameters are refused.
 
 The list-of-fixed-size-list layout is LanceDB's multivector column type. Every table carries its
 encoder settings as JSON under the schema metadata key ``colbert_onnx`` (:func:`corpus_metadata`);
@@ -23,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .compact import check_output_kind
+from .compact import canonical_output, check_output_kind
 from .errors import ColbertOnnxError, InvalidInputError
 from .extras import import_extra
+from .muvera import is_muvera_output, parse_output
 from .packed import PackedDocuments
 from .pooling import check_pool_factor
 from .progress import progress_bar
@@ -65,12 +69,16 @@ def _element_type(output: str, dim: int) -> pa.DataType:
 def vectors_type(output: str, dim: int) -> pa.DataType:
     """Arrow type of the ``vectors`` column for an output kind and head dim."""
     check_output_kind(output)
+    if is_muvera_output(output):
+        return pa.list_(pa.field(_ITEM, pa.float32(), nullable=False), parse_output(output).fde_dim)
     return pa.list_(pa.field(_ITEM, _element_type(output, dim), nullable=False))
 
 
 def multivector_fields(output: str, dim: int) -> list[pa.Field]:
     """The vector columns an output kind adds: ``vectors`` (+ ``scales`` for int8) and ``n_tokens``."""
     fields = [pa.field(VECTORS, vectors_type(output, dim), nullable=False)]
+    if is_muvera_output(output):
+        return fields  # one encoding per row: no token count
     if output == "int8":
         fields.append(pa.field(SCALES, pa.list_(pa.field(_ITEM, pa.float32(), nullable=False)), nullable=False))
     fields.append(pa.field(N_TOKENS, pa.int32(), nullable=False))
@@ -89,7 +97,7 @@ def corpus_metadata(
         "dim": encoder.dim,
         "precision": encoder.precision,
         "input_type": input_type,
-        "output": check_output_kind(output),
+        "output": canonical_output(output),
         "pool_factor": check_pool_factor(1 if pool_factor is None else pool_factor),
         "document_max_length": encoder.document_max_length,
         "query_max_length": encoder.query_max_length,
@@ -130,6 +138,10 @@ def documents_to_columns(documents: Sequence, output: str, dim: int) -> dict[str
     One concatenation of the documents' arrays; the Arrow arrays then wrap that buffer without a copy.
     """
     check_output_kind(output)
+    if is_muvera_output(output):
+        vtype = vectors_type(output, dim)
+        values = _concat([np.asarray(d)[None] for d in documents], np.float32, vtype.list_size)
+        return {VECTORS: pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), type=vtype)}
     lengths = np.fromiter((d.shape[0] for d in documents), dtype=np.int64, count=len(documents))
     offsets = np.zeros(len(documents) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -224,12 +236,15 @@ def encode_query_table(
     keep_columns: Sequence[str] | None = None,
 ) -> pa.Table:
     """Encode a table's texts as queries (query_max_length vectors each, float32 or float16), as encode_table."""
-    if output not in ("float32", "float16"):
-        raise InvalidInputError(f"query output must be float32 or float16, got {output!r}")
+    if output not in ("float32", "float16") and not is_muvera_output(output):
+        raise InvalidInputError(f"query output must be float32, float16 or muvera, got {output!r}")
     metadata = corpus_metadata(encoder, output, None, input_type="query")
     texts = _texts(table, text_column)
     kept = _kept(table, text_column, keep_columns)
-    vectors = [v.astype(output, copy=False) for v in encoder.encode_queries(texts)]
+    if is_muvera_output(output):
+        vectors = encoder.encode_queries(texts, output=output)
+    else:
+        vectors = [v.astype(output, copy=False) for v in encoder.encode_queries(texts)]
     return _assemble(kept, documents_to_columns(vectors, output, encoder.dim), metadata)
 
 
@@ -282,6 +297,8 @@ def to_packed(data: pa.Table | pa.Array | pa.ChunkedArray, scales: pa.Array | pa
     """
     if isinstance(data, pa.Table):
         output = read_metadata(data)["output"]
+        if is_muvera_output(output):
+            raise InvalidInputError("a muvera table holds one encoding per row, not token vectors; use to_documents")
         if output in ("binary", "ubinary"):
             raise InvalidInputError(f"PackedDocuments holds float16, float32 or int8, not {output}; use to_documents")
         column = data[VECTORS]
@@ -313,6 +330,8 @@ def to_documents(table: pa.Table) -> list[np.ndarray | QuantizedVectors]:
     """One entry per row, as ``encode_documents`` returns it for the table's output kind (numpy views)."""
     output = read_metadata(table)["output"]
     column = _single_chunk(table[VECTORS])
+    if is_muvera_output(output):  # (rows, fde_dim) float32 view, one encoding per row
+        return list(column.flatten().to_numpy(zero_copy_only=True).reshape(len(column), -1))
     dtype = {"float16": np.float16, "float32": np.float32, "int8": np.int8, "binary": np.int8, "ubinary": np.uint8}
     vectors, offsets = _flat_values(column, dtype[output], "vectors")
     if output == "int8":
@@ -332,6 +351,10 @@ def parquet_options(output: str, kept_columns: Sequence[str] = (), **overrides: 
     """
     check_output_kind(output)
     kept = list(kept_columns)
+    if is_muvera_output(output):  # float encodings: as float vectors, on the single-vector leaf
+        options = {"compression": "zstd", "use_dictionary": kept, "write_statistics": kept,
+                   "column_encoding": {f"{VECTORS}.list.{_ITEM}": "BYTE_STREAM_SPLIT"}}
+        return {**options, **overrides}
     options: dict[str, Any] = {
         "compression": "zstd",
         "use_dictionary": kept + ([] if output in ("float16", "float32") else [VECTORS_LEAF]),

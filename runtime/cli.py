@@ -101,6 +101,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_kind(value: str) -> str:
+    """argparse type of --output: a kind of compact.py, muvera specs included."""
+    from .compact import check_output_kind
+
+    try:
+        return check_output_kind(value)
+    except ColbertOnnxError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _json_vectors(vectors, decimals: int) -> dict:
     """One document's output as JSON fields: floats rounded; int8 codes with their scales; packed bits."""
     from .vectors import QuantizedVectors
@@ -116,10 +126,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     texts = _read_lines(args.input)
     encoder = _encoder(args)
     if args.input_type == "query":
-        if args.output != "float32" or args.pool_factor != 1:
-            print("--output and --pool-factor apply to documents only", file=sys.stderr)
+        if (args.output != "float32" and not args.output.startswith("muvera")) or args.pool_factor != 1:
+            print("--output (but float32 and muvera) and --pool-factor apply to documents only", file=sys.stderr)
             return 2
-        encode = encoder.encode_queries
+
+        def encode(batch):
+            return encoder.encode_queries(batch, output=args.output)
     else:
         def encode(batch):
             return encoder.encode_documents(batch, output=args.output, pool_factor=args.pool_factor,
@@ -243,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="text file, one text per line; '-' for stdin")
     p.add_argument("--input-type", choices=["query", "document"], default="document")
     p.add_argument("--decimals", type=int, default=6, help="rounding of the printed floats")
-    p.add_argument("--output", default="float32", choices=["float32", "float16", "int8", "binary", "ubinary"],
-                   help="document vector kind (int8 adds per-vector scales; binary/ubinary are packed sign bits)")
+    p.add_argument("--output", default="float32", type=_output_kind,
+                   help="float32, float16, int8, binary, ubinary (documents; int8 adds per-vector scales, "
+                   "binary/ubinary are packed sign bits) or muvera[:k_sim=5,dim_proj=16,r_reps=20,seed=42] "
+                   "(documents and queries: one fixed-dimensional MUVERA encoding per text, docs/muvera.md)")
     p.add_argument("--pool-factor", type=int, default=1, help="token pooling factor for documents (1: none)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -266,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="Parquet file to write (colbert_onnx.arrow layout, settings in its metadata)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--keep-columns", default=None, help="comma-separated columns to copy (default: all but the text)")
-    p.add_argument("--output", default="float16", choices=["float32", "float16", "int8", "binary", "ubinary"])
+    p.add_argument("--output", default="float16", type=_output_kind,
+                   help="float16, float32, int8, binary, ubinary or muvera[:k_sim=..,dim_proj=..,r_reps=..,seed=..]")
     p.add_argument("--pool-factor", type=int, default=1, help="token pooling factor (1: none)")
     p.add_argument("--batch-rows", type=int, default=1024, help="rows read and encoded at once (one process)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),

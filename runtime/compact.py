@@ -9,6 +9,8 @@ One item per document:
 - ``ubinary``: ``(tokens, dim // 8)`` uint8, the sign bits (``v > 0``) packed 8 per byte with
   ``np.packbits`` (most significant bit first) — the Jina API / sentence-transformers ``ubinary``.
 - ``binary``: the same bytes minus 128 as int8 — the Jina API / sentence-transformers ``binary``.
+- ``muvera`` (or ``muvera:k_sim=..,dim_proj=..,r_reps=..,seed=..``): one ``(fde_dim,)`` float32 MUVERA
+  fixed-dimensional encoding per document, for single-vector indexes (muvera.py; queries take it too).
 
 The codecs themselves are in vectors.py; MaxSim over every kind is in scoring.py (``maxsim`` takes
 them all; ``maxsim_int8`` and ``maxsim_binary`` document their arithmetic).
@@ -21,20 +23,40 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import InvalidInputError
+from .muvera import is_muvera_output, muvera_for, parse_output
 from .pooling import check_pool_factor, pool_documents
 from .vectors import QuantizedVectors, quantize_vectors, to_sign_bits
 
 OUTPUT_KINDS = ("float32", "float16", "int8", "binary", "ubinary")
 
-__all__ = ["OUTPUT_KINDS", "QuantizedVectors", "bytes_per_token", "check_output_kind", "finish_documents",
-           "to_output_kind"]
+__all__ = ["OUTPUT_KINDS", "QuantizedVectors", "bytes_per_token", "canonical_output", "check_output_kind",
+           "finish_documents", "to_muvera", "to_output_kind"]
 
 
 def check_output_kind(output: str) -> str:
-    """`output` itself if it is a known kind, else an InvalidInputError listing the kinds."""
+    """`output` itself if it is a known kind (a muvera spec is parsed), else an InvalidInputError listing them."""
+    if is_muvera_output(output):
+        parse_output(output)
+        return output
     if not isinstance(output, str) or output not in OUTPUT_KINDS:
-        raise InvalidInputError(f"output must be one of {', '.join(OUTPUT_KINDS)}; got {output!r}")
+        kinds = ", ".join((*OUTPUT_KINDS, "muvera[:k_sim=..,dim_proj=..,r_reps=..,seed=..]"))
+        raise InvalidInputError(f"output must be one of {kinds}; got {output!r}")
     return output
+
+
+def canonical_output(output: str) -> str:
+    """`output` checked; a muvera spec written in full (so equal settings compare equal in metadata)."""
+    check_output_kind(output)
+    return parse_output(output).to_output() if is_muvera_output(output) else output
+
+
+def to_muvera(vectors: list[np.ndarray], output: str, kind: str = "document") -> list[np.ndarray]:
+    """One float32 MUVERA encoding per text (`kind` document or query: they are encoded differently)."""
+    if not vectors:
+        return []
+    muvera = muvera_for(output, int(vectors[0].shape[1]))
+    encode = muvera.encode_queries if kind == "query" else muvera.encode_documents
+    return list(encode([np.asarray(v, dtype=np.float32) for v in vectors]))
 
 
 def to_output_kind(vectors: list[np.ndarray], output: str) -> list:
@@ -42,6 +64,8 @@ def to_output_kind(vectors: list[np.ndarray], output: str) -> list:
     check_output_kind(output)
     if output == "float32":
         return vectors
+    if is_muvera_output(output):
+        return to_muvera(vectors, output)
     if output == "float16":
         return [v.astype(np.float16) for v in vectors]
     if output == "int8":

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .compact import check_output_kind, finish_documents
+from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
+from .muvera import is_muvera_output
 from .planning import plan_batches
 from .pooling import check_pool_factor
 from .progress import progress_bar
@@ -170,14 +171,24 @@ class ColbertEncoder:
 
     # --- the data path: text -> tokens -> ids -> ONNX -> vectors -> scores ------------------------------
 
-    def tokenize(self, texts: str | Sequence[str], kind: str) -> TokenizedBatch:
+    def tokenize(self, texts: str | Sequence[str], kind: str, *, max_length: int | None = None) -> TokenizedBatch:
         """Framed ids of `texts` as ``query`` or ``document`` (``<s> [marker] text </s>``, truncated, queries
-        ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows)."""
+        ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows).
+
+        `max_length` (documents only): truncate at this many tokens in all instead, when it is below
+        document_max_length (a per-call limit such as Cohere's ``max_tokens_per_doc``; no windows then).
+        """
         if kind not in TEXT_KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
         items = as_text_list(texts, "queries" if kind == "query" else "documents")
         if kind == "query":
             return self.preprocessor.query_batch(items)
+        if max_length is not None:
+            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+                raise InvalidInputError(f"max_length must be an int >= 3 (the framing tokens), got {max_length!r}")
+            if max_length < self.document_max_length:
+                framed = self.preprocessor.documents(items, max_length=max_length)
+                return dataclasses.replace(framed, windows=[split_windows(ids, max_length, 1) for ids in framed.ids])
         if self.long_documents == "windows":
             framed = self.preprocessor.documents(items, max_length=UNTRUNCATED)
         else:
@@ -197,15 +208,16 @@ class ColbertEncoder:
         """
         if not isinstance(batch, TokenizedBatch):
             raise InvalidInputError(f"batch must be a TokenizedBatch (from tokenize), got {type(batch).__name__}")
-        if batch.kind == "query" and (output != "float32" or pool_factor != 1):
-            raise InvalidInputError("output and pool_factor apply to documents only")
         check_output_kind(output)
+        if batch.kind == "query" and ((output != "float32" and not is_muvera_output(output)) or pool_factor != 1):
+            raise InvalidInputError("pool_factor and output kinds but float32 and muvera apply to documents only")
         check_pool_factor(pool_factor)
         if not len(batch):
             return []
         self._check_ids(batch)
         if batch.kind == "query":
-            return self._encode_queries(batch, progress)
+            queries = self._encode_queries(batch, progress)
+            return to_muvera(queries, output, "query") if is_muvera_output(output) else queries
         windows = batch.document_windows
         flat = [w for doc in windows for w in doc.sequences]
         encoded = iter(self._encode_sequences(flat, progress=progress))
@@ -267,9 +279,14 @@ class ColbertEncoder:
                 bar.update(int(lengths[indices].sum()))
         return results  # type: ignore[return-value]
 
-    def encode_queries(self, texts: str | Sequence[str], progress: bool = False) -> list[np.ndarray]:
-        """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included."""
-        return self.encode_ids(self.tokenize(texts, "query"), progress=progress)
+    def encode_queries(
+        self, texts: str | Sequence[str], progress: bool = False, *, output: str = "float32"
+    ) -> list[np.ndarray]:
+        """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included.
+
+        ``output="muvera"`` (or a ``muvera:...`` spec) gives one query MUVERA encoding each (muvera.py).
+        """
+        return self.encode_ids(self.tokenize(texts, "query"), output=output, progress=progress)
 
     def encode_documents(
         self, texts: str | Sequence[str], *, output: str = "float32", pool_factor: int = 1, progress: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -18,8 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..compact import to_muvera
 from ..errors import ColbertOnnxError, InvalidInputError
 from .batching import Overloaded, ShuttingDown
+from .compat import compat_router
 from .config import ServerConfig
 from .formats import encode_vectors
 from .schemas import (
@@ -341,6 +344,10 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         embedding_type = body.resolved_embedding_type()
         dim = service.default_dim if body.dimensions is None else body.dimensions
         encoded = await service.encode(texts, input_type, dim)
+        if embedding_type == "muvera":  # one vector per text (runtime/muvera.py), made off the event loop
+            fdes = await asyncio.to_thread(to_muvera, encoded.vectors, config.muvera, input_type)
+            encoded = dataclasses.replace(encoded, vectors=fdes)
+            embedding_type = "float"
         data = [
             {"object": "embeddings", "index": i, "embeddings": encode_vectors(v, embedding_type)}
             for i, v in enumerate(encoded.vectors)
@@ -379,5 +386,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
     )
     async def embeddings() -> Response:
         return _error(404, single_vector_message(service.model_name))
+
+    app.include_router(compat_router(service, authorize))  # Cohere, TEI, vLLM shapes (server/compat.py)
 
     return app

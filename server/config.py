@@ -55,6 +55,8 @@ class ServerConfig:
     max_queue: int = 1024
     inference_workers: int = 1
     retry_after_s: int = 1
+    # embedding_type="muvera": the one MUVERA spec of this server (documents and queries must share it).
+    muvera: str = "muvera"
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -71,6 +73,12 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        from ..compact import canonical_output
+        from ..muvera import is_muvera_output
+
+        if not is_muvera_output(self.muvera):
+            raise ValueError(f"muvera must be 'muvera' or 'muvera:k_sim=..,...', got {self.muvera!r}")
+        object.__setattr__(self, "muvera", canonical_output(self.muvera))
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if self.served_model_names:

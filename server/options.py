@@ -36,6 +36,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--inference-workers", type=int, default=d.inference_workers, help="ONNX runs in parallel (threads)"
     )
+    p.add_argument(
+        "--muvera",
+        default=d.muvera,
+        metavar="SPEC",
+        help="MUVERA parameters of embedding_type=muvera (muvera or muvera:k_sim=5,dim_proj=16,r_reps=20,seed=42)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -62,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         inference_workers=args.inference_workers,
+        muvera=args.muvera,
     )
 
 

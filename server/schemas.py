@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from ..text import TEXT_JSON_SCHEMA, check_text, check_texts
 
-EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
+EmbeddingType = Literal["float", "base64", "binary", "ubinary", "muvera"]
 EMBEDDING_TYPES = get_args(EmbeddingType)
 # Jina's v3-style `task` values that name an input_type of this model; any other task is refused.
 TASK_INPUT_TYPES = {"retrieval.query": "query", "retrieval.passage": "document"}
@@ -163,7 +163,9 @@ class MultiVectorRequest(BaseModel):
         "(an explicit input_type wins); any other task is refused",
     )
     embedding_type: EmbeddingType | None = Field(
-        None, description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits"
+        None,
+        description="float (default); base64: little-endian float32 per vector; binary/ubinary: packed sign bits; "
+        "muvera: one MUVERA fixed-dimensional encoding per text (the server's --muvera spec)",
     )
     encoding_type: EmbeddingType | None = Field(None, description="alias of embedding_type")
     encoding_format: EmbeddingType | None = Field(None, description="OpenAI's name; alias of embedding_type")
@@ -210,7 +212,7 @@ class MultiVectorItem(BaseModel):
 
     object: Literal["embeddings"] = "embeddings"
     index: int
-    embeddings: list[list[float]] | list[str] | list[list[int]]
+    embeddings: list[list[float]] | list[str] | list[list[int]] | list[float]  # muvera: one vector
 
 
 class MultiVectorResponse(BaseModel):
@@ -233,6 +235,16 @@ class RerankRequest(BaseModel):
         None, description="return only the best top_n (default: all)"
     )
     return_documents: StrictBool | None = Field(None, description="include document.text (default true)")
+    rank_fields: list[StrictStr] | None = Field(None, description="Cohere v1's; only ['text'] is served")
+
+    @field_validator("rank_fields")
+    @classmethod
+    def _text_only(cls, fields: list[str] | None) -> list[str] | None:
+        if fields is not None and fields != ["text"]:
+            message = f"rank_fields={fields!r} is not served: documents are strings or {{'text'}} objects, ranked by "
+            message += "their text"
+            raise PydanticCustomError("rank_fields", message)
+        return fields
 
 
 class RerankDocument(BaseModel):

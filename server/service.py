@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,7 @@ class ModelService:
         self.folder_dims = folder.dims
         self.precisions = folder.precisions
         self.root_model = folder.manifest.model
+        self.query_length = folder.manifest.query.max_length  # vectors per query (TEI's normalized score)
         self.served_model_names = config.model_names(self.root_model)
         self.model_name = self.served_model_names[0]  # echoed when a request names no model
         self.created = int(time.time())
@@ -164,11 +166,15 @@ class ModelService:
         if n > self.config.max_inputs_per_request:
             raise LimitExceeded("max_inputs_per_request", n, self.config.max_inputs_per_request, what)
 
-    async def tokenize(self, encoder: Encoder, texts: list[str], input_type: str) -> TokenizedBatch:
-        """`texts` tokenized once, as the model will run them (on a thread when they are long)."""
+    async def tokenize(
+        self, encoder: Encoder, texts: list[str], input_type: str, max_length: int | None = None
+    ) -> TokenizedBatch:
+        """`texts` tokenized once, as the model will run them (on a thread when they are long); `max_length`
+        truncates documents further (a request's own limit, e.g. Cohere's max_tokens_per_doc)."""
+        kwargs = {} if max_length is None else {"max_length": max_length}
         if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
-            return encoder.tokenize(texts, input_type)
-        return await asyncio.to_thread(encoder.tokenize, texts, input_type)
+            return encoder.tokenize(texts, input_type, **kwargs)
+        return await asyncio.to_thread(functools.partial(encoder.tokenize, **kwargs), texts, input_type)
 
     def _check_tokens(self, tokens: int) -> None:
         if tokens > self.config.max_tokens_per_request:
@@ -192,38 +198,60 @@ class ModelService:
             self._batchers[key] = batcher
         return batcher
 
-    async def encode(self, texts: list[str], input_type: str, dim: int) -> Encoded:
+    async def encode(
+        self, texts: list[str], input_type: str, dim: int, max_document_tokens: int | None = None
+    ) -> Encoded:
         """Vectors for `texts` through the shared batcher of (input_type, dim), after the limit checks."""
         if input_type not in INPUT_TYPES:
             raise BadRequest(f"input_type={input_type!r}; choose one of {', '.join(INPUT_TYPES)}")
         dim = self.check_dim(dim)
         self.check_count(len(texts), "inputs in this request")
         encoder = await self._encoder_for(dim)
-        batch = await self.tokenize(encoder, texts, input_type)
+        truncation = max_document_tokens if input_type == "document" else None
+        batch = await self.tokenize(encoder, texts, input_type, truncation)
         self._check_tokens(batch.total_tokens)
         vectors = await self._batcher(input_type, dim, encoder).submit(batch)
         return Encoded(vectors, batch.total_tokens)
 
-    async def rerank(self, query: str, documents: list[str], top_n: int | None) -> tuple[list[dict], int]:
+    async def rerank(
+        self, query: str, documents: list[str], top_n: int | None, max_document_tokens: int | None = None
+    ) -> tuple[list[dict], int]:
         """Documents ranked by MaxSim against `query` with the default dim, best first, and tokens used."""
-        dim = self.default_dim
-        self.check_count(len(documents), "documents in this request")
-        encoder = await self._encoder_for(dim)
-        queries = await self.tokenize(encoder, [query], "query")
-        docs = await self.tokenize(encoder, documents, "document")
-        tokens = queries.total_tokens + docs.total_tokens
-        self._check_tokens(tokens)
+        scores, tokens = await self.score([query], documents, max_document_tokens=max_document_tokens)
         if not documents:
             return [], tokens
-        (query_vectors,), doc_vectors = await asyncio.gather(
-            self._batcher("query", dim, encoder).submit(queries),
+        return [{"index": i, "relevance_score": score} for i, score in rank(scores[0], top_n)], tokens
+
+    async def score(
+        self, queries: list[str], documents: list[str], pairs: bool = False, max_document_tokens: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """MaxSim with the default dim of every query with every document, (n_queries, n_documents), or with
+        `pairs` of query i with document i, (n,); and the tokens used. Limits count queries and documents."""
+        dim = self.default_dim
+        self.check_count(len(documents) + len(queries) - 1, "documents in this request")
+        encoder = await self._encoder_for(dim)
+        query_batch = await self.tokenize(encoder, queries, "query")
+        docs = await self.tokenize(encoder, documents, "document", max_document_tokens)
+        tokens = query_batch.total_tokens + docs.total_tokens
+        self._check_tokens(tokens)
+        if not documents:
+            return np.zeros((len(queries), 0), dtype=np.float32), tokens
+        query_vectors, doc_vectors = await asyncio.gather(
+            self._batcher("query", dim, encoder).submit(query_batch),
             self._batcher("document", dim, encoder).submit(docs),
         )
-        if len(documents) * len(doc_vectors[0]) > 4096:
-            scores = await asyncio.to_thread(maxsim, query_vectors, doc_vectors)
-        else:
-            scores = maxsim(query_vectors, doc_vectors)
-        return [{"index": i, "relevance_score": score} for i, score in rank(scores, top_n)], tokens
+        if pairs:
+            def paired() -> np.ndarray:
+                return np.array([maxsim(q, [d])[0] for q, d in zip(query_vectors, doc_vectors, strict=True)])
+
+            return (await asyncio.to_thread(paired) if len(documents) > 64 else paired()), tokens
+
+        def every() -> np.ndarray:
+            return np.stack([maxsim(q, doc_vectors) for q in query_vectors])
+
+        if len(queries) * len(documents) * len(doc_vectors[0]) > 4096:
+            return await asyncio.to_thread(every), tokens
+        return every(), tokens
 
     def stats(self) -> dict[str, Any]:
         """Queue depths and batch counters per batcher."""

@@ -84,3 +84,16 @@ def test_rank_is_best_first_and_stable_for_ties() -> None:
 def test_rank_refuses_a_bad_top_n(bad) -> None:
     with pytest.raises(InvalidInputError, match="top_n must be a positive int or None"):
         rank(np.array([1.0, 2.0]), top_n=bad)
+
+
+def test_tokenize_max_length_truncates_documents_as_a_shorter_document_max_length(toy_model_dir) -> None:
+    """A per-call limit (Cohere's max_tokens_per_doc on the server) gives the ids of an encoder made with it."""
+    texts = ["Berlin is the capital and largest city of Germany, with 3.8 million people.", "Cats."]
+    got = ColbertEncoder(toy_model_dir).tokenize(texts, "document", max_length=7)
+    want = ColbertEncoder(toy_model_dir, document_max_length=7).tokenize(texts, "document")
+    assert [ids.tolist() for ids in got.ids] == [ids.tolist() for ids in want.ids]
+    assert list(got.token_counts) == list(want.token_counts)
+    longer = ColbertEncoder(toy_model_dir, document_max_length=7).tokenize(texts, "document", max_length=100)
+    assert len(longer.ids[0]) == 7  # never beyond the encoder's own length
+    with pytest.raises(InvalidInputError, match="max_length must be an int >= 3"):
+        ColbertEncoder(toy_model_dir).tokenize(texts, "document", max_length=2)

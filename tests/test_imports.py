@@ -21,6 +21,7 @@ EXTRAS = {
     "colbert_onnx.arrow": "pyarrow",
     "colbert_onnx.ray": "ray",
     "colbert_onnx.server.app": "fastapi",
+    "colbert_onnx.server.compat": "fastapi",
     "colbert_onnx.server.main": "uvicorn",
 }
 

@@ -1,0 +1,153 @@
+"""The other common rerank APIs on the same server: Cohere /v2/rerank, TEI and vLLM /rerank, vLLM /score and
+/pooling. Same auth, limits, micro-batching (ModelService) and error mapping (create_app's handlers) as the Jina
+endpoints; Cohere's v1 shape is served by Jina's /v1/rerank (docs/server.md, "Other rerank APIs")."""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from .compat_schemas import (
+    CohereRerankRequest,
+    TeiRerankRequest,
+    VllmPoolingRequest,
+    VllmRerankRequest,
+    VllmScoreRequest,
+)
+from .schemas import ErrorBody, TextInput
+from .service import BadRequest, ModelService
+
+# The model names each API's clients send by default (served when listed in --served-model-name, as Jina's):
+# cohere-haystack CohereRanker, llama-index CohereRerank; vLLM's default served name is the hub id.
+CLIENT_DEFAULT_MODELS = {
+    "cohere": ("rerank-v3.5", "rerank-english-v3.0"),
+    "vllm": ("jinaai/jina-colbert-v2",),
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "malformed JSON",
+        401: "missing or wrong API key",
+        413: "over a limit (body bytes, inputs or tokens per request); `limit` names it",
+        422: "invalid field value or shape",
+        429: "queue full; retry after Retry-After seconds",
+        503: "model not loaded yet or shutting down; retry after Retry-After seconds",
+    }.items()
+}
+
+
+def _json(content: Any) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+def _text(item: str | TextInput) -> str:
+    return item if isinstance(item, str) else item.text
+
+
+def _truncation(tokens: int | None) -> int | None:
+    """vLLM's truncate_prompt_tokens: -1 / None = the server's document length; else that many tokens."""
+    return None if tokens is None or tokens == -1 else max(tokens, 3)
+
+
+def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRouter:
+    """The routes of the Cohere, TEI and vLLM shapes, behind `authorize` (create_app's API-key check)."""
+    router = APIRouter(dependencies=[Depends(authorize)], responses=_ERRORS)
+
+    @router.post("/v2/rerank", tags=["cohere"], summary="Cohere v2 rerank: documents by MaxSim, best first")
+    async def cohere_rerank(body: CohereRerankRequest) -> Response:
+        model = service.check_model(body.model)
+        documents = [_text(d) for d in body.documents]
+        ranked, tokens = await service.rerank(body.query, documents, body.top_n, body.max_tokens_per_doc)
+        if body.return_documents:
+            for hit in ranked:
+                hit["document"] = {"text": documents[hit["index"]]}
+        meta = {
+            "api_version": {"version": "2"},
+            "billed_units": {"search_units": max(1, math.ceil(len(documents) / 100))},
+            "tokens": {"input_tokens": tokens},
+        }
+        return _json({"id": str(uuid.uuid4()), "results": ranked, "meta": meta, "model": model,
+                      "usage": {"total_tokens": tokens}})
+
+    @router.post(
+        "/rerank",
+        tags=["tei", "vllm"],
+        summary="TEI ({query, texts} -> [{index, score}]) or vLLM ({query, documents} -> {results}) rerank",
+    )
+    async def rerank(body: TeiRerankRequest | VllmRerankRequest) -> Response:
+        if isinstance(body, TeiRerankRequest):
+            return await _tei(body)
+        return await _vllm_rerank(body)
+
+    async def _tei(body: TeiRerankRequest) -> Response:
+        scores, _ = await service.score([body.query], body.texts)
+        ranked = np.argsort(-scores[0], kind="stable")  # best first, ties in input order, as ranking.rank
+        divisor = 1.0 if body.raw_scores else float(service.query_length)
+        results = [{"index": int(i), "score": float(scores[0][i]) / divisor} for i in ranked]
+        if body.return_text:
+            for hit in results:
+                hit["text"] = body.texts[hit["index"]]
+        return _json(results)
+
+    async def _vllm_rerank(body: VllmRerankRequest) -> Response:
+        model = service.check_model(body.model)
+        documents = [_text(d) for d in body.documents]
+        top_n = body.top_n or None
+        ranked, tokens = await service.rerank(_text(body.query), documents, top_n,
+                                              _truncation(body.truncate_prompt_tokens))
+        for hit in ranked:
+            hit["document"] = {"text": documents[hit["index"]]}
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return _json({"id": f"rerank-{uuid.uuid4().hex}", "model": model, "usage": usage, "results": ranked})
+
+    async def score(body: VllmScoreRequest) -> Response:
+        model = service.check_model(body.model)
+        queries, documents = body.texts()
+        if not queries or not documents:
+            raise BadRequest("score needs at least one query and one document")
+        if len(queries) not in (1, len(documents)):
+            raise BadRequest(f"{len(queries)} queries for {len(documents)} documents: give one query, or one per "
+                             "document (pairs)")
+        pairs = len(queries) > 1
+        scores, tokens = await service.score(queries, documents, pairs=pairs,
+                                             max_document_tokens=_truncation(body.truncate_prompt_tokens))
+        values = scores if pairs else scores[0]
+        return _json({
+            "id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
+            "data": [{"index": i, "object": "score", "score": float(s)} for i, s in enumerate(values)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        })
+
+    for path in ("/score", "/v1/score"):
+        router.add_api_route(path, score, methods=["POST"], tags=["vllm"],
+                             summary="vLLM score: MaxSim of 1 query x N documents, or of N pairs")
+
+    @router.post("/pooling", tags=["vllm"], summary="vLLM pooling, task token_embed: one vector per token")
+    async def pooling(body: VllmPoolingRequest) -> Response:
+        model = service.check_model(body.model)
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise BadRequest("input is empty; pass a string or a non-empty list of strings")
+        dim = service.default_dim if body.dimensions is None else body.dimensions
+        truncation = _truncation(body.truncate_prompt_tokens) if body.embedding_mode == "document" else None
+        encoded = await service.encode(texts, body.embedding_mode, dim, max_document_tokens=truncation)
+        data = [
+            {"index": i, "object": "pooling", "data": (
+                np.ascontiguousarray(v, dtype=np.float32) if body.encoding_format == "float"
+                else base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii"))}
+            for i, v in enumerate(encoded.vectors)
+        ]
+        usage = {"prompt_tokens": encoded.total_tokens, "total_tokens": encoded.total_tokens, "completion_tokens": 0}
+        return _json({"id": f"pool-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+                      "model": model, "data": data, "usage": usage})
+
+    return router
