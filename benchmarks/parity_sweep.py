@@ -103,6 +103,28 @@ def variant_figures(trio: dict[int, Path], folder: Path) -> list[dict]:
     return rows
 
 
+def table(records: list[dict]) -> list[str]:
+    """Markdown rows: member, case, then per head the verdict, graph max / median and the module's."""
+    lines = ["| member | case | head: verdict, graph max / median vs float64 (fp32 module max / median) |",
+             "|---|---|---|"]
+    for record in records:
+        if record["case"] == "variant":
+            continue
+        cells = "; ".join(
+            f"{d}: {'pass' if h['passed'] else 'FAIL'}, {h['max_abs_diff']:.2g} / {h['median_abs_diff']:.2g} "
+            f"({h['torch_fp32_vs_float64_max_abs_diff']:.2g} / {h['torch_fp32_vs_float64_median_abs_diff']:.2g})"
+            + (f", framing differs ({h['framing_mismatch']})" if h.get("framing_mismatch") else "")
+            for d, h in sorted(record["heads"].items(), key=lambda kv: -int(kv[0])))
+        lines.append(f"| {record['member'].split(':')[0]} | {record['case']} | {cells} |")
+    variants = [r for r in records if r["case"] == "variant"]
+    if variants:
+        verdicts = {(r["member"].split(":")[0], r["passed"]) for r in variants}
+        lines += ["", f"Variants ({len(variants)} rows: PyTorch threads {TORCH_THREADS}, onnxruntime threads "
+                  f"{ORT_THREADS}, optimization {OPTIMIZATION_LEVELS}): "
+                  + ", ".join(f"{m} {'pass' if ok else 'FAIL'}" for m, ok in sorted(verdicts))]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", default="sharp:0-3,outlier:0-3,toy:0")
@@ -133,6 +155,8 @@ def main() -> None:
             print(f"# {name}: {time.time() - started:.0f} s", flush=True)
     lines.append("```")
     if args.write:
+        every = [json.loads(line) for line in lines if line.startswith("{")]
+        lines[lines.index("```"):lines.index("```")] = [*table(every), ""]
         args.write.write_text("\n".join(lines) + "\n")
 
 
