@@ -51,7 +51,7 @@ from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import (
     ParityGate,
-    add_fidelity_verdict,
+    add_token_cosine_verdict,
     compare_parity,
     parity_batches,
     parity_failure_message,
@@ -336,7 +336,7 @@ def _export_into(
                     warnings.simplefilter("ignore", FidelityWarning)
                     encoder = ColbertEncoder(out, dim=dim)
                 figures = compare_parity(encoder, reference, gate)
-                parity[str(dim)] = add_fidelity_verdict(figures, (entry.fidelity or {}).get(str(dim)))
+                parity[str(dim)] = add_token_cosine_verdict(figures, (entry.fidelity or {}).get(str(dim)))
         parity = dict(sorted(parity.items(), key=lambda kv: int(kv[0])))
         failed = {d: p for d, p in parity.items() if not p["passed"]}
         if failed and not accept_parity_miss:

@@ -208,7 +208,7 @@ def compare_parity(encoder: ColbertEncoder, reference: ParityReference, gate: Pa
     return result
 
 
-def add_fidelity_verdict(figures: dict, fidelity: dict | None) -> dict:
+def add_token_cosine_verdict(figures: dict, fidelity: dict | None) -> dict:
     """Parity also needs the fp32 graph's token cosines against float64 (fidelity set) to pass fp32's gate.
 
     Its ranking figures are recorded, not required: on toy checkpoints whose MaxSim scores nearly tie, a
