@@ -48,10 +48,12 @@ from colbert_onnx.tokenization import Preprocessor
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
+from .openvino_graphs import add_openvino_graphs, export_openvino_graph, openvino_available
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import compare_parity, parity_batches, parity_failure_message, record_parity_reference
 from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
 from .quantize import INT8_METHODS
+from .reference import write_reference
 
 OPSET = 17
 # Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
@@ -272,10 +274,13 @@ def _export_into(
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
+    openvino_entries: list = []  # the OpenVINO engine's graphs, where its package is installed (docs/engines.md)
     for group, record in zip(groups, records, strict=True):
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         set_attention_chunk(module, attention_chunk, attention_budget)
         record.update(export_graph(module, out / record["file"], opset=opset))
+        if openvino_available():
+            openvino_entries.append(export_openvino_graph(module, out, record, opset))
         if check_parity:  # recorded now, so the PyTorch weights can be freed before int8/fp16
             set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
             parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
@@ -289,6 +294,9 @@ def _export_into(
     manifest = build_precisions(
         out, manifest, fidelity_pre, fset, fidelity_refs if check_parity else None, precisions, int8_method
     )
+    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs if check_parity else None, fset)
+    if check_parity:  # the reference vectors `colbert-onnx verify` measures against
+        manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
     write_manifest(out, manifest)
 
     if check_parity:

@@ -13,6 +13,7 @@ from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
     DeviceUnavailableError,
+    EngineUnavailableError,
     FidelityWarning,
     InvalidInputError,
     ModelFolderError,
@@ -22,6 +23,7 @@ from .errors import (
 )
 from .scoring import maxsim
 from .vectors import QuantizedVectors
+from .verify import verify_folder
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,7 @@ __all__ = [
     "ColbertOnnxError",
     "DeviceUnavailableError",
     "EncoderConfig",
+    "EngineUnavailableError",
     "FidelityWarning",
     "InvalidInputError",
     "ModelFolderError",
@@ -38,5 +41,6 @@ __all__ = [
     "TokenizerMismatchError",
     "UnsupportedDimError",
     "maxsim",
+    "verify_folder",
     "__version__",
 ]
