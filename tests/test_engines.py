@@ -26,7 +26,7 @@ SAPPHIRE_RAPIDS = {"fpu", "sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf
                    "amx_int8", "amx_tile"}
 ZEN4 = {"fpu", "sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
 ZEN3 = {"fpu", "sse4_2", "avx2", "fma"}
-ALLOWED = {"onnxruntime": None, "openvino": None}
+ALLOWED = {"onnxruntime": None, "openvino": None}  # engine -> why it cannot run (None: it can)
 NO_OPENVINO = {"onnxruntime": None, "openvino": "the openvino package is not installed"}
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
@@ -35,22 +35,24 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
 
 # --- the rule, fed CPU feature sets ------------------------------------------------------------------------------
 
-def test_amx_cpu_with_a_passing_openvino_graph_picks_openvino() -> None:
-    assert choose_engine(SAPPHIRE_RAPIDS, ALLOWED).engine == "openvino"
+@pytest.mark.parametrize("features", [SAPPHIRE_RAPIDS, ZEN4], ids=["amx", "avx512-bf16"])
+def test_fp16_on_a_bf16_cpu_with_a_passing_openvino_graph_picks_openvino(features: set[str]) -> None:
+    assert choose_engine(features, "fp16", ALLOWED).engine == "openvino"
 
 
-def test_amx_cpu_without_openvino_picks_onnxruntime_and_says_why() -> None:
-    picked = choose_engine(SAPPHIRE_RAPIDS, NO_OPENVINO)
+def test_fp16_on_a_cpu_without_bf16_units_picks_onnxruntime() -> None:
+    assert choose_engine(ZEN3, "fp16", ALLOWED).engine == "onnxruntime"
+
+
+def test_fp16_on_an_amx_cpu_without_openvino_picks_onnxruntime_and_says_why() -> None:
+    picked = choose_engine(SAPPHIRE_RAPIDS, "fp16", NO_OPENVINO)
     assert picked.engine == "onnxruntime" and "not installed" in picked.reason
 
 
-@pytest.mark.parametrize("features", [ZEN4, ZEN3, set()], ids=["avx512-vnni-bf16", "avx2", "unknown"])
-def test_cpus_without_amx_pick_onnxruntime(features: set[str]) -> None:
-    assert choose_engine(features, ALLOWED).engine == "onnxruntime"
-
-
-def test_avx512_bf16_without_amx_is_not_enough_for_openvino() -> None:
-    assert choose_engine({*ZEN4, "avx512_fp16"}, ALLOWED).engine == "onnxruntime"
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("features", [SAPPHIRE_RAPIDS, ZEN4, ZEN3, set()], ids=["amx", "avx512-bf16", "avx2", "none"])
+def test_fp32_and_int8_pick_onnxruntime_on_every_cpu(features: set[str], precision: str) -> None:
+    assert choose_engine(features, precision, ALLOWED).engine == "onnxruntime"
 
 
 def test_cpu_features_reads_the_flags_line(tmp_path: Path) -> None:
@@ -141,38 +143,40 @@ def test_engine_variable_forces_the_engine(toy_model_dir, monkeypatch) -> None:
 
 # --- auto, on this machine's folder ----------------------------------------------------------------------------
 
-def test_auto_without_amx_runs_onnxruntime_and_logs_one_line(toy_model_dir, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN4))
+def test_auto_fp32_runs_onnxruntime_and_logs_one_line(toy_model_dir, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
     with caplog.at_level(logging.INFO, logger="colbert_onnx"):
         encoder = ColbertEncoder(toy_model_dir)
     assert encoder.describe()["engine"] == "onnxruntime"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("colbert-onnx engine:")]
-    assert len(lines) == 1 and "without AMX" in lines[0]
+    assert len(lines) == 1 and "amx_bf16" in lines[0]
 
 
 @needs_openvino
-def test_auto_on_an_amx_cpu_runs_the_openvino_graph(toy_model_dir, monkeypatch) -> None:
-    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
-    described = ColbertEncoder(toy_model_dir).describe()
+@pytest.mark.parametrize("features", [SAPPHIRE_RAPIDS, ZEN4], ids=["amx", "avx512-bf16"])
+def test_auto_fp16_on_a_bf16_cpu_runs_the_openvino_bf16_graph(toy_model_dir, monkeypatch, features) -> None:
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(features))
+    encoder = ColbertEncoder(toy_model_dir, precision="fp16")
+    described = encoder.describe()
     assert (described["engine"], described["graph"], described["passed_gates"]) == (
         "openvino", "model-openvino.onnx", True)
-    assert "amx_bf16" in described["engine_reason"]
+    assert "inference precision bf16" in described["engine_detail"]
 
 
-def test_auto_on_an_amx_cpu_without_an_openvino_graph_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch) -> None:
+def test_auto_fp16_without_an_openvino_graph_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
-    described = ColbertEncoder(_without_engine_graphs(toy_model_dir, tmp_path)).describe()
+    described = ColbertEncoder(_without_engine_graphs(toy_model_dir, tmp_path), precision="fp16").describe()
     assert described["engine"] == "onnxruntime" and "has no OpenVINO graph" in described["engine_reason"]
 
 
-def test_int8_on_an_amx_cpu_runs_onnxruntime(toy_model_dir, monkeypatch) -> None:
-    """OpenVINO has no int8 graph here (its CPU plugin rejects our per-row QuantizeLinear): onnxruntime serves int8."""
+def test_auto_int8_on_an_amx_cpu_runs_onnxruntime(toy_model_dir, monkeypatch) -> None:
+    """OpenVINO's CPU plugin cannot run our int8 graph (per-row QuantizeLinear): onnxruntime serves int8."""
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
     assert ColbertEncoder(toy_model_dir, precision="int8").describe()["engine"] == "onnxruntime"
 
 
 def test_the_rule_reads_the_named_flags_only() -> None:
-    assert set(choice_module.AMX_FEATURES) <= set(choice_module.READ_FEATURES)
+    assert set(choice_module.BF16_FEATURES) <= set(choice_module.READ_FEATURES)
 
 
 # --- the OpenVINO engine's vectors -----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """engine="auto": which engine runs on this CPU, by a rule that names the CPU features it reads.
 
-:func:`choose_engine` is a pure function of a CPU's feature flags (as /proc/cpuinfo names them) and of which
-engines the model folder allows (a graph that passed the fidelity gates, the package installed), so that the
-rule is tested on every CPU class without owning one. The rule and the figures behind it: docs/engines.md.
+:func:`choose_engine` is a pure function of a CPU's feature flags (as /proc/cpuinfo names them), the precision
+asked for and which engines the model folder allows (a graph that passed that precision's fidelity gates, the
+package installed), so that the rule is tested on every CPU class without owning one. The rule and the figures
+behind it: docs/engines.md.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# The flags the rule reads (Linux /proc/cpuinfo names), strongest first.
-AMX_FEATURES = ("amx_bf16", "amx_int8", "amx_tile")
-READ_FEATURES = (*AMX_FEATURES, "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+# bf16 dot-product units OpenVINO's bf16 inference runs on (Intel AMX-BF16; AVX512-BF16 on Cooper Lake, Zen 4/5)
+BF16_FEATURES = ("amx_bf16", "avx512_bf16")
+# Every flag the rule and its log line read (Linux /proc/cpuinfo names), strongest first.
+READ_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 
 
 @dataclass(frozen=True)
@@ -43,20 +45,27 @@ def named_features(features: Iterable[str]) -> list[str]:
     return [f for f in READ_FEATURES if f in have]
 
 
-def choose_engine(features: Iterable[str], refusals: Mapping[str, str | None]) -> EngineChoice:
-    """The engine for a CPU with `features`, among those `refusals` allows (engine -> None, or why it cannot run).
+def choose_engine(features: Iterable[str], precision: str, refusals: Mapping[str, str | None]) -> EngineChoice:
+    """The engine for a CPU with `features` at `precision`, among those `refusals` allows (engine -> None, or why
+    it cannot run here).
 
-    Rule (docs/engines.md): OpenVINO where the CPU has AMX (amx_bf16 or amx_int8) and the folder holds an
-    OpenVINO graph that passed the gates; onnxruntime everywhere else: on AVX-512 VNNI/BF16 without AMX and
-    on AVX2, onnxruntime was as fast or faster on the measured graphs (docs/runs/2026-12-06-engines.md).
+    Rule (docs/engines.md):
+    - fp16 on a CPU with bf16 units (amx_bf16 or avx512_bf16): OpenVINO at bf16 inference precision, when its graph
+      passed the fp16 gates. onnxruntime has no bf16 or fp16 GEMM on x86 CPUs; OpenVINO's bf16 ran 2.3x our int8
+      on an AMX Xeon (issue 25) and 1.1x-1.9x it on AVX512-BF16 (docs/runs/2026-12-06-engines.md).
+    - everything else: onnxruntime. fp32: OpenVINO's f32 was 0.8x-1.1x onnxruntime's on AVX-512 and neither has an
+      AMX fp32 path; int8: OpenVINO's CPU plugin cannot run our int8 graph.
     """
     have = set(features)
-    amx = [f for f in AMX_FEATURES[:2] if f in have]
-    openvino_refused = refusals.get("openvino", "not considered")
-    if amx and openvino_refused is None:
-        return EngineChoice("openvino", f"CPU has {', '.join(amx)}: OpenVINO's graph passed the gates and is "
-                                        "the faster engine on AMX CPUs")
-    if amx:
-        return EngineChoice("onnxruntime", f"CPU has {', '.join(amx)}, but OpenVINO cannot run: {openvino_refused}")
-    shown = ", ".join(named_features(have)) or "no AMX, VNNI or AVX-512 flags"
-    return EngineChoice("onnxruntime", f"CPU without AMX ({shown}): onnxruntime is as fast or faster here")
+    bf16 = [f for f in BF16_FEATURES if f in have]
+    shown = ", ".join(named_features(have)) or "none of the flags the rule reads"
+    if precision != "fp16":
+        return EngineChoice("onnxruntime", f"{precision}: onnxruntime is the faster faithful engine on every CPU "
+                                           f"measured (CPU: {shown})")
+    if not bf16:
+        return EngineChoice("onnxruntime", f"fp16 on a CPU without bf16 units (CPU: {shown})")
+    refused = refusals.get("openvino", "not considered")
+    if refused is None:
+        return EngineChoice("openvino", f"fp16 on a CPU with {', '.join(bf16)}: OpenVINO's bf16 graph passed the "
+                                        "fp16 gates and onnxruntime has no bf16 or fp16 GEMM on x86")
+    return EngineChoice("onnxruntime", f"fp16 on a CPU with {', '.join(bf16)}, but OpenVINO cannot run: {refused}")
