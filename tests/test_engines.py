@@ -14,6 +14,7 @@ import pytest
 
 from colbert_onnx import ColbertEncoder, EngineUnavailableError, InvalidInputError
 from colbert_onnx.engines import choice as choice_module
+from colbert_onnx.engines import openvino_engine as ov_engine
 from colbert_onnx.engines import selection
 from colbert_onnx.engines.choice import choose_engine, cpu_features
 from colbert_onnx.manifest import read_manifest, write_manifest
@@ -78,8 +79,6 @@ def test_unknown_engine_is_refused_naming_the_choices(toy_model_dir: Path) -> No
 
 
 def test_forced_openvino_without_the_package_is_refused_naming_the_extra(toy_model_dir, monkeypatch) -> None:
-    import colbert_onnx.engines.openvino_engine as ov_engine
-
     monkeypatch.setattr(ov_engine, "openvino_available", lambda: False)
     with pytest.raises(EngineUnavailableError, match=r"colbert-onnx\[openvino\]"):
         ColbertEncoder(toy_model_dir, engine="openvino")
@@ -87,8 +86,6 @@ def test_forced_openvino_without_the_package_is_refused_naming_the_extra(toy_mod
 
 def test_openvino_import_error_is_typed_and_names_the_extra(monkeypatch) -> None:
     import builtins
-
-    import colbert_onnx.engines.openvino_engine as ov_engine
 
     real_import = builtins.__import__
 
@@ -109,7 +106,8 @@ def _without_engine_graphs(toy_model_dir: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_forced_openvino_on_a_folder_without_its_graph_is_refused(toy_model_dir, tmp_path) -> None:
+def test_forced_openvino_on_a_folder_without_its_graph_is_refused(toy_model_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ov_engine, "openvino_available", lambda: True)  # with or without the package
     folder = _without_engine_graphs(toy_model_dir, tmp_path)
     with pytest.raises(EngineUnavailableError, match="has no OpenVINO graph"):
         ColbertEncoder(folder, engine="openvino")
@@ -164,6 +162,7 @@ def test_auto_fp16_on_a_bf16_cpu_runs_the_openvino_bf16_graph(toy_model_dir, mon
 
 
 def test_auto_fp16_without_an_openvino_graph_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ov_engine, "openvino_available", lambda: True)  # with or without the package
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
     described = ColbertEncoder(_without_engine_graphs(toy_model_dir, tmp_path), precision="fp16").describe()
     assert described["engine"] == "onnxruntime" and "has no OpenVINO graph" in described["engine_reason"]

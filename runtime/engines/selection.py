@@ -31,6 +31,8 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
 
     if device != "cpu":
         return f"the OpenVINO engine runs on the CPU only, device={device!r} was asked"
+    if not openvino_available():
+        return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
     graph = folder.engine_graph_for("openvino", dim, precision)
     if graph is None:
         return (f"{folder.path} has no OpenVINO graph for head {dim} at {precision} (export with the openvino "
@@ -41,8 +43,6 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
                 "(run `colbert-onnx verify --engine openvino` to measure it here)")
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
-    if not openvino_available():
-        return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
     return None
 
 
