@@ -38,22 +38,22 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
 
 @pytest.mark.parametrize("features", [SAPPHIRE_RAPIDS, ZEN4], ids=["amx", "avx512-bf16"])
 def test_fp16_on_a_bf16_cpu_with_a_passing_openvino_graph_picks_openvino(features: set[str]) -> None:
-    assert choose_engine(features, "fp16", ALLOWED).engine == "openvino"
+    assert choose_engine(features, "fp16", ALLOWED.get).engine == "openvino"
 
 
 def test_fp16_on_a_cpu_without_bf16_units_picks_onnxruntime() -> None:
-    assert choose_engine(ZEN3, "fp16", ALLOWED).engine == "onnxruntime"
+    assert choose_engine(ZEN3, "fp16", ALLOWED.get).engine == "onnxruntime"
 
 
 def test_fp16_on_an_amx_cpu_without_openvino_picks_onnxruntime_and_says_why() -> None:
-    picked = choose_engine(SAPPHIRE_RAPIDS, "fp16", NO_OPENVINO)
+    picked = choose_engine(SAPPHIRE_RAPIDS, "fp16", NO_OPENVINO.get)
     assert picked.engine == "onnxruntime" and "not installed" in picked.reason
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("features", [SAPPHIRE_RAPIDS, ZEN4, ZEN3, set()], ids=["amx", "avx512-bf16", "avx2", "none"])
 def test_fp32_and_int8_pick_onnxruntime_on_every_cpu(features: set[str], precision: str) -> None:
-    assert choose_engine(features, precision, ALLOWED).engine == "onnxruntime"
+    assert choose_engine(features, precision, ALLOWED.get).engine == "onnxruntime"
 
 
 def test_cpu_features_reads_the_flags_line(tmp_path: Path) -> None:
@@ -174,6 +174,17 @@ def test_auto_int8_on_an_amx_cpu_runs_onnxruntime(toy_model_dir, monkeypatch) ->
     assert ColbertEncoder(toy_model_dir, precision="int8").describe()["engine"] == "onnxruntime"
 
 
+def test_fp32_auto_does_not_import_openvino(toy_model_dir) -> None:
+    """The rule asks why OpenVINO cannot run only where it would pick it: fp32 loads stay free of its import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from colbert_onnx import ColbertEncoder; ColbertEncoder(sys.argv[1]).encode_queries('q'); "
+            "assert 'openvino' not in sys.modules, 'openvino imported'")
+    proc = subprocess.run([sys.executable, "-c", code, str(toy_model_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+
+
 def test_the_rule_reads_the_named_flags_only() -> None:
     assert set(choice_module.BF16_FEATURES) <= set(choice_module.READ_FEATURES)
 
@@ -234,3 +245,15 @@ def test_openvino_on_the_onnxruntime_graph_gives_wrong_vectors(both) -> None:
     got = OpenvinoEngine(str(ort_engine.folder.path / "model.onnx"), {128: "vectors_128"}).run(ids, mask)[128]
     cosines = (want * got).sum(-1)[mask.astype(bool)]
     assert not np.all(cosines > 0.999)  # NaNs and cosines near 0 on this padded batch
+
+
+def test_openvino_encoder_shared_by_four_threads_gives_serial_results(both) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, ov_engine = both
+    serial = [ov_engine.encode_documents([t, TEXTS[0]]) for t in TEXTS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda t: ov_engine.encode_documents([t, TEXTS[0]]), TEXTS * 2))
+    for got, want in zip(threaded, serial * 2, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)

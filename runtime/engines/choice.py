@@ -8,7 +8,7 @@ behind it: docs/engines.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +45,9 @@ def named_features(features: Iterable[str]) -> list[str]:
     return [f for f in READ_FEATURES if f in have]
 
 
-def choose_engine(features: Iterable[str], precision: str, refusals: Mapping[str, str | None]) -> EngineChoice:
-    """The engine for a CPU with `features` at `precision`, among those `refusals` allows (engine -> None, or why
-    it cannot run here).
+def choose_engine(features: Iterable[str], precision: str, refusal: Callable[[str], str | None]) -> EngineChoice:
+    """The engine for a CPU with `features` at `precision`; `refusal(engine)` says why an engine cannot run here
+    (None: it can), asked only for an engine the rule would pick (so openvino is not imported for nothing).
 
     Rule (docs/engines.md):
     - fp16 on a CPU with bf16 units (amx_bf16 or avx512_bf16): OpenVINO at bf16 inference precision, when its graph
@@ -64,7 +64,7 @@ def choose_engine(features: Iterable[str], precision: str, refusals: Mapping[str
                                            f"measured (CPU: {shown})")
     if not bf16:
         return EngineChoice("onnxruntime", f"fp16 on a CPU without bf16 units (CPU: {shown})")
-    refused = refusals.get("openvino", "not considered")
+    refused = refusal("openvino")
     if refused is None:
         return EngineChoice("openvino", f"fp16 on a CPU with {', '.join(bf16)}: OpenVINO's bf16 graph passed the "
                                         "fp16 gates and onnxruntime has no bf16 or fp16 GEMM on x86")

@@ -58,8 +58,9 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
             raise EngineUnavailableError(f"engine='openvino' cannot run: {refusal}")
         choice = EngineChoice("openvino", "asked for (engine='openvino')")
     else:
-        refusals = {"onnxruntime": None, "openvino": openvino_refusal(folder, dim, precision, device)}
-        choice = choose_engine(cpu_features() if features is None else features, precision, refusals)
+        refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device)}
+        choice = choose_engine(cpu_features() if features is None else features, precision,
+                               lambda engine: refusals[engine]() if engine in refusals else None)
     opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
     logger.info("colbert-onnx engine: %s (%s); %s", choice.engine, opened.engine.describe(), choice.reason)
     return opened
