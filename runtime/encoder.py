@@ -72,8 +72,7 @@ class ColbertEncoder:
     def __init__(self, model_dir: str | Path, config: EncoderConfig | None = None, **options) -> None:
         config = EncoderConfig.from_options(config, **options)
         self.folder = open_model_folder(model_dir)
-        _warn_if_gates_missed(self.folder, self.folder.graph_for(config.dim, config.precision), config.dim,
-                              config.precision)
+        self.folder.graph_for(config.dim, config.precision)  # a missing head or precision fails first, by name
         manifest = self.folder.manifest
         self.config = config.for_manifest(manifest)
         tokenizer, special = self.folder.load_tokenizer()
@@ -87,6 +86,7 @@ class ColbertEncoder:
         c = self.config
         self._opened = open_engine(self.folder, c.dim, c.precision, c.engine, c.device, c.threads, c.session_options,
                                    self.io_binding)
+        _warn_if_gates_missed(self.folder, self.graph, c.dim, c.precision)
 
     @property
     def engine(self):
@@ -118,12 +118,13 @@ class ColbertEncoder:
         """An encoder for another head that shares this one's tokenizer and, when the same graph
         holds both heads (the shared-backbone export), its onnxruntime session: no second copy of
         the weights in memory."""
-        _warn_if_gates_missed(self.folder, self.folder.graph_for(dim, self.precision), dim, self.precision)
+        self.folder.graph_for(dim, self.precision)
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, dim=dim)
         c = other.config
         other._opened = reopen(self._opened, self.folder, dim, c.precision, c.device, c.threads, c.session_options,
                                self.io_binding)
+        _warn_if_gates_missed(self.folder, other.graph, dim, self.precision)
         return other
 
     @property
