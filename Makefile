@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server,arrow,ray,clients]"
+	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server,arrow,ray,clients,openvino]"
 	touch $@
 
 demo: setup

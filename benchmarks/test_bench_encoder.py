@@ -163,8 +163,28 @@ def _ours(bench_model) -> dict[str, ColbertEncoder]:
     found = {}
     for precision in _precisions(bench_model):
         if precision in ("fp32", "int8"):
-            found[precision] = ColbertEncoder(bench_model["onnx"], precision=precision)
+            found[precision] = ColbertEncoder(bench_model["onnx"], precision=precision, engine="onnxruntime")
     return found
+
+
+def _openvino_engine_rows(bench_model) -> dict[str, tuple[str, object]]:
+    """`ours-openvino-f32` / `ours-openvino-bf16`: the runtime's OpenVINO engine (docs/engines.md) on the folder's
+    OpenVINO graph, which the export writes when openvino is installed. Built directly: make bench exports without
+    the float64 reference, so the graph's gates are not measured and `engine="openvino"` would refuse it."""
+    from colbert_onnx.engines.openvino_engine import OpenvinoEngine, openvino_available
+    from colbert_onnx.manifest import read_manifest
+
+    graph = next((g for g in read_manifest(bench_model["onnx"]).engine_graphs if g.engine == "openvino"), None)
+    if graph is None or not openvino_available():
+        print("skip the OpenVINO engine: no OpenVINO graph in the bench folder, or openvino not installed")
+        return {}
+    rows = {}
+    for inference in ("f32", "bf16"):
+        engine = OpenvinoEngine(str(Path(bench_model["onnx"]) / graph.file), graph.outputs,
+                                inference_precision=inference)
+        rows[f"ours-openvino-{inference}"] = (f"{engine.describe()}, {graph.file} (plain ops, OpenVINO engine)",
+                                              engine)
+    return rows
 
 
 def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
@@ -189,6 +209,9 @@ def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     for precision, enc in ours.items():
         candidates[f"ours-{precision}"] = partial(enc._run, ids, mask)
         described[f"ours-{precision}"] = f"onnxruntime {ort.__version__} CPU, {graph_label(enc)}"
+    for name, (what, engine) in _openvino_engine_rows(bench_model).items():
+        candidates[name] = partial(engine.run, ids, mask, (128,))
+        described[name] = what
     if "int8" in ours:
         candidates["ours-int8-text"] = partial(ours["int8"].encode_documents, texts)
         described["ours-int8-text"] = "ColbertEncoder.encode_documents (int8, from the texts)"

@@ -48,6 +48,7 @@ from colbert_onnx.tokenization import Preprocessor
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
+from .openvino_graphs import add_openvino_graphs, export_openvino_graph, openvino_available
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import (
     ParityGate,
@@ -59,6 +60,7 @@ from .parity import (
 )
 from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
 from .quantize import INT8_METHODS
+from .reference import write_reference
 
 OPSET = 17
 # Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
@@ -308,10 +310,13 @@ def _export_into(
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
+    openvino_entries: list = []  # the OpenVINO engine's graphs, where its package is installed (docs/engines.md)
     for group, record in zip(groups, records, strict=True):
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         set_attention_chunk(module, attention_chunk, attention_budget)
         record.update(export_graph(module, out / record["file"], opset=opset))
+        if openvino_available():
+            openvino_entries.append(export_openvino_graph(module, out, record, opset))
         # Recorded now, so the PyTorch weights can be freed before int8/fp16; the fidelity reference always,
         # so that no parity option switches off the int8/fp16 gates.
         set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
@@ -325,6 +330,9 @@ def _export_into(
 
     manifest = dataclasses.replace(manifest, graphs=tuple(GraphEntry.from_dict(r) for r in records))
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)
+    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset)
+    # the reference vectors `colbert-onnx verify` measures against
+    manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
     write_manifest(out, manifest)
 
     if check_parity:

@@ -47,7 +47,9 @@ class Case:
 
 @lru_cache(maxsize=4)
 def _encoder_of_precision(model_dir: Path, precision: str, options: tuple) -> ColbertEncoder:
-    return ColbertEncoder(model_dir, precision=precision, threads=1, **dict(options))
+    # engine pinned: auto may pick OpenVINO (bf16) for fp16 where it is installed, as in the development venv and
+    # not in the clean one (docs/engines.md); these cases compare the same onnxruntime graphs on both sides
+    return ColbertEncoder(model_dir, precision=precision, threads=1, engine="onnxruntime", **dict(options))
 
 
 def encoder(model_dir: Path, dim: int = 128, precision: str = "fp32", **options) -> ColbertEncoder:

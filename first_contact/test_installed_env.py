@@ -20,9 +20,9 @@ from packaging.utils import canonicalize_name
 import colbert_onnx
 from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
 
-FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers")
+FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvino")
 EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson"},
-          "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}}
+          "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"}}
 
 
 def test_forbidden_packages_are_not_installed():

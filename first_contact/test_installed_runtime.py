@@ -121,3 +121,29 @@ def test_from_pretrained_loads_a_local_folder_and_explains_an_uncached_hub_id(mo
     assert ColbertEncoder.from_pretrained(model_dir, dim=64).encode_queries(["q"])[0].shape == (32, 64)
     with pytest.raises(ModelFolderError, match="not in the Hugging Face cache"):
         ColbertEncoder.from_pretrained("org/missing", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_without_openvino_the_default_encoder_runs_onnxruntime(model_dir: Path):
+    """`pip install .` has no openvino: the runtime imports, picks onnxruntime and encodes (issue 25)."""
+    require_install()
+    import importlib.util
+
+    assert importlib.util.find_spec("openvino") is None
+    encoder = ColbertEncoder(model_dir)
+    assert encoder.describe()["engine"] == "onnxruntime"
+    assert encoder.encode_queries(["q"])[0].shape == (32, 128)
+
+
+def test_forced_openvino_without_the_extra_names_it(model_dir: Path):
+    require_install()
+    from colbert_onnx import EngineUnavailableError
+
+    with pytest.raises(EngineUnavailableError, match=r"openvino"):
+        ColbertEncoder(model_dir, engine="openvino")
+
+
+def test_installed_verify_measures_the_onnxruntime_graphs(model_dir: Path):
+    require_install()
+    proc = _run_cli(["verify", str(model_dir), "--precision", "fp32"])
+    assert proc.returncode == 0 and "PASS  onnxruntime fp32" in proc.stdout, proc.stdout + proc.stderr
+    assert "openvino" not in proc.stdout.split("\n", 1)[1]  # not installed here: not measured

@@ -13,6 +13,7 @@ from .encoder import ColbertEncoder
 from .errors import (
     ColbertOnnxError,
     DeviceUnavailableError,
+    EngineUnavailableError,
     FidelityWarning,
     InvalidInputError,
     InvalidTextError,
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .scoring import maxsim
 from .vectors import QuantizedVectors
+from .verify import verify_folder
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,7 @@ __all__ = [
     "ColbertOnnxError",
     "DeviceUnavailableError",
     "EncoderConfig",
+    "EngineUnavailableError",
     "FidelityWarning",
     "InvalidInputError",
     "InvalidTextError",
@@ -40,5 +43,6 @@ __all__ = [
     "TokenizerMismatchError",
     "UnsupportedDimError",
     "maxsim",
+    "verify_folder",
     "__version__",
 ]

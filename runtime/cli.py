@@ -1,4 +1,4 @@
-"""`colbert-onnx` command line: export, encode, rerank, encode-parquet, serve (export needs [export],
+"""`colbert-onnx` command line: export, encode, rerank, encode-parquet, verify, serve (export needs [export],
 encode-parquet [arrow], serve [server])."""
 
 from __future__ import annotations
@@ -294,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor with --device cuda")
     p.add_argument("--ray-address", default=None, help="address of a running Ray cluster")
     p.set_defaults(func=cmd_encode_parquet)
+
+    from .verify import add_verify_arguments, run_verify
+
+    p = sub.add_parser("verify", help="recompute the fidelity gates of a model folder with the engines and CPU here")
+    add_verify_arguments(p)
+    p.set_defaults(func=run_verify)
 
     from .server.options import add_serve_arguments  # argparse only: no web imports here
 

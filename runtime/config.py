@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .engines import ENGINE_CHOICES
 from .errors import DeviceUnavailableError, InvalidInputError
 from .manifest import Manifest
 from .options import (
@@ -75,6 +76,9 @@ class EncoderConfig:
                                        parse_optional_int, check=optional_positive_int)
     io_binding: bool | None = option(None, "run through onnxruntime IOBinding (none: on for cuda, off for cpu)",
                                      parse_optional_bool, check=optional_boolean)
+    engine: str = option("auto", "inference engine: auto (picked for this CPU among the engines whose graph passed "
+                                 "the fidelity gates; docs/engines.md), onnxruntime, or openvino ([openvino] extra)",
+                         parse_str, choices=ENGINE_CHOICES)
     session_options: SessionConfig = nested(SessionConfig)
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
+from .engines.selection import open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
@@ -27,7 +28,6 @@ from .pooling import check_pool_factor
 from .progress import progress_bar
 from .ranking import check_top_n, rank
 from .scoring import maxsim
-from .session import binding_device, create_session, run_with_binding
 from .text import check_text
 from .tokenization import TEXT_KINDS, Preprocessor, TokenizedBatch, as_text_list, pad_batch
 from .windows import UNTRUNCATED, split_windows
@@ -84,8 +84,7 @@ class ColbertEncoder:
     def __init__(self, model_dir: str | Path, config: EncoderConfig | None = None, **options) -> None:
         config = EncoderConfig.from_options(config, **options)
         self.folder = open_model_folder(model_dir)
-        self.graph = self.folder.graph_for(config.dim, config.precision)
-        _warn_if_gates_missed(self.folder, self.graph, config.dim, config.precision)
+        self.folder.graph_for(config.dim, config.precision)  # a missing head or precision fails first, by name
         manifest = self.folder.manifest
         self.config = config.for_manifest(manifest)
         tokenizer, special = self.folder.load_tokenizer()
@@ -96,27 +95,48 @@ class ColbertEncoder:
             document_max_length=self.config.document_max_length,
         )
         self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
-        self._output_name = self.graph.outputs[config.dim]
-        self.session = self._session(self.graph)
-        self._binding_device = binding_device(self.session) if self.io_binding else None
-
-    def _session(self, graph):
         c = self.config
-        return create_session(str(self.folder.path / graph.file), device=c.device, threads=c.threads,
-                              config=c.session_options)
+        self._opened = open_engine(self.folder, c.dim, c.precision, c.engine, c.device, c.threads, c.session_options,
+                                   self.io_binding)
+        _warn_if_gates_missed(self.folder, self.graph, c.dim, c.precision)
+
+    @property
+    def engine(self):
+        """The engine running the graph (engines/): ``run(ids, mask) -> {dim: vectors}``."""
+        return self._opened.engine
+
+    @property
+    def graph(self):
+        """The manifest entry of the graph the engine runs."""
+        return self._opened.graph
+
+    @property
+    def session(self):
+        """The onnxruntime InferenceSession of the onnxruntime engine (None on another engine)."""
+        return getattr(self.engine, "session", None)
+
+    @property
+    def _output_name(self) -> str:
+        return self.graph.outputs[self.dim]
+
+    def describe(self) -> dict:
+        """What runs: head, precision, engine (and why it was picked), its graph and settings."""
+        return {"model": str(self.folder.path), "dim": self.dim, "precision": self.precision,
+                "engine": self.engine.name, "engine_detail": self.engine.describe(),
+                "engine_reason": self._opened.choice.reason, "graph": self.graph.file,
+                "passed_gates": self.graph.passed_gates(self.dim)}
 
     def for_dim(self, dim: int) -> ColbertEncoder:
         """An encoder for another head that shares this one's tokenizer and, when the same graph
         holds both heads (the shared-backbone export), its onnxruntime session: no second copy of
         the weights in memory."""
-        graph = self.folder.graph_for(dim, self.precision)
-        _warn_if_gates_missed(self.folder, graph, dim, self.precision)
+        self.folder.graph_for(dim, self.precision)
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, dim=dim)
-        other.graph, other._output_name = graph, graph.outputs[dim]
-        if graph.file != self.graph.file:
-            other.session = other._session(graph)
-            other._binding_device = binding_device(other.session) if other.io_binding else None
+        c = other.config
+        other._opened = reopen(self._opened, self.folder, dim, c.precision, c.device, c.threads, c.session_options,
+                               self.io_binding)
+        _warn_if_gates_missed(self.folder, other.graph, dim, self.precision)
         return other
 
     @property
@@ -252,17 +272,9 @@ class ColbertEncoder:
         return out
 
     def _run(self, ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """One ONNX run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32.
-
-        With io_binding (default on CUDA), the two int64 inputs are copied to the session's device
-        once and only the requested head's output is copied back (session.run_with_binding).
-        """
-        inputs = {"input_ids": ids, "attention_mask": attention_mask}
-        if self._binding_device is not None:
-            out = run_with_binding(self.session, self._output_name, inputs, self._binding_device)
-        else:
-            (out,) = self.session.run([self._output_name], inputs)
-        return np.asarray(out, dtype=np.float32)
+        """One engine run: (batch, seq) ids and mask -> (batch, seq, dim) L2-normalized float32 of this head
+        (ids checked by _check_ids first: OpenVINO's Gather returns silently on ids outside the vocabulary)."""
+        return self.engine.run(ids, attention_mask, (self.dim,))[self.dim]
 
     def _encode_sequences(self, seqs: list[np.ndarray], progress: bool = False) -> list[np.ndarray]:
         """Every token's vector for each framed id sequence, in batches of similar length that need little or no

@@ -44,3 +44,7 @@ class DeviceUnavailableError(ColbertOnnxError, RuntimeError):
 
 class FidelityWarning(UserWarning):
     """A graph missed the fidelity gates it was measured against at export (vectors less faithful)."""
+
+
+class EngineUnavailableError(ColbertOnnxError, RuntimeError):
+    """The requested inference engine cannot run here: not installed, or no graph of the folder passed its gates."""

@@ -113,6 +113,16 @@ class GraphEntry:
             details=r.rest(cls._KEYS),
         )
 
+    @property
+    def engine(self) -> str:
+        """The engine this graph is made for: onnxruntime, or openvino (the `engine_graphs` of a manifest)."""
+        return str(self.details.get("engine", "onnxruntime"))
+
+    def passed_gates(self, dim: int) -> bool | None:
+        """Whether head `dim` passed its fidelity gates at export; None when it was not measured."""
+        metrics = (self.fidelity or {}).get(str(dim))
+        return bool(metrics.get("passed")) if isinstance(metrics, dict) and "passed" in metrics else None
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "file": self.file,
@@ -237,7 +247,8 @@ class Source:
 _SPECIAL_ID_FIELDS = ("bos", "eos", "pad", "mask", "query_marker", "document_marker")
 _TOP_KEYS = ("format", "format_version", "model", "created", "created_with", "sources", "shared_backbone",
              "architecture", "vocab_size", "heads", "precisions", "opset", "inputs", "graphs", "tokenizer",
-             "special_ids", "query", "document", "similarity", "parity", "fidelity")
+             "special_ids", "query", "document", "similarity", "parity", "fidelity", "engine_graphs",
+             "reference")
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,11 @@ class Manifest:
     created_with: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     fidelity: dict[str, Any] | None = None
+    # Graphs of engines other than onnxruntime (OpenVINO), each with its fidelity measured on that engine;
+    # kept apart from `graphs` so that every rule about precisions stays the onnxruntime one (docs/engines.md).
+    engine_graphs: tuple[GraphEntry, ...] = ()
+    # The reference vectors a folder carries for `colbert-onnx verify`: file, texts, heads (verify.py).
+    reference: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -303,6 +319,9 @@ class Manifest:
             created_with=r.get("created_with", dict, {}),
             parity=r.get("parity", dict, {}),
             fidelity=r.get("fidelity", dict, None),
+            engine_graphs=tuple(GraphEntry.from_dict(g, f"engine_graphs[{i}]", source)
+                                for i, g in enumerate(r.get("engine_graphs", list, []))),
+            reference=r.get("reference", dict, None),
             extra=r.rest(_TOP_KEYS),
         )
 
@@ -335,6 +354,10 @@ class Manifest:
         })
         if self.fidelity is not None:
             out["fidelity"] = self.fidelity
+        if self.engine_graphs:
+            out["engine_graphs"] = [g.to_dict() for g in self.engine_graphs]
+        if self.reference is not None:
+            out["reference"] = self.reference
         out.update(self.extra)
         return out
 

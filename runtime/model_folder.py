@@ -86,6 +86,13 @@ class ModelFolder:
             f"(available: {', '.join(have)}); export it with `colbert-onnx export ... --precision {precision}`"
         )
 
+    def engine_graph_for(self, engine: str, dim: int, precision: str) -> GraphEntry | None:
+        """The graph the exporter wrote for `engine` (not onnxruntime) serving head `dim` at `precision`, if any."""
+        for g in self.manifest.engine_graphs:
+            if g.engine == engine and g.precision == precision and dim in g.outputs:
+                return g
+        return None
+
     @staticmethod
     def missed_gates(graph: GraphEntry, dim: int) -> dict | None:
         """The export-time fidelity figures of `graph`'s head `dim` when they missed a gate, else None."""
@@ -127,7 +134,7 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
             f"model folder {path} does not exist; create one with `colbert-onnx export SOURCE --out {path}`"
         )
     manifest = read_manifest(path)
-    for entry in manifest.graphs:
+    for entry in (*manifest.graphs, *manifest.engine_graphs):
         for name in filter(None, (entry.file, entry.external_data)):
             if not (path / name).is_file():
                 raise ModelFolderError(f"graph file missing: {path / name} (listed in {path / 'manifest.json'})")

@@ -26,11 +26,13 @@ NON_DEFAULTS = {
     "long_documents": ("windows", "windows"),
     "window_stride": ("7", 7),
     "io_binding": ("true", True),
+    "engine": ("openvino", "openvino"),
     "enable_cpu_mem_arena": ("false", False),
     "enable_mem_pattern": ("false", False),
     "graph_optimization_level": ("basic", "basic"),
     "gpu_mem_limit": ("12345", 12345),
     "arena_extend_strategy": ("kSameAsRequested", "kSameAsRequested"),
+    "denormal_as_zero": ("false", False),
 }
 COMMANDS = {
     "encode": ["encode", "m"],
@@ -38,7 +40,7 @@ COMMANDS = {
     "encode-parquet": ["encode-parquet", "m", "in.parquet", "out.parquet"],
     "serve": ["serve", "m"],
 }
-BOOLEANS = {"io_binding", "enable_cpu_mem_arena", "enable_mem_pattern"}
+BOOLEANS = {"io_binding", "enable_cpu_mem_arena", "enable_mem_pattern", "denormal_as_zero"}
 
 
 def _settings() -> list[str]:

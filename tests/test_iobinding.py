@@ -10,8 +10,8 @@ import pytest
 from test_encoder import TEXTS as ENCODER_TEXTS
 
 from colbert_onnx import ColbertEncoder, InvalidInputError
-from colbert_onnx import encoder as encoder_module
 from colbert_onnx import session as session_module
+from colbert_onnx.engines import onnxruntime_engine as engine_module
 from colbert_onnx.errors import DeviceUnavailableError
 from colbert_onnx.session import binding_device
 
@@ -57,8 +57,8 @@ def test_io_binding_defaults_to_off_on_cpu(toy_encoder):
 
 def test_io_binding_on_cpu_runs_through_the_binding(toy_model_dir, monkeypatch):
     calls = []
-    original = encoder_module.run_with_binding
-    monkeypatch.setattr(encoder_module, "run_with_binding", lambda *a: calls.append(a[3]) or original(*a))
+    original = engine_module.run_with_binding
+    monkeypatch.setattr(engine_module, "run_with_binding", lambda *a: calls.append(a[3]) or original(*a))
     ColbertEncoder(toy_model_dir, io_binding=True).encode_queries(["Berlin"])
     ColbertEncoder(toy_model_dir).encode_queries(["Berlin"])
     assert calls == [("cpu", 0)]

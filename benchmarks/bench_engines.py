@@ -1,0 +1,110 @@
+"""Engines side by side on this CPU, timed in turns: onnxruntime fp32, int8 and fp16, OpenVINO f32 and bf16
+inference precision, on one random-weight toy of a given size (issue 25; docs/engines.md).
+
+Exports a checkpoint of `--size` (small: 4 x 256, the BENCH_SIZE=small shape; wide: 4 x 1024, the full model's
+width with 4 of its 24 layers; vocabulary of the toy tokenizer) with the OpenVINO graph, then times, in turns,
+every engine on 16 x 256 tokens and on one 2048-token document, both for calm weights and for sharp attention
+(q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and without subnormal flushing.
+Prints a Markdown table with the machine named. Usage:
+    python -m benchmarks.bench_engines [--size small|wide] [--rounds 5] [--threads 2] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import describe
+from colbert_onnx import ColbertEncoder
+from colbert_onnx.session import SessionConfig
+
+SIZES = {
+    "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
+    "wide": {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "intermediate_size": 4096},
+}
+SHAPES = ((16, 256), (1, 2048))
+SHARP_FACTOR = 8.0
+
+
+def export(root: Path, size: str, factor: float) -> Path:
+    from colbert_onnx.export import export_model
+    from colbert_onnx.export.outlier_family import sharpen_attention
+    from colbert_onnx.export.toy import make_toy_trio
+
+    out = root / f"{size}-x{factor:g}"
+    if (out / "model" / "manifest.json").is_file():
+        return out / "model"
+    trio = make_toy_trio(out / "checkpoint", seed=1, dims=(128,), config_overrides=SIZES[size])
+    if factor != 1.0:
+        sharpen_attention(trio, factor)
+    # sharp attention is chaotic: its fp32 graph may miss the parity tolerance, which is not what is timed here
+    return export_model([trio[128]], out / "model", precisions="fp32,int8,fp16", check_parity=factor == 1.0)
+
+
+def runners(folder: Path, threads: int) -> dict:
+    """name -> engine for every engine of the comparison."""
+    from colbert_onnx.engines.openvino_engine import OpenvinoEngine
+
+    def ort(precision: str, flush: bool):
+        return ColbertEncoder(folder, precision=precision, engine="onnxruntime", threads=threads,
+                              session_options=SessionConfig(denormal_as_zero=flush)).engine
+
+    from colbert_onnx.manifest import read_manifest
+
+    graph = read_manifest(folder).engine_graphs[0]
+    path = str(folder / graph.file)
+    return {
+        "onnxruntime fp32": ort("fp32", True),
+        "onnxruntime fp32, no flush": ort("fp32", False),
+        "onnxruntime int8": ort("int8", True),
+        "onnxruntime int8, no flush": ort("int8", False),
+        "onnxruntime fp16": ort("fp16", True),
+        "OpenVINO f32": OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="f32"),
+        "OpenVINO bf16": OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="bf16"),
+    }
+
+
+def time_engines(engines: dict, rounds: int) -> dict:
+    """(name, shape) -> median seconds of one run, engines in turns within each round."""
+    rng = np.random.default_rng(0)
+    feeds = {s: rng.integers(5, 500, size=s).astype(np.int64) for s in SHAPES}
+    for engine in engines.values():
+        for ids in feeds.values():
+            engine.run(ids, np.ones_like(ids), (128,))
+    samples: dict = {(n, s): [] for n in engines for s in SHAPES}
+    for _ in range(rounds):
+        for shape, ids in feeds.items():
+            for name, engine in engines.items():
+                start = time.perf_counter()
+                engine.run(ids, np.ones_like(ids), (128,))
+                samples[name, shape].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", default=None, help="keep the exported folders here (default: a temp dir)")
+    args = parser.parse_args()
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    print(f"{describe()}; size {args.size} ({SIZES[args.size]}), {args.threads} threads, median of {args.rounds}")
+    print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in SHAPES) + " | 16 x 256 tokens/s |")
+    print("|---|---|" + "---|" * (len(SHAPES) + 1))
+    for label, factor in (("calm", 1.0), ("sharp", SHARP_FACTOR)):
+        folder = export(root, args.size, factor)
+        engines = runners(folder, args.threads)
+        times = time_engines(engines, args.rounds)
+        for name in engines:
+            cells = " | ".join(f"{times[name, s]:.3f}" for s in SHAPES)
+            print(f"| {label} | {name} | {cells} | {16 * 256 / times[name, SHAPES[0]]:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

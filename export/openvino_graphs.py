@@ -1,0 +1,94 @@
+"""The OpenVINO engine's graphs: the exporter's PyTorch module written with plain ONNX ops, measured on OpenVINO.
+
+OpenVINO reads the optimized onnxruntime graph (com.microsoft RotaryEmbedding / MultiHeadAttention, inside
+If/Loop) without an error and returns wrong vectors (issue 25: token cosines down to -0.97), so its engine
+gets a graph of its own: the same module with plain MatMul/Softmax attention and rotary as Slice/Mul/Add,
+no com.microsoft operator. Its fidelity is measured *with OpenVINO* against the float64 reference by the
+same gates: at OpenVINO's f32 inference precision it serves fp32 (fp32 gates), at bf16 (OpenVINO's default on
+CPUs with bf16 units) it serves fp16 (fp16 gates; docs/engines.md). Both entries share one file and go to the
+manifest's `engine_graphs`, apart from the onnxruntime `graphs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from colbert_onnx.engines.openvino_engine import OpenvinoEngine, openvino_available
+from colbert_onnx.manifest import GraphEntry, Manifest
+
+from .fidelity import FidelitySet, Outputs, collect, compare, passes
+from .modeling import MultiHeadColbert, set_attention_chunk, set_fused_rotary
+
+ENGINE = "openvino"
+# OpenVINO inference precision -> the precision it serves (and whose gates it must pass): bf16 is the CPU's
+# 16-bit float, held to the fp16 gates (docs/engines.md)
+INFERENCE_PRECISIONS = (("f32", "fp32"), ("bf16", "fp16"))
+
+
+def openvino_file(file: str) -> str:
+    """model.onnx -> model-openvino.onnx."""
+    stem = file[: -len(".onnx")] if file.endswith(".onnx") else file
+    return f"{stem}-openvino.onnx"
+
+
+def export_openvino_graph(module: MultiHeadColbert, out: Path, record: dict, opset: int) -> dict:
+    """Write `module` with plain attention and rotary ops next to the onnxruntime graph of `record`; returns its
+    engine_graphs entry (not yet measured). The module's attention and rotary settings are restored."""
+    from .exporter import export_graph  # the exporter imports this module
+
+    chunks = {id(m): (m.attention_chunk, m.attention_budget, m.fused_rotary) for m in module.modules()
+              if hasattr(m, "fused_rotary")}
+    file = openvino_file(record["file"])
+    set_attention_chunk(module, None)
+    set_fused_rotary(module, False)
+    try:
+        info = export_graph(module, out / file, opset=opset)
+    finally:
+        for m in module.modules():
+            if id(m) in chunks:
+                m.attention_chunk, m.attention_budget, m.fused_rotary = chunks[id(m)]
+    return {"file": file, "precision": "fp32", "outputs": dict(record["outputs"]),
+            "backbone_sha256": record.get("backbone_sha256"), **info, "engine": ENGINE,
+            "method": "torch.onnx.export (TorchScript), plain MatMul/Softmax attention and rotary, no "
+                      "com.microsoft operators (export/openvino_graphs.py)"}
+
+
+def openvino_runner(path: Path, dims: Sequence[int], inference_precision: str = "f32"):
+    """feeds -> dim -> vectors for a graph file on OpenVINO's CPU plugin (the runtime's engine)."""
+    engine = OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference_precision)
+    return lambda feeds: engine.run(feeds["input_ids"], feeds["attention_mask"], dims)
+
+
+def measure_on_openvino(path: Path, dims: Sequence[int], reference: dict[int, Outputs], fset: FidelitySet,
+                        inference_precision: str, gates: str) -> dict:
+    """Per head: the graph's vectors on OpenVINO at `inference_precision` against the reference, gates `gates`."""
+    got = collect(openvino_runner(path, dims, inference_precision), fset)
+    result = {}
+    for d in dims:
+        metrics = compare(reference[d], got[d])
+        metrics["passed"] = passes(gates, metrics)
+        result[str(d)] = metrics
+    return result
+
+
+def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
+                        references: Sequence[dict[int, Outputs]] | None, fset: FidelitySet) -> Manifest:
+    """`manifest` with two engine_graphs per OpenVINO graph of `entries`: f32 inference serving fp32 (fp32 gates)
+    and bf16 inference serving fp16 (fp16 gates), each measured on OpenVINO where its package is installed (else
+    recorded as not measured: the runtime's auto choice then skips it)."""
+    graphs = []
+    for i, entry in enumerate(entries):
+        for inference, precision in INFERENCE_PRECISIONS:
+            variant = {**entry, "precision": precision, "inference_precision": inference}
+            dims = [int(d) for d in entry["outputs"]]
+            if references is None:
+                variant["fidelity_not_measured"] = "the export ran without the float64 reference (check_parity=False)"
+            elif not openvino_available():
+                variant["fidelity_not_measured"] = "the openvino package was not installed at export"
+            else:
+                variant["fidelity"] = measure_on_openvino(out / entry["file"], dims, references[i], fset, inference,
+                                                          precision)
+            graphs.append(GraphEntry.from_dict(variant, f"engine_graphs[{len(graphs)}]"))
+    return dataclasses.replace(manifest, engine_graphs=tuple(graphs))

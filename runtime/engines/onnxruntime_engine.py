@@ -1,0 +1,39 @@
+"""The onnxruntime engine (CPU, CUDA): one InferenceSession per graph file, IOBinding when asked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ..session import SessionConfig, binding_device, create_session, run_with_binding
+
+
+class OnnxruntimeEngine:
+    """A graph on onnxruntime: the session of session.create_session (subnormals flushed by default)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graph_path: str, outputs: Mapping[int, str], device: str = "cpu", threads: int | None = None,
+                 config: SessionConfig | None = None, io_binding: bool = False) -> None:
+        self.graph_path = graph_path
+        self.outputs = dict(outputs)
+        self.device = device
+        self.session = create_session(graph_path, device=device, threads=threads, config=config)
+        self.binding = binding_device(self.session) if io_binding else None
+
+    def run(self, ids: np.ndarray, mask: np.ndarray, dims: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        """One run; with io_binding (one head asked) the inputs are copied to the session's device once and
+        only that head's output comes back (session.run_with_binding)."""
+        dims = list(self.outputs) if dims is None else list(dims)
+        names = [self.outputs[d] for d in dims]
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self.binding is not None and len(names) == 1:
+            values = [run_with_binding(self.session, names[0], inputs, self.binding)]
+        else:
+            values = self.session.run(names, inputs)
+        return {d: np.asarray(v, dtype=np.float32) for d, v in zip(dims, values, strict=True)}
+
+    def describe(self) -> str:
+        return f"onnxruntime {ort.__version__} on {self.session.get_providers()[0]}"

@@ -1,0 +1,79 @@
+"""The OpenVINO engine (CPU; the ``[openvino]`` extra): a plain-ops ONNX graph compiled by OpenVINO.
+
+OpenVINO reads the optimized onnxruntime graph (com.microsoft RotaryEmbedding / MultiHeadAttention) without
+an error and returns wrong vectors, so this engine runs only the graph the exporter writes for it
+(export/openvino_graphs.py), measured against the float64 reference by the same gates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import EngineUnavailableError
+
+INFERENCE_PRECISIONS = ("f32", "bf16")
+
+
+def import_openvino():
+    """The openvino package, or EngineUnavailableError naming the extra."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            "engine='openvino' needs the openvino extra: pip install 'colbert-onnx[openvino]'") from exc
+    return openvino
+
+
+def openvino_available() -> bool:
+    """Whether the openvino package can be imported here."""
+    try:
+        import_openvino()
+    except EngineUnavailableError:
+        return False
+    return True
+
+
+class OpenvinoEngine:
+    """A graph compiled by OpenVINO's CPU plugin, at `inference_precision` (f32: exact; bf16: OpenVINO's default
+    on CPUs with bf16 units, measured separately by the gates), subnormals flushed."""
+
+    name = "openvino"
+
+    def __init__(self, graph_path: str, outputs: Mapping[int, str], threads: int | None = None,
+                 inference_precision: str = "f32") -> None:
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise EngineUnavailableError(f"unknown OpenVINO inference precision {inference_precision!r}; "
+                                         f"choose one of {', '.join(INFERENCE_PRECISIONS)}")
+        ov = import_openvino()
+        self.version = ov.get_version().split("-")[0]
+        self.graph_path = graph_path
+        self.outputs = dict(outputs)
+        self.inference_precision = inference_precision
+        config: dict = {"INFERENCE_PRECISION_HINT": inference_precision, "CPU_DENORMALS_OPTIMIZATION": True}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        try:
+            self.compiled = core.compile_model(core.read_model(graph_path), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError with a long C++ trace on bad graphs
+            raise EngineUnavailableError(f"OpenVINO cannot compile {graph_path}: {str(exc).strip()[:300]}") from exc
+        self._ports = {d: self.compiled.output(name) for d, name in self.outputs.items()}
+        self._local = threading.local()  # one infer request per thread: requests are not thread-safe
+
+    def _request(self):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
+
+    def run(self, ids: np.ndarray, mask: np.ndarray, dims: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        dims = list(self.outputs) if dims is None else list(dims)
+        result = self._request().infer({"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
+                                        "attention_mask": np.ascontiguousarray(mask, dtype=np.int64)})
+        return {d: np.array(result[self._ports[d]], dtype=np.float32) for d in dims}
+
+    def describe(self) -> str:
+        return f"OpenVINO {self.version} on CPU, inference precision {self.inference_precision}"

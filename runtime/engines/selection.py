@@ -1,0 +1,98 @@
+"""Opening the engine an EncoderConfig asks for: forced engines honored or refused with a reason, "auto" by
+choice.choose_engine on this CPU's features, the pick said in one log line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..errors import EngineUnavailableError
+from ..manifest import GraphEntry
+from ..model_folder import ModelFolder
+from . import Engine
+from .choice import EngineChoice, choose_engine, cpu_features
+
+logger = logging.getLogger("colbert_onnx")
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An engine with the graph it runs and how it was chosen."""
+
+    engine: Engine
+    graph: GraphEntry
+    choice: EngineChoice
+
+
+def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str) -> str | None:
+    """Why the OpenVINO engine cannot serve head `dim` at `precision` from `folder` here; None when it can."""
+    from .openvino_engine import openvino_available
+
+    if device != "cpu":
+        return f"the OpenVINO engine runs on the CPU only, device={device!r} was asked"
+    if not openvino_available():
+        return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
+    graph = folder.engine_graph_for("openvino", dim, precision)
+    if graph is None:
+        return (f"{folder.path} has no OpenVINO graph for head {dim} at {precision} (export with the openvino "
+                "extra installed writes one)")
+    passed = graph.passed_gates(dim)
+    if passed is None:
+        return (f"the OpenVINO graph {graph.file} was not measured against the gates at export "
+                "(run `colbert-onnx verify --engine openvino` to measure it here)")
+    if not passed:
+        return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
+    return None
+
+
+def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
+                session_options, io_binding: bool, features: Iterable[str] | None = None) -> Opened:
+    """The engine `engine` (auto, onnxruntime or openvino) for head `dim` at `precision`; EngineUnavailableError
+    naming the reason when a forced engine cannot run."""
+    if engine == "onnxruntime":
+        choice = EngineChoice("onnxruntime", "asked for (engine='onnxruntime')")
+    elif engine == "openvino":
+        refusal = openvino_refusal(folder, dim, precision, device)
+        if refusal is not None:
+            raise EngineUnavailableError(f"engine='openvino' cannot run: {refusal}")
+        choice = EngineChoice("openvino", "asked for (engine='openvino')")
+    else:
+        refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device)}
+        choice = choose_engine(cpu_features() if features is None else features, precision,
+                               lambda engine: refusals[engine]() if engine in refusals else None)
+    opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+    logger.info("colbert-onnx engine: %s (%s); %s", choice.engine, opened.engine.describe(), choice.reason)
+    return opened
+
+
+def _open(folder: ModelFolder, dim: int, precision: str, choice: EngineChoice, device: str, threads: int | None,
+          session_options, io_binding: bool) -> Opened:
+    if choice.engine == "openvino":
+        from .openvino_engine import OpenvinoEngine
+
+        graph = folder.engine_graph_for("openvino", dim, precision)
+        assert graph is not None  # openvino_refusal said so
+        engine = OpenvinoEngine(str(folder.path / graph.file), graph.outputs, threads=threads,
+                                inference_precision=str(graph.details.get("inference_precision", "f32")))
+        return Opened(engine, graph, choice)
+    from .onnxruntime_engine import OnnxruntimeEngine
+
+    graph = folder.graph_for(dim, precision)
+    engine = OnnxruntimeEngine(str(folder.path / graph.file), graph.outputs, device=device, threads=threads,
+                               config=session_options, io_binding=io_binding)
+    return Opened(engine, graph, choice)
+
+
+def reopen(opened: Opened, folder: ModelFolder, dim: int, precision: str, device: str, threads: int | None,
+           session_options, io_binding: bool) -> Opened:
+    """The same engine for another head: the same loaded graph when it holds that head too."""
+    if opened.choice.engine == "openvino":
+        graph = folder.engine_graph_for("openvino", dim, precision)
+        if graph is None or not graph.passed_gates(dim):
+            raise EngineUnavailableError(f"the OpenVINO engine has no graph passing the gates for head {dim}")
+    else:
+        graph = folder.graph_for(dim, precision)
+    if graph.file == opened.graph.file:
+        return Opened(opened.engine, graph, opened.choice)
+    return _open(folder, dim, precision, opened.choice, device, threads, session_options, io_binding)

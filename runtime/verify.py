@@ -1,0 +1,179 @@
+"""``colbert-onnx verify``: the gate figures of a model folder's graphs recomputed with the engines and CPU at hand.
+
+bf16 and int8 kernels differ between CPUs (VNNI, AMX, none) and between engines, so an export-time verdict on
+one CPU does not prove another. The folder carries the float64 reference vectors of the fixed fidelity set and
+its texts (reference.npz, written at export); verify tokenizes those texts with the folder's tokenizer, runs the
+same batches through each engine's graph and compares with the same metrics and gates (fidelity.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engines import ENGINES
+from .errors import InvalidInputError, ModelFolderError
+from .fidelity import GATES, Outputs, compare, passes
+from .manifest import GraphEntry
+from .model_folder import ModelFolder, open_model_folder
+from .tokenization import Preprocessor, pad_batch
+
+REFERENCE_FILE = "reference.npz"
+BATCH_SIZE = 16  # documents per run, as the exporter measured them (export/fidelity.build_set)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One graph's head on one engine: the recomputed figures, the gates and whether they hold."""
+
+    engine: str
+    engine_detail: str
+    graph: str
+    precision: str
+    dim: int
+    metrics: dict
+    passed: bool
+    passed_at_export: bool | None
+
+    def line(self) -> str:
+        m = self.metrics
+        return (f"{'PASS' if self.passed else 'FAIL'}  {self.engine:<11} {self.precision:<5} {self.dim:>4}  "
+                f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
+                f"  spearman {m['spearman']:.4f}  ({self.graph}; at export: "
+                f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]})")
+
+
+def _reference(folder: ModelFolder) -> tuple[dict, dict[str, np.ndarray]]:
+    record = folder.manifest.reference
+    if not record:
+        raise ModelFolderError(f"{folder.path} carries no reference vectors (exported before verify existed, or "
+                               "without the float64 reference): re-export it to verify it")
+    path = folder.path / record["file"]
+    if not path.is_file():
+        raise ModelFolderError(f"reference file missing: {path} (listed in the manifest)")
+    if record.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
+        raise ModelFolderError(f"{path} does not match the sha256 the manifest records: re-export the folder")
+    with np.load(path) as data:
+        return record, {k: data[k] for k in data.files}
+
+
+def _document_batches(pre: Preprocessor, texts: list[str], skiplist: np.ndarray):
+    """(ids, mask, keep) batches of the documents sorted by token count, as the exporter measured them."""
+    seqs = sorted(pre.documents(texts).ids, key=len)
+    for start in range(0, len(seqs), BATCH_SIZE):
+        ids, mask = pad_batch(seqs[start : start + BATCH_SIZE], pre.special.pad)
+        yield ids, mask, mask.astype(bool) & ~np.isin(ids, skiplist)
+
+
+def _outputs(engine, dims: Sequence[int], pre: Preprocessor, texts: dict, skiplist: np.ndarray) -> dict[int, Outputs]:
+    q_ids = pre.queries(texts["queries"])
+    queries = engine.run(q_ids, np.ones_like(q_ids), dims)
+    tokens: dict[int, list] = {d: [] for d in dims}
+    docs: dict[int, list] = {d: [] for d in dims}
+    for ids, mask, keep in _document_batches(pre, texts["documents"], skiplist):
+        out = engine.run(ids, mask, dims)
+        for d in dims:
+            tokens[d].append(out[d][mask.astype(bool)])
+            docs[d].extend(out[d][row][keep[row]] for row in range(ids.shape[0]))
+    return {d: Outputs(queries[d], np.concatenate(tokens[d]), docs[d]) for d in dims}
+
+
+def _reference_outputs(arrays: dict[str, np.ndarray], dim: int, pre: Preprocessor, texts: dict,
+                       skiplist: np.ndarray) -> Outputs:
+    doc_tokens = arrays[f"doc_tokens_{dim}"].astype(np.float64)
+    documents, offset = [], 0
+    for _, mask, keep in _document_batches(pre, texts["documents"], skiplist):
+        for row in range(mask.shape[0]):
+            n = int(mask[row].sum())
+            documents.append(doc_tokens[offset : offset + n][keep[row][:n]])
+            offset += n
+    return Outputs(arrays[f"queries_{dim}"].astype(np.float64), doc_tokens, documents)
+
+
+def _graphs(folder: ModelFolder, engine: str, precisions: Sequence[str] | None) -> list[GraphEntry]:
+    pool = folder.graphs if engine == "onnxruntime" else [g for g in folder.manifest.engine_graphs
+                                                           if g.engine == engine]
+    return [g for g in pool if precisions is None or g.precision in precisions]
+
+
+def _open(folder: ModelFolder, engine: str, graph: GraphEntry, threads: int | None):
+    path = str(folder.path / graph.file)
+    if engine == "openvino":
+        from .engines.openvino_engine import OpenvinoEngine
+
+        return OpenvinoEngine(path, graph.outputs, threads=threads,
+                              inference_precision=str(graph.details.get("inference_precision", "f32")))
+    from .engines.onnxruntime_engine import OnnxruntimeEngine
+
+    return OnnxruntimeEngine(path, graph.outputs, threads=threads)
+
+
+def available_engines() -> list[str]:
+    """The engines installed here: onnxruntime always, openvino with its extra."""
+    from .engines.openvino_engine import openvino_available
+
+    return ["onnxruntime", *(["openvino"] if openvino_available() else [])]
+
+
+def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
+                  precisions: Sequence[str] | None = None, threads: int | None = None) -> list[Verdict]:
+    """Every graph of the folder (of `precisions`, default all) on every engine of `engines` (default: those
+    installed here), measured against the folder's reference vectors with the gates of its precision."""
+    folder = open_model_folder(model_dir)
+    engines = available_engines() if engines is None else list(engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise InvalidInputError(f"unknown engine {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+    record, arrays = _reference(folder)
+    tokenizer, special = folder.load_tokenizer()
+    manifest = folder.manifest
+    pre = Preprocessor(tokenizer, special, query_max_length=manifest.query.max_length,
+                       document_max_length=int(record["document_max_length"]))
+    texts = record["texts"]
+    skiplist = np.asarray(manifest.document.skiplist_ids, dtype=np.int64)
+    verdicts = []
+    for engine_name in engines:
+        for graph in _graphs(folder, engine_name, precisions):
+            engine = _open(folder, engine_name, graph, threads)
+            dims = sorted(graph.outputs, reverse=True)
+            got = _outputs(engine, dims, pre, texts, skiplist)
+            for d in dims:
+                metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist), got[d])
+                gates = graph.precision if graph.precision in GATES else "fp32"
+                verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
+                                        passes(gates, metrics), graph.passed_gates(d)))
+    return verdicts
+
+
+def add_verify_arguments(parser) -> None:
+    """The flags of `colbert-onnx verify`."""
+    parser.add_argument("model_dir", help="folder written by `colbert-onnx export`")
+    parser.add_argument("--engine", action="append", choices=ENGINES, default=None,
+                        help="engine to measure (repeatable; default: every engine installed here)")
+    parser.add_argument("--precision", default=None, help="comma-separated precisions to measure (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's)")
+    parser.add_argument("--json", action="store_true", help="print the verdicts as JSON lines")
+
+
+def run_verify(args) -> int:
+    """Print one verdict per graph, head and engine; exit status 1 when any misses its gates."""
+    import json
+
+    from .engines.choice import cpu_features, named_features
+
+    precisions = [p.strip() for p in args.precision.split(",")] if args.precision else None
+    verdicts = verify_folder(args.model_dir, args.engine, precisions, args.threads)
+    if args.json:
+        for v in verdicts:
+            print(json.dumps({"engine": v.engine, "engine_detail": v.engine_detail, "graph": v.graph,
+                              "precision": v.precision, "dim": v.dim, "passed": v.passed,
+                              "passed_at_export": v.passed_at_export, **v.metrics}))
+    else:
+        print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
+        for v in verdicts:
+            print(v.line())
+    return 0 if all(v.passed for v in verdicts) else 1

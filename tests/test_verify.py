@@ -1,0 +1,88 @@
+"""`colbert-onnx verify` / verify_folder: the gate figures recomputed from the reference vectors a folder carries,
+with the engines at hand; a graph made to miss a gate fails (issue 25)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colbert_onnx import ModelFolderError, verify_folder
+from colbert_onnx.cli import main
+from colbert_onnx.manifest import read_manifest, write_manifest
+
+
+def test_export_writes_reference_vectors_of_every_head(toy_model_dir: Path) -> None:
+    record = read_manifest(toy_model_dir).reference
+    assert record["heads"] == [128, 96, 64]
+    with np.load(toy_model_dir / record["file"]) as data:
+        assert data["queries_128"].shape == (len(record["texts"]["queries"]), 32, 128)
+
+
+def test_every_exported_graph_passes_verify_on_onnxruntime(toy_model_dir: Path) -> None:
+    verdicts = verify_folder(toy_model_dir, engines=["onnxruntime"])
+    assert {(v.precision, v.dim) for v in verdicts} == {(p, d) for p in ("fp32", "int8", "fp16") for d in (128, 96, 64)}
+    assert all(v.passed for v in verdicts)
+
+
+def test_verify_reproduces_the_export_figures_on_the_same_cpu(toy_model_dir: Path) -> None:
+    graph = read_manifest(toy_model_dir).graphs[1]  # int8: figures far enough from 1 to compare
+    (verdict,) = [v for v in verify_folder(toy_model_dir, engines=["onnxruntime"], precisions=["int8"]) if v.dim == 128]
+    assert verdict.metrics["mean_token_cosine"] == pytest.approx(graph.fidelity["128"]["mean_token_cosine"], abs=1e-6)
+    assert verdict.metrics["top10_overlap"] == pytest.approx(graph.fidelity["128"]["top10_overlap"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="the OpenVINO engine needs the [openvino] extra (openvino)")
+def test_the_openvino_graphs_pass_verify_on_openvino(toy_model_dir: Path) -> None:
+    verdicts = verify_folder(toy_model_dir, engines=["openvino"])
+    assert [(v.precision, v.dim) for v in verdicts] == [(p, d) for p in ("fp32", "fp16") for d in (128, 96, 64)]
+    assert {v.graph for v in verdicts} == {"model-openvino.onnx"}
+    assert all(v.passed for v in verdicts)
+    assert "inference precision bf16" in verdicts[-1].engine_detail
+
+
+@pytest.fixture
+def missed_folder(toy_model_dir: Path, tmp_path: Path) -> Path:
+    """The toy folder with its fp32 graph replaced by the int8 one: a graph that misses the fp32 gates."""
+    folder = shutil.copytree(toy_model_dir, tmp_path / "missed")
+    shutil.copyfile(folder / "model-int8.onnx", folder / "model.onnx")
+    manifest = read_manifest(folder)
+    graphs = tuple(dataclasses.replace(g, bytes=(folder / g.file).stat().st_size) for g in manifest.graphs)
+    write_manifest(folder, dataclasses.replace(manifest, graphs=graphs))
+    return folder
+
+
+def test_a_graph_that_misses_a_gate_fails_verify(missed_folder: Path) -> None:
+    verdicts = verify_folder(missed_folder, engines=["onnxruntime"], precisions=["fp32"])
+    assert verdicts and not any(v.passed for v in verdicts)
+    assert all(v.passed_at_export for v in verdicts)  # the export's verdict was for the graph it wrote
+
+
+def test_verify_command_exits_1_naming_the_failed_graph(missed_folder: Path, capsys) -> None:
+    assert main(["verify", str(missed_folder), "--engine", "onnxruntime", "--precision", "fp32"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  onnxruntime fp32   128" in out and "CPU features read:" in out
+
+
+def test_verify_command_exits_0_when_every_gate_holds(toy_model_dir: Path, capsys) -> None:
+    assert main(["verify", str(toy_model_dir), "--engine", "onnxruntime", "--precision", "fp32", "--json"]) == 0
+    assert capsys.readouterr().out.count('"passed": true') == 3
+
+
+def test_a_folder_without_reference_vectors_is_a_typed_error(toy_model_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "old")
+    write_manifest(folder, dataclasses.replace(read_manifest(folder), reference=None))
+    with pytest.raises(ModelFolderError, match="carries no reference vectors"):
+        verify_folder(folder)
+
+
+def test_a_changed_reference_file_is_a_typed_error(toy_model_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "changed")
+    np.savez(folder / "reference.npz", queries_128=np.zeros((1, 32, 128), np.float16))
+    with pytest.raises(ModelFolderError, match="sha256"):
+        verify_folder(folder)
