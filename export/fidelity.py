@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from colbert_onnx.fidelity import GATES, TOP_K, Outputs, compare, passes, spearman, token_cosines
+from colbert_onnx.fidelity import GATES, TOP_K, Outputs, compare, judge, passes, spearman, token_cosines
 from colbert_onnx.tokenization import Preprocessor, pad_batch
 
 from .corpus import multilingual_texts
 
 Feeds = dict[str, np.ndarray]
 __all__ = ["GATES", "TOP_K", "FidelitySet", "Outputs", "build_set", "calibration_texts", "collect", "compare",
-           "fidelity_texts", "float64_runner", "ort_runner", "passes", "spearman", "token_cosines", "torch_runner"]
+           "fidelity_texts", "float64_runner", "judge", "ort_runner", "passes", "spearman", "token_cosines",
+           "torch_runner"]
 
 
 def fidelity_texts(n_queries: int = 24, n_concat: int = 36) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from colbert_onnx.engines.openvino_engine import OpenvinoEngine, openvino_available
 from colbert_onnx.manifest import GraphEntry, Manifest
 
-from .fidelity import FidelitySet, Outputs, collect, compare, passes
+from .fidelity import FidelitySet, Outputs, collect, judge
 from .modeling import MultiHeadColbert, set_attention_chunk, set_fused_rotary
 
 ENGINE = "openvino"
@@ -64,13 +64,7 @@ def openvino_runner(path: Path, dims: Sequence[int], inference_precision: str = 
 def measure_on_openvino(path: Path, dims: Sequence[int], reference: dict[int, Outputs], fset: FidelitySet,
                         inference_precision: str, gates: str) -> dict:
     """Per head: the graph's vectors on OpenVINO at `inference_precision` against the reference, gates `gates`."""
-    got = collect(openvino_runner(path, dims, inference_precision), fset)
-    result = {}
-    for d in dims:
-        metrics = compare(reference[d], got[d])
-        metrics["passed"] = passes(gates, metrics)
-        result[str(d)] = metrics
-    return result
+    return judge(reference, collect(openvino_runner(path, dims, inference_precision), fset), dims, gates)
 
 
 def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],

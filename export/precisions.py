@@ -22,11 +22,10 @@ from .fidelity import (
     build_set,
     calibration_texts,
     collect,
-    compare,
     fidelity_texts,
     float64_runner,
+    judge,
     ort_runner,
-    passes,
 )
 from .mixed_precision import SEARCH_SECONDS, relative_speed, search_float_nodes
 from .modeling import BackboneConfig, MultiHeadColbert
@@ -207,13 +206,7 @@ def _mixed_graph(out: Path, entry: dict, optimized, calibration: list, dims: lis
 
 def measure_fidelity(graph: Path, dims: list[int], reference: dict, fset: FidelitySet, precision: str) -> dict:
     """Per head: the graph's vectors on `fset` against the recorded PyTorch reference, with the gate verdict."""
-    got = collect(ort_runner(str(graph), dims), fset)
-    result = {}
-    for d in dims:
-        metrics = compare(reference[d], got[d])
-        metrics["passed"] = passes(precision, metrics)
-        result[str(d)] = metrics
-    return result
+    return judge(reference, collect(ort_runner(str(graph), dims), fset), dims, precision)
 
 
 def _base(entry: dict, file: str, precision: str, out: Path, save: tuple | None = None) -> dict:

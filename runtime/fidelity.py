@@ -86,6 +86,16 @@ def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
     }
 
 
+def judge(reference: dict[int, Outputs], got: dict[int, Outputs], dims, gates: str) -> dict[str, dict]:
+    """Per head: `got`'s metrics against `reference`, with the verdict of the `gates` tier."""
+    result = {}
+    for d in dims:
+        metrics = compare(reference[d], got[d])
+        metrics["passed"] = passes(gates, metrics)
+        result[str(d)] = metrics
+    return result
+
+
 def passes(precision: str, metrics: dict) -> bool:
     """True when every gate of `precision` holds (and the output is finite)."""
     gates = GATES.get(precision, {})
