@@ -22,6 +22,7 @@ from .. import __version__
 from ..compact import to_muvera
 from ..errors import ColbertOnnxError, InvalidInputError
 from .batching import Overloaded, ShuttingDown
+from .compat import ENDPOINTS as COMPAT_ENDPOINTS
 from .compat import compat_router
 from .config import ServerConfig
 from .formats import encode_vectors
@@ -321,7 +322,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
                     "default_dimensions": service.default_dim,
                     "precision": config.encoder.precision,
                     "precisions_available": service.precisions,
-                    "endpoints": ["/v1/multi-vector", "/v1/rerank"],
+                    "endpoints": ["/v1/multi-vector", "/v1/rerank", *COMPAT_ENDPOINTS],
                 }
                 for name in service.served_model_names
             ],

@@ -17,13 +17,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from .compat_schemas import (
+    SCORE_FIELDS,
     CohereRerankRequest,
     TeiRerankRequest,
     VllmPoolingRequest,
     VllmRerankRequest,
     VllmScoreRequest,
 )
-from .schemas import ErrorBody, TextInput
+from .schemas import MODEL_ENDPOINT_STATUSES, error_responses, texts_of
 from .service import BadRequest, ModelService
 
 # The model names each API's clients send by default (served when listed in --served-model-name, as Jina's):
@@ -32,41 +33,31 @@ CLIENT_DEFAULT_MODELS = {
     "cohere": ("rerank-v3.5", "rerank-english-v3.0"),
     "vllm": ("jinaai/jina-colbert-v2",),
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "malformed JSON",
-        401: "missing or wrong API key",
-        413: "over a limit (body bytes, inputs or tokens per request); `limit` names it",
-        422: "invalid field value or shape",
-        429: "queue full; retry after Retry-After seconds",
-        503: "model not loaded yet or shutting down; retry after Retry-After seconds",
-    }.items()
-}
+# The POST routes below, as /v1/models lists them.
+ENDPOINTS = ("/v2/rerank", "/rerank", "/score", "/v1/score", "/pooling")
 
 
 def _json(content: Any) -> Response:
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-def _text(item: str | TextInput) -> str:
-    return item if isinstance(item, str) else item.text
-
-
 def _truncation(tokens: int | None) -> int | None:
-    """vLLM's truncate_prompt_tokens: -1 / None = the server's document length; else that many tokens."""
+    """vLLM's truncate_prompt_tokens (Cohere's max_tokens_per_doc): -1 / None = the server's document length;
+    else that many tokens, at least the 3 of the framing."""
     return None if tokens is None or tokens == -1 else max(tokens, 3)
 
 
 def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRouter:
     """The routes of the Cohere, TEI and vLLM shapes, behind `authorize` (create_app's API-key check)."""
-    router = APIRouter(dependencies=[Depends(authorize)], responses=_ERRORS)
+    responses = error_responses(*MODEL_ENDPOINT_STATUSES, api_key=service.config.api_key is not None)
+    router = APIRouter(dependencies=[Depends(authorize)], responses=responses)
 
     @router.post("/v2/rerank", tags=["cohere"], summary="Cohere v2 rerank: documents by MaxSim, best first")
     async def cohere_rerank(body: CohereRerankRequest) -> Response:
         model = service.check_model(body.model)
-        documents = [_text(d) for d in body.documents]
-        ranked, tokens = await service.rerank(body.query, documents, body.top_n, body.max_tokens_per_doc)
+        (query,) = texts_of(body.query, "query")
+        documents = texts_of(body.documents, "documents")
+        ranked, tokens = await service.rerank(query, documents, body.top_n, _truncation(body.max_tokens_per_doc))
         if body.return_documents:
             for hit in ranked:
                 hit["document"] = {"text": documents[hit["index"]]}
@@ -89,21 +80,23 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         return await _vllm_rerank(body)
 
     async def _tei(body: TeiRerankRequest) -> Response:
-        scores, _ = await service.score([body.query], body.texts)
+        (query,) = texts_of(body.query, "query")
+        texts = texts_of(body.texts, "texts")
+        scores, _ = await service.score([query], texts)
         ranked = np.argsort(-scores[0], kind="stable")  # best first, ties in input order, as ranking.rank
         divisor = 1.0 if body.raw_scores else float(service.query_length)
         results = [{"index": int(i), "score": float(scores[0][i]) / divisor} for i in ranked]
         if body.return_text:
             for hit in results:
-                hit["text"] = body.texts[hit["index"]]
+                hit["text"] = texts[hit["index"]]
         return _json(results)
 
     async def _vllm_rerank(body: VllmRerankRequest) -> Response:
         model = service.check_model(body.model)
-        documents = [_text(d) for d in body.documents]
+        (query,) = texts_of(body.query, "query")
+        documents = texts_of(body.documents, "documents")
         top_n = body.top_n or None
-        ranked, tokens = await service.rerank(_text(body.query), documents, top_n,
-                                              _truncation(body.truncate_prompt_tokens))
+        ranked, tokens = await service.rerank(query, documents, top_n, _truncation(body.truncate_prompt_tokens))
         for hit in ranked:
             hit["document"] = {"text": documents[hit["index"]]}
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
@@ -111,7 +104,12 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
 
     async def score(body: VllmScoreRequest) -> Response:
         model = service.check_model(body.model)
-        queries, documents = body.texts()
+        # Every text field given is checked, used or not: the schema states the text rule and maxItems for each.
+        given = {name: texts_of(value, name) for name in SCORE_FIELDS if (value := getattr(body, name)) is not None}
+        for name, texts in given.items():
+            service.check_count(len(texts), f"texts in {name}")
+        first, second = body.fields()
+        queries, documents = given[first], given[second]
         if not queries or not documents:
             raise BadRequest("score needs at least one query and one document")
         if len(queries) not in (1, len(documents)):
@@ -134,7 +132,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
     @router.post("/pooling", tags=["vllm"], summary="vLLM pooling, task token_embed: one vector per token")
     async def pooling(body: VllmPoolingRequest) -> Response:
         model = service.check_model(body.model)
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        texts = texts_of(body.input, "input")
         if not texts:
             raise BadRequest("input is empty; pass a string or a non-empty list of strings")
         dim = service.default_dim if body.dimensions is None else body.dimensions

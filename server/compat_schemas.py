@@ -4,41 +4,63 @@ Each keeps the fields its API documents; fields this server does not use are ign
 Shapes read from the APIs' own code: the cohere SDK 5.21 (``v2/raw_client.py`` rerank), TEI's ``/rerank``
 (``query``, ``texts``, ``raw_scores``, ``return_text``, ``truncate``, ``truncation_direction``), vLLM's
 ``entrypoints/pooling/scoring/protocol.py`` and ``pooling/protocol.py`` (docs/server.md, "Other rerank APIs").
+The contract is the Jina bodies' (server/schemas.py): texts are `Text` / `TextList` / `TextStrings`, checked
+by the text rule in the route (`texts_of`), model names `ServedModelName`, heads `ServedDimensions`, integers
+`JsonInt`, booleans strict; what the server refuses beyond field types is stated in the schema too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from .schemas import TextInput
+from .schemas import (
+    NO_BOOL_OR_STR,
+    JsonInt,
+    PositiveJsonInt,
+    RequiredServedModelName,
+    ServedDimensions,
+    ServedModelName,
+    Text,
+    TextInput,
+    TextList,
+    TextStrings,
+)
 
-Texts = StrictStr | list[StrictStr]
+# vLLM's truncate_prompt_tokens: -1 (or none) = the server's document length, else that many tokens.
+TruncatePromptTokens = Annotated[int, Field(ge=-1), NO_BOOL_OR_STR]
+# A score field: one text, or a non-empty list of texts.
+ScoreTexts = Text | Annotated[TextStrings, Field(min_length=1)]
+
+
+def _without(field: str) -> dict[str, Any]:
+    """JSON Schema: a body that has no `field` (the other shape of a shared path)."""
+    return {"not": {"required": [field]}}
 
 
 class CohereRerankRequest(BaseModel):
     """POST /v2/rerank (Cohere v2; the cohere SDK's ClientV2.rerank)."""
 
     model_config = ConfigDict(extra="ignore")
-    model: StrictStr = Field(..., examples=["rerank-v3.5"])
-    query: StrictStr = Field(..., examples=["What is the population of Berlin?"])
-    documents: list[StrictStr | TextInput]
-    top_n: PositiveInt | None = Field(None, description="return only the best top_n (default: all)")
-    max_tokens_per_doc: PositiveInt | None = Field(
+    model: RequiredServedModelName = Field(..., examples=["rerank-v3.5"])
+    query: Text = Field(..., examples=["What is the population of Berlin?"])
+    documents: TextList
+    top_n: PositiveJsonInt | None = Field(None, description="return only the best top_n (default: all)")
+    max_tokens_per_doc: PositiveJsonInt | None = Field(
         None, description="truncate each document to this many tokens (framing included) when below the server's"
     )
     return_documents: StrictBool | None = Field(None, description="include document.text (default false, Cohere's)")
-    priority: int | None = Field(None, description="accepted and ignored: every request is queued alike")
+    priority: JsonInt | None = Field(None, description="accepted and ignored: every request is queued alike")
 
 
 class TeiRerankRequest(BaseModel):
     """POST /rerank in Hugging Face text-embeddings-inference's shape (told apart from vLLM's by `texts`)."""
 
-    model_config = ConfigDict(extra="ignore")
-    query: StrictStr = Field(..., examples=["What is the population of Berlin?"])
-    texts: list[StrictStr]
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_without("documents"))
+    query: Text = Field(..., examples=["What is the population of Berlin?"])
+    texts: TextStrings
     raw_scores: StrictBool = Field(False, description="true: MaxSim; false (default): MaxSim / query vectors (32)")
     return_text: StrictBool = Field(False, description="include each text")
     truncate: StrictBool | None = Field(None, description="accepted: documents are always truncated at the server's "
@@ -56,13 +78,15 @@ class TeiRerankRequest(BaseModel):
 class VllmRerankRequest(BaseModel):
     """POST /rerank in vLLM's (Jina/Cohere-like) shape: `documents`, `top_n` 0 = all."""
 
-    model_config = ConfigDict(extra="ignore")
-    model: StrictStr | None = Field(None, examples=["jinaai/jina-colbert-v2"])
-    query: StrictStr | TextInput = Field(..., examples=["What is the population of Berlin?"])
-    documents: list[StrictStr | TextInput]
-    top_n: int = Field(0, ge=0, description="return only the best top_n; 0 (default): all")
-    truncate_prompt_tokens: int | None = Field(
-        None, ge=-1, description="truncate each document to this many tokens; -1 or none: the server's length"
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_without("texts"))
+    model: ServedModelName = Field(None, examples=["jinaai/jina-colbert-v2"])
+    query: Text | TextInput = Field(..., examples=["What is the population of Berlin?"])
+    documents: TextList
+    top_n: Annotated[int, Field(ge=0), NO_BOOL_OR_STR] = Field(
+        0, description="return only the best top_n; 0 (default): all"
+    )
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(
+        None, description="truncate each document to this many tokens; -1 or none: the server's length"
     )
 
     @model_validator(mode="before")
@@ -75,21 +99,29 @@ class VllmRerankRequest(BaseModel):
 
 # vLLM's /score: one of these pairs of fields, first = queries, second = documents.
 SCORE_PAIRS = (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"), ("data_1", "data_2"))
+SCORE_FIELDS = ("text_1", "text_2", "queries", "documents", "items", "data_1", "data_2")
+# Exactly one pair given (both fields not null): one branch per pair, `oneOf` so that two pairs are refused.
+_ONE_SCORE_PAIR = {
+    "oneOf": [
+        {"required": list(pair), "properties": {name: {"not": {"type": "null"}} for name in pair}}
+        for pair in SCORE_PAIRS
+    ]
+}
 
 
 class VllmScoreRequest(BaseModel):
     """POST /score and /v1/score (vLLM): 1 query x N documents, or N x N pairs."""
 
-    model_config = ConfigDict(extra="ignore")
-    model: StrictStr | None = Field(None, examples=["jinaai/jina-colbert-v2"])
-    text_1: Texts | None = Field(None, examples=["What is the population of Berlin?"])
-    text_2: Texts | None = Field(None, examples=[["Berlin has 3.8 million inhabitants."]])
-    queries: Texts | None = None
-    documents: Texts | None = None
-    items: Texts | None = None
-    data_1: Texts | None = None
-    data_2: Texts | None = None
-    truncate_prompt_tokens: int | None = Field(None, ge=-1, description="as for /rerank")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_ONE_SCORE_PAIR)
+    model: ServedModelName = Field(None, examples=["jinaai/jina-colbert-v2"])
+    text_1: ScoreTexts | None = Field(None, examples=["What is the population of Berlin?"])
+    text_2: ScoreTexts | None = Field(None, examples=[["Berlin has 3.8 million inhabitants."]])
+    queries: ScoreTexts | None = None
+    documents: ScoreTexts | None = None
+    items: ScoreTexts | None = None
+    data_1: ScoreTexts | None = None
+    data_2: ScoreTexts | None = None
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="as for /rerank")
 
     def _given(self) -> list[tuple[str, str]]:
         return [p for p in SCORE_PAIRS if getattr(self, p[0]) is not None and getattr(self, p[1]) is not None]
@@ -101,23 +133,24 @@ class VllmScoreRequest(BaseModel):
             raise PydanticCustomError("score_pair", f"give exactly one pair of fields: {names}")
         return self
 
-    def texts(self) -> tuple[list[str], list[str]]:
-        """(queries, documents) as lists."""
+    def fields(self) -> tuple[str, str]:
+        """The names of the pair given: (queries field, documents field)."""
         ((first, second),) = self._given()
-        a, b = getattr(self, first), getattr(self, second)
-        return ([a] if isinstance(a, str) else list(a)), ([b] if isinstance(b, str) else list(b))
+        return first, second
 
 
 class VllmPoolingRequest(BaseModel):
     """POST /pooling (vLLM) with task token_embed: one vector per token, as /v1/multi-vector."""
 
     model_config = ConfigDict(extra="ignore")
-    model: StrictStr | None = Field(None, examples=["jinaai/jina-colbert-v2"])
-    input: Texts = Field(..., examples=[["Berlin has 3.8 million inhabitants."]])
+    model: ServedModelName = Field(None, examples=["jinaai/jina-colbert-v2"])
+    input: Text | TextStrings = Field(
+        ..., examples=[["Berlin has 3.8 million inhabitants."]], json_schema_extra={"minItems": 1}
+    )
     task: Literal["token_embed"] | None = Field(None, description="token_embed (default): per-token vectors")
     embedding_mode: Literal["query", "document"] = Field(
         "document", description="vLLM's ColBERT mode: query (32 vectors) or document (default)"
     )
     encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32")
-    dimensions: int | None = Field(None, description="Matryoshka head: 128 (default), 96 or 64")
-    truncate_prompt_tokens: int | None = Field(None, ge=-1, description="documents: as for /rerank")
+    dimensions: ServedDimensions = None
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="documents: as for /rerank")

@@ -44,7 +44,11 @@ def _no_bool_or_str(value: Any) -> Any:
 
 
 # An integer as JSON Schema defines it: 5 and 5.0 (a number with no fraction), never true or "5".
-JsonInt = Annotated[int, BeforeValidator(_no_bool_or_str)]
+NO_BOOL_OR_STR = BeforeValidator(_no_bool_or_str)
+JsonInt = Annotated[int, NO_BOOL_OR_STR]
+# Bounds go before the check (`Annotated[int, Field(ge=0), NO_BOOL_OR_STR]`): after it, pydantic writes
+# them into the schema as `gt`/`ge`, words JSON Schema does not know, instead of exclusiveMinimum/minimum.
+PositiveJsonInt = Annotated[int, Field(gt=0), NO_BOOL_OR_STR]
 
 # Fields whose schema depends on the folder being served carry this key; `served_openapi` fills in the values
 # of the running server (enum of names, enum of heads, maxItems) and removes the key.
@@ -52,6 +56,10 @@ SERVED_KEY = "x-colbert-served"
 ServedModelName = Annotated[
     StrictStr | None,
     Field(description="one of the served model names (default: the first)", json_schema_extra={SERVED_KEY: "model"}),
+]
+# The same, where the API requires the field (Cohere v2's `model`).
+RequiredServedModelName = Annotated[
+    StrictStr, Field(description="one of the served model names", json_schema_extra={SERVED_KEY: "model"})
 ]
 ServedDimensions = Annotated[
     JsonInt | None,
@@ -117,6 +125,8 @@ def served_openapi(schema: dict[str, Any], model_names: Sequence[str], dims: Seq
                 for branch in [node, *node.get("anyOf", ())]:
                     if branch.get("type") == kind:
                         branch.update(extra)
+                if role == "model" and "examples" in node:  # an example is a request: only served names
+                    node["examples"] = [e for e in node["examples"] if e in model_names] or [model_names[0]]
             for child in node.values():
                 visit(child)
         elif isinstance(node, list):
@@ -137,6 +147,8 @@ class TextInput(BaseModel):
 # Validated as a string (so that the 422 names the task and the accepted ones), documented as the enum it is.
 TaskName = Annotated[StrictStr | None, WithJsonSchema({"anyOf": [{"enum": list(TASK_INPUT_TYPES)}, {"type": "null"}]})]
 TextList = Annotated[list[Text | TextInput], Field(json_schema_extra={SERVED_KEY: "inputs"})]
+# A list of texts given as strings only (TEI's `texts`, vLLM's score and pooling fields).
+TextStrings = Annotated[list[Text], Field(json_schema_extra={SERVED_KEY: "inputs"})]
 
 # One schema branch per encoding: the three names of the encoding may be given together only when they agree.
 _AGREEING_ENCODINGS = {
@@ -231,11 +243,15 @@ class RerankRequest(BaseModel):
     model: ServedModelName = Field(None, examples=["jina-colbert-v2"])
     query: Text | TextInput = Field(..., examples=["What is the population of Berlin?"])
     documents: TextList
-    top_n: Annotated[JsonInt, Field(gt=0)] | None = Field(
+    top_n: PositiveJsonInt | None = Field(
         None, description="return only the best top_n (default: all)"
     )
     return_documents: StrictBool | None = Field(None, description="include document.text (default true)")
-    rank_fields: list[StrictStr] | None = Field(None, description="Cohere v1's; only ['text'] is served")
+    rank_fields: Annotated[
+        list[StrictStr] | None,
+        WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": ["text"]}, "minItems": 1, "maxItems": 1},
+                                  {"type": "null"}]}),
+    ] = Field(None, description="Cohere v1's; only ['text'] is served")
 
     @field_validator("rank_fields")
     @classmethod

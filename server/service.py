@@ -226,9 +226,10 @@ class ModelService:
         self, queries: list[str], documents: list[str], pairs: bool = False, max_document_tokens: int | None = None
     ) -> tuple[np.ndarray, int]:
         """MaxSim with the default dim of every query with every document, (n_queries, n_documents), or with
-        `pairs` of query i with document i, (n,); and the tokens used. Limits count queries and documents."""
+        `pairs` of query i with document i, (n,); and the tokens used. max_inputs_per_request counts the
+        documents (plus any queries past the first; pairs: the pairs), so that it is the schema's maxItems."""
         dim = self.default_dim
-        self.check_count(len(documents) + len(queries) - 1, "documents in this request")
+        self.check_count(len(documents) + (0 if pairs else len(queries) - 1), "documents in this request")
         encoder = await self._encoder_for(dim)
         query_batch = await self.tokenize(encoder, queries, "query")
         docs = await self.tokenize(encoder, documents, "document", max_document_tokens)

@@ -243,3 +243,26 @@ def test_cohere_v1_rank_fields_other_than_text_are_refused(base_url: str) -> Non
     with pytest.raises(cohere.UnprocessableEntityError, match="rank_fields"):
         client.rerank(model="rerank-english-v3.0", query=QUERY, documents=[{"text": "a", "title": "b"}],
                       rank_fields=["title"])
+
+
+def test_v1_models_lists_the_new_endpoints(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    for model in r.json()["data"]:
+        assert {"/v1/multi-vector", "/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score",
+                "/pooling"} <= set(model["endpoints"])
+
+
+def test_a_truncation_below_the_framing_keeps_the_framing(base_url: str) -> None:
+    """max_tokens_per_doc 1 (schema-valid: a positive integer) reads as 3, the <s>, marker and </s> tokens."""
+    got = {}
+    for tokens in (1, 3):
+        body = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCUMENTS, "max_tokens_per_doc": tokens}
+        r = post(base_url, "/v2/rerank", body)
+        assert r.status_code == 200, r.text
+        got[tokens] = [(x["index"], x["relevance_score"]) for x in r.json()["results"]]
+    assert_same_ranking(got[1], got[3])
+
+
+def test_cohere_v2_requires_a_served_model(base_url: str) -> None:
+    r = post(base_url, "/v2/rerank", {"query": "q", "documents": ["a"]})
+    assert r.status_code == 422 and "model" in r.json()["detail"]
