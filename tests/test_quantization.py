@@ -356,10 +356,10 @@ def test_static_qdq_quantizes_the_activation_of_every_weight_matmul(larger_folde
 
 
 def test_export_warns_when_a_precision_misses_its_gates_even_after_the_search(larger_trio, tmp_path, monkeypatch):
-    import colbert_onnx.export.precisions as precisions
+    import colbert_onnx.fidelity as fidelity
 
-    real = precisions.passes
-    monkeypatch.setattr(precisions, "passes", lambda p, m: False if p == "int8" else real(p, m))
+    real = fidelity.passes
+    monkeypatch.setattr(fidelity, "passes", lambda p, m: False if p == "int8" else real(p, m))
     with pytest.warns(FidelityWarning, match="int8 head 128, int8 head 96, int8 head 64 missed the fidelity gates"):
         _export(larger_trio, tmp_path, precisions="fp32,int8")
 
