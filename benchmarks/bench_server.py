@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.server_process import free_port, wait_until_ready
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS
 from colbert_onnx.examples import BERLIN_QUERY as QUERY
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mib(pid: int) -> float:
@@ -97,24 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args(argv)
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "colbert_onnx.server", args.model_dir, "--port", str(port)]
     cmd += ["--precision", args.precision, "--log-level", "warning"]
     proc = subprocess.Popen(cmd)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise SystemExit("server not ready in 600 s")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_until_ready(proc, base, 600)
         rss_idle = _rss_mib(proc.pid)
         docs16 = (DOCUMENTS * 2)[:16]
         cases = [

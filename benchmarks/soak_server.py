@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.server_process import free_port, wait_until_ready
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS
 from colbert_onnx.examples import BERLIN_QUERY as QUERY
 
@@ -164,26 +164,14 @@ def run_soak(model_dir: str | Path, requests: int = 10_000, concurrency: int = 1
     from colbert_onnx import ColbertEncoder
 
     cases = build_cases(ColbertEncoder(model_dir))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "colbert_onnx.server", str(model_dir), "--port", str(port), "--log-level", "warning",
            "--max-inputs", str(MAX_INPUTS), "--max-body-bytes", str(MAX_BODY)]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(f"server did not become ready: {log.read()[-2000:]}")
-                try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            wait_until_ready(proc, base, 120, log)
             rss_loaded = rss_kib(proc.pid)
             warm = _run(base, cases, warmup, concurrency, seed=1)
             rss_warm = rss_kib(proc.pid)

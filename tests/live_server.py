@@ -5,7 +5,6 @@ Both run the production `GracefulServer` (server/main.py); every wait is bounded
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.server_process import free_port, wait_until_ready
 from colbert_onnx.server import ServerConfig, create_app
 from colbert_onnx.server.main import GracefulServer, make_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -91,18 +85,7 @@ def server_process(model_dir: Path, *extra: str) -> Iterator[tuple[subprocess.Po
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"server exited: {log.read()}")
-                assert time.monotonic() < deadline, "server not ready within 60 s"
-                try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+            wait_until_ready(proc, base, 60, log)
             yield proc, base
         finally:
             if proc.poll() is None:
