@@ -210,16 +210,11 @@ def export_model(
     if missed:
         warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
                       "docs/quantization.md)", FidelityWarning, stacklevel=2)
-    accepted = {d: p for d, p in parity_figures(manifest).items() if not p["passed"]}
+    accepted = {d: p for d, p in manifest.parity_figures().items() if not p["passed"]}
     if accepted:
         warnings.warn(f"written with accept_parity_miss: {parity_failure_message(accepted)}", FidelityWarning,
                       stacklevel=2)
     return out
-
-
-def parity_figures(manifest: Manifest) -> dict[str, dict]:
-    """head -> parity figures of the fp32 graphs (empty when parity was not measured)."""
-    return {d: p for d, p in ((manifest.parity or {}).get("fp32") or {}).items() if d != "reference"}
 
 
 def destination(out_dir: str | Path) -> Path:

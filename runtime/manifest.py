@@ -366,6 +366,11 @@ class Manifest:
         """Every head some graph of the folder serves, ascending."""
         return sorted({d for g in self.graphs for d in g.outputs})
 
+    def parity_figures(self) -> dict[str, dict]:
+        """head -> export-time parity figures of the fp32 graphs (empty when parity was not measured)."""
+        fp32 = (self.parity or {}).get("fp32") or {}
+        return {d: p for d, p in fp32.items() if d != "reference" and isinstance(p, dict)}
+
     def special_ids_in(self, tokenizer: Tokenizer, where: str = "the tokenizer") -> SpecialIds:
         """The framing ids for `tokenizer`: markers and query pad token looked up by the strings the manifest
         names, each checked against the id recorded at export; `<s>`, `</s>` and `<pad>` as recorded.

@@ -102,8 +102,8 @@ class ModelFolder:
     def missed_parity(self, dim: int) -> dict | None:
         """The export-time parity figures of head `dim`'s fp32 graph when it missed the gate (and the user
         accepted the miss), else None."""
-        figures = ((self.manifest.parity or {}).get("fp32") or {}).get(str(dim))
-        return figures if isinstance(figures, dict) and figures.get("passed") is False else None
+        figures = self.manifest.parity_figures().get(str(dim))
+        return figures if figures is not None and figures.get("passed") is False else None
 
     def load_tokenizer(self) -> tuple[Tokenizer, SpecialIds]:
         """The folder's tokenizer, checked against the graph vocabulary and the manifest's framing tokens."""
