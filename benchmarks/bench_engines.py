@@ -1,12 +1,14 @@
 """Engines side by side on this CPU, timed in turns: onnxruntime fp32, int8 and fp16, OpenVINO f32 and bf16
-inference precision, on one random-weight toy of a given size (issue 25; docs/engines.md).
+inference precision and OpenVINO int8 (NNCF, where it passed the int8 gates), on one random-weight toy of a given
+size (issue 25; docs/engines.md).
 
 Exports a checkpoint of `--size` (small: 4 x 256, the BENCH_SIZE=small shape; wide: 4 x 1024, the full model's
-width with 4 of its 24 layers; vocabulary of the toy tokenizer) with the OpenVINO graph, then times, in turns,
-every engine on 16 x 256 tokens and on one 2048-token document, both for calm weights and for sharp attention
-(q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and without subnormal flushing.
-Prints a Markdown table with the machine named. Usage:
-    python -m benchmarks.bench_engines [--size small|wide] [--rounds 5] [--threads 2] [--workdir DIR]
+width with 4 of its 24 layers; full: 24 x 1024; vocabulary of the toy tokenizer) with the OpenVINO graphs, then
+times, in turns, every engine on 16 x 256 tokens and on one 2048-token document, for calm weights and for sharp
+attention (q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and without subnormal
+flushing. Prints a Markdown table with the machine named. Usage:
+    python -m benchmarks.bench_engines [--size small|wide|full] [--weights calm,sharp] [--rounds 5] [--threads 2]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from colbert_onnx.session import SessionConfig
 SIZES = {
     "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
     "wide": {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "intermediate_size": 4096},
+    "full": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
+WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
 SHAPES = ((16, 256), (1, 2048))
-SHARP_FACTOR = 8.0
 
 
 def export(root: Path, size: str, factor: float) -> Path:
@@ -56,8 +59,12 @@ def runners(folder: Path, threads: int) -> dict:
 
     from colbert_onnx.manifest import read_manifest
 
-    graph = read_manifest(folder).engine_graphs[0]
+    graphs = read_manifest(folder).engine_graphs
+    graph = graphs[0]
     path = str(folder / graph.file)
+    int8 = [g for g in graphs if g.precision == "int8"]
+    openvino_int8 = {"OpenVINO int8 (NNCF)": OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
+                                                             threads=threads)} if int8 else {}
     return {
         "onnxruntime fp32": ort("fp32", True),
         "onnxruntime fp32, no flush": ort("fp32", False),
@@ -66,6 +73,7 @@ def runners(folder: Path, threads: int) -> dict:
         "onnxruntime fp16": ort("fp16", True),
         "OpenVINO f32": OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="f32"),
         "OpenVINO bf16": OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="bf16"),
+        **openvino_int8,
     }
 
 
@@ -91,14 +99,15 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", default="calm,sharp", help="which of calm,sharp to export and time")
     parser.add_argument("--workdir", default=None, help="keep the exported folders here (default: a temp dir)")
     args = parser.parse_args()
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-engines-"))
     print(f"{describe()}; size {args.size} ({SIZES[args.size]}), {args.threads} threads, median of {args.rounds}")
     print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in SHAPES) + " | 16 x 256 tokens/s |")
     print("|---|---|" + "---|" * (len(SHAPES) + 1))
-    for label, factor in (("calm", 1.0), ("sharp", SHARP_FACTOR)):
-        folder = export(root, args.size, factor)
+    for label in args.weights.split(","):
+        folder = export(root, args.size, WEIGHTS[label])
         engines = runners(folder, args.threads)
         times = time_engines(engines, args.rounds)
         for name in engines:

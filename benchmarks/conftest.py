@@ -52,12 +52,16 @@ def bench_model(bench_size: str) -> dict:
 
 def _stale_int8(folder: Path) -> bool:
     """True when the cached folder's int8 graph was made by another method than today's default, or its graphs
-    predate the unmasked attention branch (the length-mix rows compare against it)."""
+    predate the unmasked attention branch (the length-mix rows compare against it) or the OpenVINO int8 graph."""
     import json
 
+    from colbert_onnx.export.openvino_int8 import nncf_available
     from colbert_onnx.export.quantize import DEFAULT_INT8_METHOD
 
-    graphs = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["graphs"]
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    if nncf_available() and "int8" in manifest["precisions"] and "openvino_int8" not in manifest:
+        return True  # exported before the OpenVINO engine had an int8 graph
+    graphs = manifest["graphs"]
     predates_unmasked_attention = any("attention_unmasked_min_tokens" not in g for g in graphs if "attention" in g)
     return predates_unmasked_attention or any(g["precision"] == "int8" and g["method"] != DEFAULT_INT8_METHOD
                                               for g in graphs)

@@ -62,7 +62,7 @@ def engines(bench_model, plain_folder) -> dict:
     }
     for precision in ("fp32", "int8"):
         try:
-            enc = ColbertEncoder(bench_model["onnx"], precision=precision)
+            enc = ColbertEncoder(bench_model["onnx"], precision=precision, engine="onnxruntime")
         except Exception as exc:  # precision not exported in this run
             print(f"skip {precision}: {exc}")
             continue
@@ -91,7 +91,7 @@ def test_document_throughput(benchmark, engines, rooflines, length):
 
 def test_query_latency_single_and_batched(benchmark, bench_model, engines):
     enc = ColbertEncoder(bench_model["onnx"], precision="int8" if "int8" in _precisions(bench_model) else "fp32",
-                         batch_size=32)
+                         batch_size=32, engine="onnxruntime")
     queries = [f"what is the population of city number {i}?" for i in range(32)]
     singles: list[float] = []
     plain = engines["onnx-plain-fp32"]
@@ -167,10 +167,11 @@ def _ours(bench_model) -> dict[str, ColbertEncoder]:
     return found
 
 
-def _openvino_engine_rows(bench_model) -> dict[str, tuple[str, object]]:
+def _openvino_engine_rows(bench_model, inferences=("f32", "bf16")) -> dict[str, tuple[str, object]]:
     """`ours-openvino-f32` / `ours-openvino-bf16`: the runtime's OpenVINO engine (docs/engines.md) on the folder's
-    OpenVINO graph, which the export writes when openvino is installed. Built directly: make bench exports without
-    the float64 reference, so the graph's gates are not measured and `engine="openvino"` would refuse it."""
+    plain OpenVINO graph at each of `inferences`, which the export writes when openvino is installed; and
+    `ours-openvino-int8`, NNCF's int8 of it, where the export wrote one (it passed the int8 gates). Built directly,
+    whatever `auto` would pick on this CPU."""
     from colbert_onnx.engines.openvino_engine import OpenvinoEngine, openvino_available
     from colbert_onnx.manifest import read_manifest
 
@@ -184,6 +185,10 @@ def _openvino_engine_rows(bench_model) -> dict[str, tuple[str, object]]:
                                 inference_precision=inference)
         rows[f"ours-openvino-{inference}"] = (f"{engine.describe()}, {graph.file} (plain ops, OpenVINO engine)",
                                               engine)
+    int8 = next((g for g in read_manifest(bench_model["onnx"]).engine_graphs if g.precision == "int8"), None)
+    if int8 is not None:
+        engine = OpenvinoEngine(str(Path(bench_model["onnx"]) / int8.file), int8.outputs)
+        rows["ours-openvino-int8"] = (f"{engine.describe()}, {int8.file} ({int8.details.get('method')})", engine)
     return rows
 
 
@@ -406,7 +411,7 @@ def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer
 
     if "int8" not in _precisions(bench_model):
         pytest.skip("the length-mix rows time the int8 graph; this run exported none (BENCH_PRECISIONS)")
-    enc = ColbertEncoder(bench_model["onnx"], precision="int8")
+    enc = ColbertEncoder(bench_model["onnx"], precision="int8", engine="onnxruntime")
     docs = documents(MIX_DOCS, marker=enc.preprocessor.special.document_marker)
     real = sum(len(d) for d in docs)
     # A full-size round with every peer takes ~12 min, so full size defaults to one (each pass is minutes of work).
@@ -415,6 +420,8 @@ def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer
     plans = {"ours-int8": (enc._run, plan_batches, budget),
              f"ours-int8, {BEFORE}": (_masked_attention_run(enc), plan_padded_batches, budget),
              f"onnx-plain-fp32, {plain}": (engines["onnx-plain-fp32"], plan_padded_batches, PLAIN_MIX_TOKENS)}
+    for name, (_, engine) in _openvino_engine_rows(bench_model, inferences=()).items():  # our OpenVINO int8
+        plans[name] = (engine.run, plan_batches, budget)
     for name, (_, engine) in peer_engines.items():
         if name != "fastembed":
             plans[f"{name}, {plain}"] = (engine.first, plan_padded_batches, PLAIN_MIX_TOKENS)

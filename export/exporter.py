@@ -58,7 +58,13 @@ from .parity import (
     parity_failure_message,
     record_parity_reference,
 )
-from .precisions import build_precisions, fidelity_inputs, parse_precisions, record_fidelity_reference
+from .precisions import (
+    build_precisions,
+    calibration_feeds,
+    fidelity_inputs,
+    parse_precisions,
+    record_fidelity_reference,
+)
 from .quantize import INT8_METHODS
 from .reference import write_reference
 
@@ -325,7 +331,8 @@ def _export_into(
 
     manifest = dataclasses.replace(manifest, graphs=tuple(GraphEntry.from_dict(r) for r in records))
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)
-    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset)
+    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset,
+                                   calibration_feeds(fidelity_pre) if "int8" in precisions else None)
     # the reference vectors `colbert-onnx verify` measures against
     manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
     write_manifest(out, manifest)

@@ -20,6 +20,7 @@ from colbert_onnx.manifest import GraphEntry, Manifest
 
 from .fidelity import FidelitySet, Outputs, collect, judge
 from .modeling import MultiHeadColbert, set_attention_chunk, set_fused_rotary
+from .openvino_int8 import build_openvino_int8, nncf_available
 
 ENGINE = "openvino"
 # OpenVINO inference precision -> the precision it serves (and whose gates it must pass): bf16 is the CPU's
@@ -68,11 +69,14 @@ def measure_on_openvino(path: Path, dims: Sequence[int], reference: dict[int, Ou
 
 
 def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
-                        references: Sequence[dict[int, Outputs]] | None, fset: FidelitySet) -> Manifest:
-    """`manifest` with two engine_graphs per OpenVINO graph of `entries`: f32 inference serving fp32 (fp32 gates)
+                        references: Sequence[dict[int, Outputs]] | None, fset: FidelitySet,
+                        int8_calibration: Sequence[dict] | None = None) -> Manifest:
+    """`manifest` with the engine_graphs of each OpenVINO graph of `entries`: f32 inference serving fp32 (fp32 gates)
     and bf16 inference serving fp16 (fp16 gates), each measured on OpenVINO where its package is installed (else
-    recorded as not measured: the runtime's auto choice then skips it)."""
-    graphs = []
+    recorded as not measured: the runtime's auto choice then skips it); and, with `int8_calibration` (int8 was
+    exported), NNCF's int8 of it (export/openvino_int8.py) where it passes the int8 gates. What the int8 search
+    tried is recorded in the manifest's `openvino_int8`, written or not."""
+    graphs, int8_records = [], []
     for i, entry in enumerate(entries):
         for inference, precision in INFERENCE_PRECISIONS:
             variant = {**entry, "precision": precision, "inference_precision": inference}
@@ -85,4 +89,18 @@ def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
                 variant["fidelity"] = measure_on_openvino(out / entry["file"], dims, references[i], fset, inference,
                                                           precision)
             graphs.append(GraphEntry.from_dict(variant, f"engine_graphs[{len(graphs)}]"))
-    return dataclasses.replace(manifest, engine_graphs=tuple(graphs))
+        if int8_calibration is None:
+            continue
+        if references is None or not nncf_available():
+            why = ("the export ran without the float64 reference" if references is None
+                   else "NNCF (the [export] extra) was not installed at export")
+            int8_records.append({"graph": entry["file"], "written": None, "reason": why})
+            continue
+        int8_entry, record = build_openvino_int8(
+            out, entry, int8_calibration,
+            lambda path, ref=references[i], dims=dims: measure_on_openvino(path, dims, ref, fset, "f32", "int8"))
+        int8_records.append({"graph": entry["file"], **record})
+        if int8_entry is not None:
+            graphs.append(GraphEntry.from_dict(int8_entry, f"engine_graphs[{len(graphs)}]"))
+    extra = {**manifest.extra, **({"openvino_int8": int8_records} if int8_records else {})}
+    return dataclasses.replace(manifest, engine_graphs=tuple(graphs), extra=extra)

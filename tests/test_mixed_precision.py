@@ -105,7 +105,7 @@ def test_nothing_short_of_fp32_passing_gives_the_fp32_graph_as_int8(toy_trio, tm
     assert entry["mixed_precision"]["outcome"] == "fp32-equivalent" and entry["mixed_precision"]["reason"]
     assert not (out / "model-int8.onnx").exists()
     with pytest.warns(FidelityWarning, match="is the fp32 graph"):
-        int8 = ColbertEncoder(out, dim=64, precision="int8")
+        int8 = ColbertEncoder(out, dim=64, precision="int8", engine="onnxruntime")
     for a, b in zip(int8.encode_documents(TEXTS), ColbertEncoder(out, dim=64).encode_documents(TEXTS), strict=True):
         np.testing.assert_array_equal(a, b)
     assert "no int8 graph passed the gates" in mixed_precision_summary(read_manifest(out))[0]

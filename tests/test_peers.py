@@ -102,7 +102,8 @@ def test_graph_label_names_the_file_and_the_int8_method(toy_model_dir):
     from colbert_onnx import ColbertEncoder
 
     assert graph_label(ColbertEncoder(toy_model_dir)) == "model.onnx (optimized)"
-    assert graph_label(ColbertEncoder(toy_model_dir, precision="int8")) == "model-int8.onnx (smooth-per-token)"
+    int8 = ColbertEncoder(toy_model_dir, precision="int8", engine="onnxruntime")
+    assert graph_label(int8) == "model-int8.onnx (smooth-per-token)"
 
 
 def test_float64_reference_runs_in_float64_with_float32_rotary_tables(toy_trio):

@@ -372,13 +372,13 @@ def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(large
     int8["fidelity"]["96"]["passed"] = False
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.warns(FidelityWarning, match="int8 head 96 of .* missed its fidelity gates.*min_token_cosine"):
-        encoder = ColbertEncoder(folder, dim=96, precision="int8")
+        encoder = ColbertEncoder(folder, dim=96, precision="int8", engine="onnxruntime")
     with warnings.catch_warnings():
         warnings.simplefilter("error", FidelityWarning)
-        ColbertEncoder(folder, dim=128, precision="int8")  # its head passed: no warning
+        ColbertEncoder(folder, dim=128, precision="int8", engine="onnxruntime")  # its head passed: no warning
         ColbertEncoder(folder, dim=96, precision="fp32")
     with pytest.warns(FidelityWarning, match="int8 head 96"):
-        ColbertEncoder(folder, dim=128, precision="int8").for_dim(96)
+        ColbertEncoder(folder, dim=128, precision="int8", engine="onnxruntime").for_dim(96)
     assert encoder.encode_queries("x")[0].shape == (32, 96)
 
 

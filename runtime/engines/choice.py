@@ -14,6 +14,10 @@ from pathlib import Path
 
 # bf16 dot-product units OpenVINO's bf16 inference runs on (Intel AMX-BF16; AVX512-BF16 on Cooper Lake, Zen 4/5)
 BF16_FEATURES = ("amx_bf16", "avx512_bf16")
+# int8 dot-product units on which OpenVINO's int8 (NNCF) measured faster than onnxruntime's: AMX-INT8 (issue 25: NNCF
+# int8 2.9x our onnxruntime int8 at 16 x 256 on a Sapphire Rapids class Xeon) and AVX512-VNNI (docs/engines.md:
+# 1.2x on AMD Zen 4). Not AVX-VNNI (256-bit, client CPUs) or plain AVX2: not measured, onnxruntime stays.
+INT8_FEATURES = ("amx_int8", "avx512_vnni")
 # Every flag the rule and its log line read (Linux /proc/cpuinfo names), strongest first.
 READ_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 
@@ -50,22 +54,29 @@ def choose_engine(features: Iterable[str], precision: str, refusal: Callable[[st
     (None: it can), asked only for an engine the rule would pick (so openvino is not imported for nothing).
 
     Rule (docs/engines.md):
+    - int8 on a CPU with amx_int8 or avx512_vnni: OpenVINO's int8 graph (NNCF), when it passed the int8 gates. It ran
+      1.2x-1.25x onnxruntime's int8 on AVX512-VNNI (Zen 4) and NNCF int8 2.9x it on an AMX Xeon (issue 25).
     - fp16 on a CPU with bf16 units (amx_bf16 or avx512_bf16): OpenVINO at bf16 inference precision, when its graph
       passed the fp16 gates. onnxruntime has no bf16 or fp16 GEMM on x86 CPUs; OpenVINO's bf16 ran 2.3x our int8
       on an AMX Xeon (issue 25) and 1.1x-1.9x it on AVX512-BF16 (docs/runs/2026-12-06-engines.md).
     - everything else: onnxruntime. fp32: OpenVINO's f32 was 0.8x-1.1x onnxruntime's on AVX-512 and neither has an
-      AMX fp32 path; int8: OpenVINO's CPU plugin cannot run our int8 graph.
+      AMX fp32 path; int8 without those units: not measured faster.
     """
     have = set(features)
-    bf16 = [f for f in BF16_FEATURES if f in have]
     shown = ", ".join(named_features(have)) or "none of the flags the rule reads"
-    if precision != "fp16":
+    units = {"int8": [f for f in INT8_FEATURES if f in have], "fp16": [f for f in BF16_FEATURES if f in have]}
+    why_openvino = {"int8": "OpenVINO's int8 graph passed the int8 gates and ran faster than onnxruntime's int8 "
+                            "on these units",
+                    "fp16": "OpenVINO's bf16 graph passed the fp16 gates and onnxruntime has no bf16 or fp16 GEMM "
+                            "on x86"}
+    if precision not in units:
         return EngineChoice("onnxruntime", f"{precision}: onnxruntime is the faster faithful engine on every CPU "
                                            f"measured (CPU: {shown})")
-    if not bf16:
-        return EngineChoice("onnxruntime", f"fp16 on a CPU without bf16 units (CPU: {shown})")
+    if not units[precision]:
+        kind = "int8 dot-product units (amx_int8, avx512_vnni)" if precision == "int8" else "bf16 units"
+        return EngineChoice("onnxruntime", f"{precision} on a CPU without {kind} (CPU: {shown})")
+    named = ", ".join(units[precision])
     refused = refusal("openvino")
     if refused is None:
-        return EngineChoice("openvino", f"fp16 on a CPU with {', '.join(bf16)}: OpenVINO's bf16 graph passed the "
-                                        "fp16 gates and onnxruntime has no bf16 or fp16 GEMM on x86")
-    return EngineChoice("onnxruntime", f"fp16 on a CPU with {', '.join(bf16)}, but OpenVINO cannot run: {refused}")
+        return EngineChoice("openvino", f"{precision} on a CPU with {named}: {why_openvino[precision]}")
+    return EngineChoice("onnxruntime", f"{precision} on a CPU with {named}, but OpenVINO cannot run: {refused}")

@@ -35,8 +35,9 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
         return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
     graph = folder.engine_graph_for("openvino", dim, precision)
     if graph is None:
-        return (f"{folder.path} has no OpenVINO graph for head {dim} at {precision} (export with the openvino "
-                "extra installed writes one)")
+        return (f"{folder.path} has no OpenVINO graph for head {dim} at {precision} (an export with the openvino "
+                "extra installed writes one; at int8, with NNCF too, where one passes the int8 gates: the manifest's "
+                "openvino_int8 says what was tried)")
     passed = graph.passed_gates(dim)
     if passed is None:
         return (f"the OpenVINO graph {graph.file} was not measured against the gates at export "

@@ -1,0 +1,95 @@
+"""int8 for the OpenVINO engine: NNCF post-training quantization of the plain-ops graph, held to the int8 gates.
+
+OpenVINO's CPU plugin cannot run our onnxruntime int8 graph (per-token QuantizeLinear), so its int8 is NNCF's own
+(static per-tensor activations, per-channel weights, SmoothQuant, fast bias correction), saved as OpenVINO IR and
+measured *on OpenVINO* against the float64 reference by the same int8 gates as every other int8 graph
+(docs/engines.md "OpenVINO int8"). NNCF's defaults miss them on outlier checkpoints, for two reasons measured on
+the outlier toy trio (docs/runs/2026-12-06-openvino-int8.md):
+- it quantizes the embedding table (Gather) per row, whose outlier columns LayerNorm then multiplies by 10-40:
+  min token cosine 0.80 with every MatMul left in float. The embedding stays float here (it costs no compute);
+- SmoothQuant at its transformer default alpha 0.95 leaves the outlier tokens at 0.92; 0.5 (the alpha of our
+  onnxruntime int8) passes. So alphas are tried in SMOOTH_ALPHAS order and the first that passes every gate on
+  every head is kept; when none does, no OpenVINO int8 graph is written and the manifest says why.
+NNCF's own accuracy-control loop (`quantize_with_accuracy_control`) was tried and is not used: with SmoothQuant
+on, reverting one MatMul to float left its smoothing scale on the activation and broke the model (cosines ~0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .fidelity import GATES
+
+ENGINE = "openvino"
+SMOOTH_ALPHAS = (0.5, 0.65, 0.35, 0.8, 0.95)  # ours first; NNCF's transformer default (0.95) last
+KEPT_FLOAT_TYPES = ("Gather",)  # the embedding table: per-row int8 of its outlier columns breaks outlier checkpoints
+
+
+def nncf_available() -> bool:
+    """Whether NNCF (the `[export]` extra) and OpenVINO can be imported here."""
+    return all(importlib.util.find_spec(name) is not None for name in ("nncf", "openvino"))
+
+
+def openvino_int8_file(file: str) -> str:
+    """model-openvino.onnx -> model-openvino-int8.xml (its weights: the .bin beside it)."""
+    stem = file[: -len(".onnx")] if file.endswith(".onnx") else file
+    return f"{stem}-int8.xml"
+
+
+def gate_margin(fidelity: dict[str, dict]) -> float:
+    """The smallest distance to an int8 gate over every head (>= 0: every gate holds)."""
+    return min(metrics[key] - bound for metrics in fidelity.values() for key, bound in GATES["int8"].items())
+
+
+def _quantize(graph: Path, calibration: Sequence[dict], alpha: float):
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    nncf.set_log_level(logging.ERROR)  # its INFO lines and (below) progress bars are not the exporter's output
+    model = ov.Core().read_model(str(graph))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(
+            model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(types=list(KEPT_FLOAT_TYPES)),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)))
+
+
+def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], measure: Callable[[Path], dict],
+                        alphas: Sequence[float] = SMOOTH_ALPHAS) -> tuple[dict | None, dict]:
+    """The engine_graphs entry of the OpenVINO int8 graph of `entry` (the plain-ops fp32 graph), or None when no
+    alpha passed the int8 gates; and a record of every attempt (alpha, gate margin, verdict) for the manifest.
+    `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates."""
+    import openvino as ov
+
+    file = openvino_int8_file(entry["file"])
+    xml, weights = out / file, (out / file).with_suffix(".bin")
+    attempts = []
+    for alpha in alphas:
+        ov.save_model(_quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
+        fidelity = measure(xml)
+        passed = all(m["passed"] for m in fidelity.values())
+        attempts.append({"smooth_alpha": alpha, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
+        if passed:
+            import nncf
+
+            return {
+                "file": file, "external_data": weights.name, "precision": "int8", "inference_precision": "f32",
+                "outputs": dict(entry["outputs"]), "backbone_sha256": entry.get("backbone_sha256"),
+                "bytes": xml.stat().st_size + weights.stat().st_size, "engine": ENGINE,
+                "method": f"NNCF {nncf.__version__} post-training int8 (model_type=TRANSFORMER, SmoothQuant alpha "
+                          f"{alpha}, embedding Gather kept float) of {entry['file']}, saved as OpenVINO IR",
+                "smooth_alpha": alpha, "kept_float_types": list(KEPT_FLOAT_TYPES), "attempts": attempts,
+                "fidelity": fidelity,
+            }, {"written": file, "attempts": attempts}
+    xml.unlink(missing_ok=True)
+    weights.unlink(missing_ok=True)
+    return None, {"written": None, "reason": "no SmoothQuant alpha passed the int8 gates on every head",
+                  "attempts": attempts}
