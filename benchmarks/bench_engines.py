@@ -4,9 +4,10 @@ size (issue 25; docs/engines.md).
 
 Exports a checkpoint of `--size` (small: 4 x 256, the BENCH_SIZE=small shape; wide: 4 x 1024, the full model's
 width with 4 of its 24 layers; full: 24 x 1024; vocabulary of the toy tokenizer) with the OpenVINO graphs, then
-times, in turns, every engine on 16 x 256 tokens and on one 2048-token document, for calm weights and for sharp
-attention (q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and without subnormal
-flushing. Prints a Markdown table with the machine named. Usage:
+times, in turns, every engine on 16 x 256 tokens, on one 2048-token document and on make bench's length mix (64
+documents, the encoder's batch plan), for calm weights and for sharp attention (q/k weights x8: ~16 % of the
+softmax probabilities subnormal), onnxruntime with and without subnormal flushing. Prints a Markdown table with
+the machine named. Usage:
     python -m benchmarks.bench_engines [--size small|wide|full] [--weights calm,sharp] [--rounds 5] [--threads 2]
         [--workdir DIR]
 """
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.length_mix import documents, run_planned
 from benchmarks.machine import describe
 from colbert_onnx import ColbertEncoder
+from colbert_onnx.planning import plan_batches
 from colbert_onnx.session import SessionConfig
 
 SIZES = {
@@ -32,6 +35,7 @@ SIZES = {
 }
 WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
 SHAPES = ((16, 256), (1, 2048))
+MIX, MIX_DOCS = "mix", 64  # the length mix of make bench (log-normal, median ~150 tokens), real tokens per second
 
 
 def export(root: Path, size: str, factor: float) -> Path:
@@ -77,19 +81,28 @@ def runners(folder: Path, threads: int) -> dict:
     }
 
 
+def _mix_pass(engine, docs: list[np.ndarray]) -> None:
+    """One pass over the length mix: the encoder's batch plan and limits, every engine the same batches."""
+    run_planned(lambda ids, mask: engine.run(ids, mask, (128,)), plan_batches, docs)
+
+
 def time_engines(engines: dict, rounds: int) -> dict:
-    """(name, shape) -> median seconds of one run, engines in turns within each round."""
+    """(name, shape) -> median seconds of one run ("mix": one pass over the length mix), engines in turns."""
     rng = np.random.default_rng(0)
     feeds = {s: rng.integers(5, 500, size=s).astype(np.int64) for s in SHAPES}
+    docs = documents(MIX_DOCS)
+    calls = {s: (lambda engine, ids=ids: engine.run(ids, np.ones_like(ids), (128,))) for s, ids in feeds.items()}
+    calls[MIX] = lambda engine: _mix_pass(engine, docs)
     for engine in engines.values():
         for ids in feeds.values():
             engine.run(ids, np.ones_like(ids), (128,))
-    samples: dict = {(n, s): [] for n in engines for s in SHAPES}
+        _mix_pass(engine, docs[:8])
+    samples: dict = {(n, s): [] for n in engines for s in calls}
     for _ in range(rounds):
-        for shape, ids in feeds.items():
+        for shape, call in calls.items():
             for name, engine in engines.items():
                 start = time.perf_counter()
-                engine.run(ids, np.ones_like(ids), (128,))
+                call(engine)
                 samples[name, shape].append(time.perf_counter() - start)
     return {key: statistics.median(values) for key, values in samples.items()}
 
@@ -104,15 +117,18 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-engines-"))
     print(f"{describe()}; size {args.size} ({SIZES[args.size]}), {args.threads} threads, median of {args.rounds}")
-    print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in SHAPES) + " | 16 x 256 tokens/s |")
-    print("|---|---|" + "---|" * (len(SHAPES) + 1))
+    real = int(sum(len(d) for d in documents(MIX_DOCS)))
+    print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in SHAPES)
+          + f" | 16 x 256 tokens/s | length mix ({MIX_DOCS} docs, {real} tokens) real tokens/s |")
+    print("|---|---|" + "---|" * (len(SHAPES) + 2))
     for label in args.weights.split(","):
         folder = export(root, args.size, WEIGHTS[label])
         engines = runners(folder, args.threads)
         times = time_engines(engines, args.rounds)
         for name in engines:
             cells = " | ".join(f"{times[name, s]:.3f}" for s in SHAPES)
-            print(f"| {label} | {name} | {cells} | {16 * 256 / times[name, SHAPES[0]]:.0f} |", flush=True)
+            print(f"| {label} | {name} | {cells} | {16 * 256 / times[name, SHAPES[0]]:.0f} | "
+                  f"{real / times[name, MIX]:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

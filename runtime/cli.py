@@ -86,11 +86,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps({"parity": {"fp32": exc.figures}}, indent=2), file=sys.stderr)
         raise
     from .manifest import read_manifest
-    from .model_folder import gate_verdicts, mixed_precision_summary
+    from .model_folder import engine_gate_verdicts, gate_verdicts, mixed_precision_summary
 
     manifest = read_manifest(out)
     report = {"out": str(out), "heads": list(manifest.heads), "parity": manifest.parity,
               "fidelity_gates_passed": gate_verdicts(manifest)}
+    if manifest.engine_graphs or manifest.extra.get("openvino_int8"):
+        report["engine_graphs_passed"] = engine_gate_verdicts(manifest)
     for line in mixed_precision_summary(manifest):
         print(line, file=sys.stderr)
     if args.push_to_hub:

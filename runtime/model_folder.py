@@ -43,6 +43,19 @@ def gate_verdicts(manifest: Manifest) -> dict[str, dict[str, bool]]:
     return verdicts
 
 
+def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bool | None]]]:
+    """engine -> precision -> head -> whether that engine's own graph passed its gates at export (None: not
+    measured); the OpenVINO int8 search's record where it wrote none (manifest `openvino_int8`)."""
+    verdicts: dict = {}
+    for graph in manifest.engine_graphs:
+        for dim in sorted(graph.outputs, reverse=True):
+            verdicts.setdefault(graph.engine, {}).setdefault(graph.precision, {})[str(dim)] = graph.passed_gates(dim)
+    for record in manifest.extra.get("openvino_int8") or []:
+        if isinstance(record, dict) and not record.get("written"):
+            verdicts.setdefault("openvino", {})["int8"] = {"written": None, "reason": record.get("reason")}
+    return verdicts
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     """A validated model folder: what the runtime needs to build sessions and preprocess text."""
