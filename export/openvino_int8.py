@@ -20,10 +20,12 @@ import contextlib
 import importlib.util
 import io
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .fidelity import GATES
+from .mixed_precision import SEARCH_SECONDS
 
 ENGINE = "openvino"
 SMOOTH_ALPHAS = (0.5, 0.65, 0.35, 0.8, 0.95)  # ours first; NNCF's transformer default (0.95) last
@@ -46,7 +48,8 @@ def gate_margin(fidelity: dict[str, dict]) -> float:
     return min(metrics[key] - bound for metrics in fidelity.values() for key, bound in GATES["int8"].items())
 
 
-def _quantize(graph: Path, calibration: Sequence[dict], alpha: float):
+def quantize(graph: Path, calibration: Sequence[dict], alpha: float):
+    """NNCF's int8 (an ov.Model) of the plain graph file `graph`: SmoothQuant `alpha`, the embedding kept float."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
@@ -63,17 +66,23 @@ def _quantize(graph: Path, calibration: Sequence[dict], alpha: float):
 
 
 def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], measure: Callable[[Path], dict],
-                        alphas: Sequence[float] = SMOOTH_ALPHAS) -> tuple[dict | None, dict]:
+                        alphas: Sequence[float] = SMOOTH_ALPHAS, budget_seconds: float = SEARCH_SECONDS
+                        ) -> tuple[dict | None, dict]:
     """The engine_graphs entry of the OpenVINO int8 graph of `entry` (the plain-ops fp32 graph), or None when no
     alpha passed the int8 gates; and a record of every attempt (alpha, gate margin, verdict) for the manifest.
-    `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates."""
+    `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates.
+    No alpha is started after `budget_seconds` (the onnxruntime int8 search's budget: one NNCF run and one
+    measurement take minutes at full size)."""
     import openvino as ov
 
     file = openvino_int8_file(entry["file"])
     xml, weights = out / file, (out / file).with_suffix(".bin")
-    attempts = []
+    attempts: list[dict] = []
+    start = time.perf_counter()
     for alpha in alphas:
-        ov.save_model(_quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
+        if attempts and time.perf_counter() - start > budget_seconds:
+            break
+        ov.save_model(quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
         fidelity = measure(xml)
         passed = all(m["passed"] for m in fidelity.values())
         attempts.append({"smooth_alpha": alpha, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
@@ -91,5 +100,8 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
             }, {"written": file, "attempts": attempts}
     xml.unlink(missing_ok=True)
     weights.unlink(missing_ok=True)
-    return None, {"written": None, "reason": "no SmoothQuant alpha passed the int8 gates on every head",
-                  "attempts": attempts}
+    tried = "no SmoothQuant alpha passed" if len(attempts) == len(alphas) else (
+        f"no SmoothQuant alpha passed within the {budget_seconds:.0f} s budget ({len(attempts)} of "
+        f"{len(alphas)} tried)")
+    return None, {"written": None, "reason": f"{tried} the int8 gates on every head", "attempts": attempts,
+                  "seconds": round(time.perf_counter() - start, 1)}
