@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
+
 from .fidelity import GATES
 from .mixed_precision import SEARCH_SECONDS
 
@@ -96,6 +98,7 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
                 "method": f"NNCF {nncf.__version__} post-training int8 (model_type=TRANSFORMER, SmoothQuant alpha "
                           f"{alpha}, embedding Gather kept float) of {entry['file']}, saved as OpenVINO IR",
                 "smooth_alpha": alpha, "kept_float_types": list(KEPT_FLOAT_TYPES), "attempts": attempts,
+                "measured_with_int8_units": [f for f in EXACT_INT8_FEATURES if f in cpu_features()],
                 "fidelity": fidelity,
             }, {"written": file, "attempts": attempts}
     xml.unlink(missing_ok=True)

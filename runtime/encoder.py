@@ -19,7 +19,7 @@ import numpy as np
 
 from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
-from .engines.selection import open_engine, reopen
+from .engines.selection import int8_kernel_warning, open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
@@ -99,6 +99,9 @@ class ColbertEncoder:
         self._opened = open_engine(self.folder, c.dim, c.precision, c.engine, c.device, c.threads, c.session_options,
                                    self.io_binding)
         _warn_if_gates_missed(self.folder, self.graph, c.dim, c.precision)
+        kernels = int8_kernel_warning(self.graph)
+        if kernels:
+            warnings.warn(kernels, FidelityWarning, stacklevel=2)
 
     @property
     def engine(self):

@@ -255,3 +255,42 @@ def test_the_export_report_says_why_no_openvino_int8_was_written(toy_model_dir: 
     manifest = dataclasses.replace(manifest, engine_graphs=(), extra={**manifest.extra, "openvino_int8": [record]})
     assert engine_gate_verdicts(manifest) == {"openvino": {"int8": {"written": None,
                                                                     "reason": "no SmoothQuant alpha passed"}}}
+
+
+@needs_nncf
+def test_the_openvino_int8_entry_records_the_int8_units_it_was_measured_with(openvino_int8_folder: Path) -> None:
+    from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
+
+    (graph,) = _openvino_int8(openvino_int8_folder)
+    assert graph.details["measured_with_int8_units"] == [f for f in EXACT_INT8_FEATURES if f in cpu_features()]
+
+
+def _measured_on_vnni(folder: Path, tmp_path: Path) -> Path:
+    """A copy of `folder` whose OpenVINO int8 entry says it was measured on an AVX512-VNNI CPU."""
+    copy = shutil.copytree(folder, tmp_path / "model")
+    manifest = read_manifest(copy)
+    graphs = tuple(dataclasses.replace(g, details={**g.details, "measured_with_int8_units": ["avx512_vnni"]})
+                   if g.precision == "int8" else g for g in manifest.engine_graphs)
+    write_manifest(copy, dataclasses.replace(manifest, engine_graphs=graphs))
+    return copy
+
+
+@needs_nncf
+def test_forcing_openvino_int8_on_a_cpu_without_vnni_warns_that_its_figures_may_not_hold(
+        openvino_int8_folder, tmp_path, monkeypatch) -> None:
+    from colbert_onnx import FidelityWarning
+
+    folder = _measured_on_vnni(openvino_int8_folder, tmp_path)
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN3))
+    with pytest.warns(FidelityWarning, match="saturate.*colbert-onnx verify"):
+        encoder = ColbertEncoder(folder, precision="int8", engine="openvino")
+    assert encoder.describe()["engine"] == "openvino"  # honored
+
+
+@needs_nncf
+def test_openvino_int8_on_a_vnni_cpu_does_not_warn(openvino_int8_folder, tmp_path, monkeypatch) -> None:
+    folder = _measured_on_vnni(openvino_int8_folder, tmp_path)
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FidelityWarning)
+        ColbertEncoder(folder, precision="int8", engine="openvino")

@@ -18,6 +18,8 @@ BF16_FEATURES = ("amx_bf16", "avx512_bf16")
 # int8 2.9x our onnxruntime int8 at 16 x 256 on a Sapphire Rapids class Xeon) and AVX512-VNNI (docs/engines.md:
 # 1.2x on AMD Zen 4). Not AVX-VNNI (256-bit, client CPUs) or plain AVX2: not measured, onnxruntime stays.
 INT8_FEATURES = ("amx_int8", "avx512_vnni")
+# int8 dot products that sum u8 x s8 in int32 without saturating (where an int8 graph's figures carry over)
+EXACT_INT8_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni")
 # Every flag the rule and its log line read (Linux /proc/cpuinfo names), strongest first.
 READ_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 

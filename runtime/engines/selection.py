@@ -11,7 +11,7 @@ from ..errors import EngineUnavailableError
 from ..manifest import GraphEntry
 from ..model_folder import ModelFolder
 from . import Engine
-from .choice import EngineChoice, choose_engine, cpu_features
+from .choice import EXACT_INT8_FEATURES, EngineChoice, choose_engine, cpu_features
 
 logger = logging.getLogger("colbert_onnx")
 
@@ -45,6 +45,19 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
     return None
+
+
+def int8_kernel_warning(graph: GraphEntry) -> str | None:
+    """Why an OpenVINO int8 graph's export-time figures may not hold on this CPU, or None: they were measured with
+    exact int8 dot products (VNNI or AMX) and this CPU has neither, so its u8 x s8 pairs can saturate in int16."""
+    measured = graph.details.get("measured_with_int8_units")
+    if graph.engine != "openvino" or graph.precision != "int8" or not measured:
+        return None
+    if set(cpu_features()) & set(EXACT_INT8_FEATURES):
+        return None
+    return (f"{graph.file} passed the int8 gates on a CPU with {', '.join(measured)}; this CPU has none of "
+            f"{', '.join(EXACT_INT8_FEATURES)}, where OpenVINO's u8 x s8 products can saturate: run `colbert-onnx "
+            "verify FOLDER --engine openvino --precision int8` here, or use engine='onnxruntime' (docs/engines.md)")
 
 
 def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
