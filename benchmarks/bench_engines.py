@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", default="calm,sharp", help="which of calm,sharp to export and time")
+    parser.add_argument("--engines", default=None,
+                        help="comma-separated engines to time (default: all), e.g. 'onnxruntime int8,OpenVINO int8'")
     parser.add_argument("--workdir", default=None, help="keep the exported folders here (default: a temp dir)")
     args = parser.parse_args()
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-engines-"))
@@ -142,6 +144,9 @@ def main() -> None:
     for label in args.weights.split(","):
         folder = export(root, args.size, WEIGHTS[label])
         engines = runners(folder, args.threads)
+        if args.engines:
+            wanted = [w.strip() for w in args.engines.split(",")]
+            engines = {n: e for n, e in engines.items() if any(n == w or n.startswith(f"{w} (") for w in wanted)}
         times = time_engines(engines, args.rounds)
         for name in engines:
             cells = " | ".join(f"{times[name, s]:.3f}" for s in SHAPES)

@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 import colbert_onnx
 from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
 
-FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvino")
+FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvino", "nncf")
 EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson"},
           "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"}}
 

@@ -143,32 +143,30 @@ def test_nncf_defaults_miss_the_int8_gates_on_an_outlier_checkpoint_and_verify_s
     assert min(v.metrics["min_token_cosine"] for v in verdicts) < 0.98
 
 
-@needs_nncf
-def test_without_a_passing_alpha_no_openvino_int8_graph_is_written(openvino_int8_folder: Path, tmp_path: Path) -> None:
+def _search_that_never_passes(source: Path, tmp_path: Path, **options) -> tuple[Path, dict | None, dict]:
+    """The OpenVINO int8 search on a copy of `source` (its int8 files removed), with every measurement a miss."""
     from colbert_onnx.export.openvino_int8 import build_openvino_int8
 
     never = {"128": {"passed": False, **{k: 0.0 for k in ("mean_token_cosine", "worst_text_mean_token_cosine",
                                                            "min_token_cosine", "top10_overlap", "spearman")}}}
-    folder = shutil.copytree(openvino_int8_folder, tmp_path / "model")
-    entry = {"file": "model-openvino.onnx", "outputs": {"128": "vectors_128"}}
-    calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
+    folder = shutil.copytree(source, tmp_path / "model")
     (folder / "model-openvino-int8.xml").unlink()
     (folder / "model-openvino-int8.bin").unlink()
-    graph, record = build_openvino_int8(folder, entry, calibration, lambda path: never, alphas=(0.5, 0.8))
+    entry = {"file": "model-openvino.onnx", "outputs": {"128": "vectors_128"}}
+    calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
+    return folder, *build_openvino_int8(folder, entry, calibration, lambda path: never, **options)
+
+
+@needs_nncf
+def test_without_a_passing_alpha_no_openvino_int8_graph_is_written(openvino_int8_folder: Path, tmp_path: Path) -> None:
+    folder, graph, record = _search_that_never_passes(openvino_int8_folder, tmp_path, alphas=(0.5, 0.8))
     assert graph is None and record["written"] is None and [a["smooth_alpha"] for a in record["attempts"]] == [0.5, 0.8]
     assert not (folder / "model-openvino-int8.xml").exists() and not (folder / "model-openvino-int8.bin").exists()
 
 
 @needs_nncf
 def test_the_openvino_int8_search_stops_at_its_time_budget(openvino_int8_folder: Path, tmp_path: Path) -> None:
-    from colbert_onnx.export.openvino_int8 import build_openvino_int8
-
-    never = {"128": {"passed": False, **{k: 0.0 for k in ("mean_token_cosine", "worst_text_mean_token_cosine",
-                                                           "min_token_cosine", "top10_overlap", "spearman")}}}
-    folder = shutil.copytree(openvino_int8_folder, tmp_path / "model")
-    entry = {"file": "model-openvino.onnx", "outputs": {"128": "vectors_128"}}
-    calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
-    graph, record = build_openvino_int8(folder, entry, calibration, lambda path: never, budget_seconds=0.0)
+    _, graph, record = _search_that_never_passes(openvino_int8_folder, tmp_path, budget_seconds=0.0)
     assert graph is None and len(record["attempts"]) == 1 and "budget" in record["reason"]
 
 
