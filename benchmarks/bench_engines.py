@@ -104,11 +104,12 @@ def _mix_pass(engine, docs: list[np.ndarray]) -> None:
     run_planned(lambda ids, mask: engine.run(ids, mask, (128,)), plan_batches, docs)
 
 
-def time_engines(engines: dict, rounds: int) -> dict:
-    """(name, shape) -> median seconds of one run ("mix": one pass over the length mix), engines in turns."""
+def time_engines(engines: dict, rounds: int, marker: int) -> dict:
+    """(name, shape) -> median seconds of one run ("mix": one pass over the length mix, documents marked with
+    `marker`), engines in turns."""
     rng = np.random.default_rng(0)
     feeds = {s: rng.integers(5, 500, size=s).astype(np.int64) for s in SHAPES}
-    docs = documents(MIX_DOCS)
+    docs = documents(MIX_DOCS, marker=marker)
     calls = {s: (lambda engine, ids=ids: engine.run(ids, np.ones_like(ids), (128,))) for s, ids in feeds.items()}
     calls[MIX] = lambda engine: _mix_pass(engine, docs)
     for engine in engines.values():
@@ -147,7 +148,8 @@ def main() -> None:
         if args.engines:
             wanted = [w.strip() for w in args.engines.split(",")]
             engines = {n: e for n, e in engines.items() if any(n == w or n.startswith(f"{w} (") for w in wanted)}
-        times = time_engines(engines, args.rounds)
+        marker = ColbertEncoder(folder, engine="onnxruntime").preprocessor.special.document_marker
+        times = time_engines(engines, args.rounds, marker)
         for name in engines:
             cells = " | ".join(f"{times[name, s]:.3f}" for s in SHAPES)
             print(f"| {label} | {name} | {cells} | {16 * 256 / times[name, SHAPES[0]]:.0f} | "
