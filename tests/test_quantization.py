@@ -227,7 +227,7 @@ def test_truncated_graph_file_error_names_the_file(larger_folder, tmp_path):
     graph = folder / "model-int8.onnx"
     graph.write_bytes(graph.read_bytes()[:5000])
     with pytest.raises(ModelFolderError, match="model-int8.onnx"):
-        ColbertEncoder(folder, precision="int8")
+        ColbertEncoder(folder, precision="int8", engine="onnxruntime")  # the onnxruntime graph is the one corrupted
 
 
 def test_corrupt_graph_with_matching_size_error_names_the_file(larger_folder, tmp_path):
@@ -235,7 +235,7 @@ def test_corrupt_graph_with_matching_size_error_names_the_file(larger_folder, tm
     graph = folder / "model-int8.onnx"
     graph.write_bytes(b"\x00garbage" * (graph.stat().st_size // 8) + b"\x00" * (graph.stat().st_size % 8))
     with pytest.raises(ModelFolderError, match="cannot load ONNX graph .*model-int8.onnx"):
-        ColbertEncoder(folder, precision="int8")
+        ColbertEncoder(folder, precision="int8", engine="onnxruntime")  # the onnxruntime graph is the one corrupted
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is present here")
