@@ -157,7 +157,9 @@ CLI_CASES: dict[str, dict] = {
     "encode-documents-96": {"args": ["encode", "{model}", "--dim", "96"], "stdin": "\n".join(DOCUMENTS[:4])},
     "encode-queries-128": {"args": ["encode", "{model}", "--input-type", "query"], "stdin": "\n".join(QUERIES[:2])},
     "encode-int8-output-64": {
-        "args": ["encode", "{model}", "--dim", "64", "--precision", "int8", "--output", "int8"],
+        # engine pinned, as the API cases: auto runs OpenVINO's int8 on VNNI/AMX CPUs where it is installed
+        "args": ["encode", "{model}", "--dim", "64", "--precision", "int8", "--engine", "onnxruntime", "--output",
+                 "int8"],
         "stdin": "\n".join(DOCUMENTS[:3]),
     },
     "rerank-fp32-top3": {
