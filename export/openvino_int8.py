@@ -28,6 +28,7 @@ from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
 
 from .fidelity import GATES
 from .mixed_precision import SEARCH_SECONDS
+from .precisions import variant_file
 
 ENGINE = "openvino"
 SMOOTH_ALPHAS = (0.5, 0.65, 0.35, 0.8, 0.95)  # ours first; NNCF's transformer default (0.95) last
@@ -41,8 +42,7 @@ def nncf_available() -> bool:
 
 def openvino_int8_file(file: str) -> str:
     """model-openvino.onnx -> model-openvino-int8.xml (its weights: the .bin beside it)."""
-    stem = file[: -len(".onnx")] if file.endswith(".onnx") else file
-    return f"{stem}-int8.xml"
+    return str(Path(variant_file(file, "int8")).with_suffix(".xml"))
 
 
 def gate_margin(fidelity: dict[str, dict]) -> float:

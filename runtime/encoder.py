@@ -54,6 +54,9 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
             FidelityWarning,
             stacklevel=3,
         )
+    kernels = int8_kernel_warning(graph)
+    if kernels:
+        warnings.warn(kernels, FidelityWarning, stacklevel=3)
     metrics = folder.missed_gates(graph, dim)
     if metrics:
         figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",
@@ -99,9 +102,6 @@ class ColbertEncoder:
         self._opened = open_engine(self.folder, c.dim, c.precision, c.engine, c.device, c.threads, c.session_options,
                                    self.io_binding)
         _warn_if_gates_missed(self.folder, self.graph, c.dim, c.precision)
-        kernels = int8_kernel_warning(self.graph)
-        if kernels:
-            warnings.warn(kernels, FidelityWarning, stacklevel=2)
 
     @property
     def engine(self):

@@ -16,7 +16,8 @@ from pathlib import Path
 BF16_FEATURES = ("amx_bf16", "avx512_bf16")
 # int8 dot-product units on which OpenVINO's int8 (NNCF) measured faster than onnxruntime's: AMX-INT8 (issue 25: NNCF
 # int8 2.9x our onnxruntime int8 at 16 x 256 on a Sapphire Rapids class Xeon) and AVX512-VNNI (docs/engines.md:
-# 1.2x on AMD Zen 4). Not AVX-VNNI (256-bit, client CPUs) or plain AVX2: not measured, onnxruntime stays.
+# 1.40x at 16 x 256 and 1.36x at 2048 tokens on AMD Zen 4, 4 x 1024). Not AVX-VNNI (256-bit, client CPUs) or plain
+# AVX2: not measured faster (NNCF int8 ran at f32 speed on a Zen 3), onnxruntime stays.
 INT8_FEATURES = ("amx_int8", "avx512_vnni")
 # int8 dot products that sum u8 x s8 in int32 without saturating (where an int8 graph's figures carry over)
 EXACT_INT8_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni")
@@ -57,7 +58,7 @@ def choose_engine(features: Iterable[str], precision: str, refusal: Callable[[st
 
     Rule (docs/engines.md):
     - int8 on a CPU with amx_int8 or avx512_vnni: OpenVINO's int8 graph (NNCF), when it passed the int8 gates. It ran
-      1.2x-1.25x onnxruntime's int8 on AVX512-VNNI (Zen 4) and NNCF int8 2.9x it on an AMX Xeon (issue 25).
+      1.36x-1.40x onnxruntime's int8 on AVX512-VNNI (Zen 4, 4 x 1024) and NNCF int8 2.9x it on an AMX Xeon (issue 25).
     - fp16 on a CPU with bf16 units (amx_bf16 or avx512_bf16): OpenVINO at bf16 inference precision, when its graph
       passed the fp16 gates. onnxruntime has no bf16 or fp16 GEMM on x86 CPUs; OpenVINO's bf16 ran 2.3x our int8
       on an AMX Xeon (issue 25) and 1.1x-1.9x it on AVX512-BF16 (docs/runs/2026-12-06-engines.md).
