@@ -48,7 +48,7 @@ from colbert_onnx.tokenization import Preprocessor
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
-from .openvino_graphs import add_openvino_graphs, export_openvino_graph, openvino_available
+from .openvino_graphs import add_openvino_graphs, export_engines, export_openvino_graph
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import (
     ParityGate,
@@ -159,6 +159,7 @@ def export_model(
     attention_budget: int = ATTENTION_BUDGET,
     parity_tolerance: float | None = None,
     accept_parity_miss: bool = False,
+    engines: str | Sequence[str] | None = None,
 ) -> Path:
     """Export jina-colbert-v2 checkpoints (e.g. the 128/96/64 trio) into one model folder.
 
@@ -175,12 +176,15 @@ def export_model(
     the whole batch fits); `attention_chunk=None` exports plain MatMul/Softmax attention instead.
     `int8_method` picks how int8 is made (quantize.INT8_METHODS; docs/quantization.md compares them);
     None is the default method, which alone may be replaced when it misses a fidelity gate.
+    `engines` (default auto: onnxruntime, and OpenVINO where installed) names the engines whose graphs are
+    written; "onnxruntime" alone skips the OpenVINO graphs and their NNCF int8 search (docs/engines.md).
 
     The folder is built in a hidden sibling (`.NAME.partial-*`, same filesystem) and renamed into place
     only once complete and measured: a failure (or Ctrl-C) removes it and leaves a folder already at
     `out_dir` as it was.
     """
     precisions = parse_precisions(precisions)
+    engine_names = export_engines(engines)  # refuses unknown or uninstalled engines, before any work
     gate = ParityGate(fixed=parity_tolerance)  # refuses a tolerance that is not a positive number, before any work
     if attention_chunk is not None and (attention_chunk < 1 or attention_budget < 1):
         raise ValueError(f"attention_chunk ({attention_chunk}) and attention_budget ({attention_budget}) "
@@ -204,7 +208,8 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
-                                attention_chunk, int8_method, attention_budget, gate, accept_parity_miss)
+                                attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
+                                engine_names)
         _move_into_place(staging, out)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -290,6 +295,7 @@ def _export_into(
     attention_budget: int,
     gate: ParityGate,
     accept_parity_miss: bool,
+    engines: tuple[tuple[str, ...], str | None],
 ) -> Manifest:
     """Write graphs, tokenizer and manifest of `checkpoints` into the (staging) folder `out`; returns the manifest."""
     first = checkpoints[0]
@@ -316,7 +322,7 @@ def _export_into(
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         set_attention_chunk(module, attention_chunk, attention_budget)
         record.update(export_graph(module, out / record["file"], opset=opset))
-        if openvino_available():
+        if "openvino" in engines[0]:
             openvino_entries.append(export_openvino_graph(module, out, record, opset))
         # Recorded now, so the PyTorch weights can be freed before int8/fp16; the fidelity reference always,
         # so that no parity option switches off the int8/fp16 gates.
@@ -333,6 +339,9 @@ def _export_into(
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)
     manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset,
                                    calibration_feeds(fidelity_pre) if "int8" in precisions else None)
+    if engines[1] is not None:  # why the folder has no OpenVINO graph: the export report and manifest say it
+        manifest = dataclasses.replace(manifest, extra={**manifest.extra, "engine_graphs_not_written":
+                                                        {"openvino": engines[1]}})
     # the reference vectors `colbert-onnx verify` measures against
     manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
     write_manifest(out, manifest)

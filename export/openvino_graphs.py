@@ -15,7 +15,10 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from colbert_onnx.engines.openvino_engine import OpenvinoEngine, openvino_available
+from colbert_onnx.engines import ENGINES
+from colbert_onnx.engines.choice import BF16_FEATURES, cpu_features
+from colbert_onnx.engines.openvino_engine import OpenvinoEngine, import_openvino, openvino_available
+from colbert_onnx.errors import InvalidInputError
 from colbert_onnx.manifest import GraphEntry, Manifest
 
 from .fidelity import FidelitySet, Outputs, collect, judge
@@ -26,6 +29,30 @@ ENGINE = "openvino"
 # OpenVINO inference precision -> the precision it serves (and whose gates it must pass): bf16 is the CPU's
 # 16-bit float, held to the fp16 gates (docs/engines.md)
 INFERENCE_PRECISIONS = (("f32", "fp32"), ("bf16", "fp16"))
+
+
+def export_engines(engines: str | Sequence[str] | None) -> tuple[tuple[str, ...], str | None]:
+    """The engines whose graphs an export writes, and why OpenVINO's are not (None when they are).
+
+    None or "auto": onnxruntime, and OpenVINO where its package is installed. Named engines are honored or refused
+    before any work: an unknown name is an InvalidInputError, OpenVINO asked for without its package an
+    EngineUnavailableError naming the extra. onnxruntime's graphs are always written (every folder's base).
+    """
+    names = ["auto"] if engines is None else (engines.split(",") if isinstance(engines, str) else list(engines))
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = [n for n in names if n not in (*ENGINES, "auto")]
+    if unknown or not names or ("auto" in names and len(names) > 1):
+        raise InvalidInputError(f"engines {','.join(names) or '(empty)'!r}: give auto, or a comma-separated list of "
+                                f"{', '.join(ENGINES)} (onnxruntime's graphs are always written)")
+    if names == ["auto"]:
+        if openvino_available():
+            return ENGINES, None
+        return ("onnxruntime",), ("the openvino package was not installed at export "
+                                  "(pip install 'colbert-onnx[openvino]')")
+    if "openvino" in names:
+        import_openvino()  # EngineUnavailableError naming the extra
+        return ENGINES, None
+    return ("onnxruntime",), f"not asked for (engines={','.join(names)})"
 
 
 def openvino_file(file: str) -> str:
@@ -59,6 +86,10 @@ def export_openvino_graph(module: MultiHeadColbert, out: Path, record: dict, ops
 def openvino_runner(path: Path, dims: Sequence[int], inference_precision: str = "f32"):
     """feeds -> dim -> vectors for a graph file on OpenVINO's CPU plugin (the runtime's engine)."""
     engine = OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference_precision)
+    return _runner(engine, dims)
+
+
+def _runner(engine: OpenvinoEngine, dims: Sequence[int]):
     return lambda feeds: engine.run(feeds["input_ids"], feeds["attention_mask"], dims)
 
 
@@ -66,6 +97,23 @@ def measure_on_openvino(path: Path, dims: Sequence[int], reference: dict[int, Ou
                         inference_precision: str, gates: str) -> dict:
     """Per head: the graph's vectors on OpenVINO at `inference_precision` against the reference, gates `gates`."""
     return judge(reference, collect(openvino_runner(path, dims, inference_precision), fset), dims, gates)
+
+
+def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: dict[int, Outputs],
+                     fset: FidelitySet) -> dict:
+    """`variant` with its figures on OpenVINO here, or with why they cannot be measured here: a CPU without bf16
+    units runs a bf16 hint at f32, whose figures would not be bf16's. A bf16 entry records the bf16 units it was
+    measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's)."""
+    inference, precision = variant["inference_precision"], variant["precision"]
+    engine = OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference)
+    if engine.inference_precision != inference:
+        return {**variant, "fidelity_not_measured": (
+            f"OpenVINO runs {engine.inference_precision}, not {inference}, on the CPU that exported (it has none of "
+            f"{', '.join(BF16_FEATURES)}): run `colbert-onnx verify --engine openvino` where it is to run")}
+    measured = {**variant, "fidelity": judge(reference, collect(_runner(engine, dims), fset), dims, precision)}
+    if inference == "bf16":
+        measured["measured_with_bf16_units"] = [f for f in BF16_FEATURES if f in cpu_features()]
+    return measured
 
 
 def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
@@ -86,8 +134,7 @@ def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
             elif not openvino_available():
                 variant["fidelity_not_measured"] = "the openvino package was not installed at export"
             else:
-                variant["fidelity"] = measure_on_openvino(out / entry["file"], dims, references[i], fset, inference,
-                                                          precision)
+                variant = measured_variant(variant, out / entry["file"], dims, references[i], fset)
             graphs.append(GraphEntry.from_dict(variant, f"engine_graphs[{len(graphs)}]"))
         if int8_calibration is None:
             continue

@@ -81,6 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             int8_method=args.int8_method,
             parity_tolerance=args.parity_tolerance,
             accept_parity_miss=args.accept_parity_miss,
+            engines=args.engines,
         )
     except ParityError as exc:  # the figures of every head, then the one-line error (main)
         print(json.dumps({"parity": {"fp32": exc.figures}}, indent=2), file=sys.stderr)
@@ -91,8 +92,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest = read_manifest(out)
     report = {"out": str(out), "heads": list(manifest.heads), "parity": manifest.parity,
               "fidelity_gates_passed": gate_verdicts(manifest)}
-    if manifest.engine_graphs or manifest.extra.get("openvino_int8"):
-        report["engine_graphs_passed"] = engine_gate_verdicts(manifest)
+    engine_verdicts = engine_gate_verdicts(manifest)
+    if engine_verdicts:
+        report["engine_graphs_passed"] = engine_verdicts
     for line in mixed_precision_summary(manifest):
         print(line, file=sys.stderr)
     if args.push_to_hub:
@@ -247,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the folder even if an fp32 head misses the parity gate: the manifest records the miss and "
         "loading warns; int8/fp16 are measured and gated as always",
+    )
+    p.add_argument(
+        "--engines",
+        default=None,
+        metavar="LIST",
+        help="engines whose graphs to write: auto (default: onnxruntime, and OpenVINO where installed), or a "
+        "comma-separated list of onnxruntime, openvino; onnxruntime's graphs are always written, and "
+        "'onnxruntime' alone skips the OpenVINO graph (one more fp32-sized file) and its NNCF int8 search",
     )
     p.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="upload the folder to this hub repo")
     p.add_argument("--private", action="store_true", default=None, help="with --push-to-hub: a private repo")

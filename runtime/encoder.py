@@ -19,7 +19,7 @@ import numpy as np
 
 from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
-from .engines.selection import int8_kernel_warning, open_engine, reopen
+from .engines.selection import kernel_warning, open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
@@ -54,7 +54,7 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
             FidelityWarning,
             stacklevel=3,
         )
-    kernels = int8_kernel_warning(graph)
+    kernels = kernel_warning(graph)
     if kernels:
         warnings.warn(kernels, FidelityWarning, stacklevel=3)
     metrics = folder.missed_gates(graph, dim)

@@ -45,7 +45,8 @@ def gate_verdicts(manifest: Manifest) -> dict[str, dict[str, bool]]:
 
 def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bool | None]]]:
     """engine -> precision -> head -> whether that engine's own graph passed its gates at export (None: not
-    measured); the OpenVINO int8 search's record where it wrote none (manifest `openvino_int8`)."""
+    measured); the OpenVINO int8 search's record where it wrote none (manifest `openvino_int8`), and why an engine
+    got no graph at all (manifest `engine_graphs_not_written`)."""
     verdicts: dict = {}
     for graph in manifest.engine_graphs:
         for dim in sorted(graph.outputs, reverse=True):
@@ -53,6 +54,8 @@ def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bo
     for record in manifest.extra.get("openvino_int8") or []:
         if isinstance(record, dict) and not record.get("written"):
             verdicts.setdefault("openvino", {})["int8"] = {"written": None, "reason": record.get("reason")}
+    for engine, reason in (manifest.extra.get("engine_graphs_not_written") or {}).items():
+        verdicts.setdefault(engine, {"written": None, "reason": reason})
     return verdicts
 
 

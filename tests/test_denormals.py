@@ -26,7 +26,7 @@ def _export_medium(root: Path, factor: float) -> Path:
     trio = make_toy_trio(root / "checkpoint", seed=1, dims=(128,), config_overrides=MEDIUM)
     if factor != 1.0:
         sharpen_attention(trio, factor)
-    return export_model([trio[128]], root / "model", precisions="fp32", check_parity=False)
+    return export_model([trio[128]], root / "model", precisions="fp32", check_parity=False, engines="onnxruntime")
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_an_int8_graph_that_passes_is_written_as_the_pure_graph(toy_model_dir, t
 def pure_min_cosine(toy_trio) -> float:
     """The worst head's min token cosine of the pure int8 graph of the 128/64 toy pair."""
     out = export_model([toy_trio[128], toy_trio[64]], Path(toy_trio[128]).parent / "pure-onnx",
-                       precisions="fp32,int8", int8_method="smooth-per-token")
+                       precisions="fp32,int8", int8_method="smooth-per-token", engines="onnxruntime")
     return min(m["min_token_cosine"] for m in _int8(out)["fidelity"].values())
 
 
@@ -82,7 +82,8 @@ def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_pa
     monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": gate})
     with warnings.catch_warnings():
         warnings.simplefilter("error", FidelityWarning)
-        out = export_model([toy_trio[128], toy_trio[64]], tmp_path / "mixed", precisions="fp32,int8")
+        out = export_model([toy_trio[128], toy_trio[64]], tmp_path / "mixed", precisions="fp32,int8",
+                           engines="onnxruntime")
     entry = _int8(out)
     record = entry["mixed_precision"]
     assert record["outcome"] == "mixed" and entry["method_chosen_by"] == "default"
@@ -99,7 +100,7 @@ def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_pa
 def test_nothing_short_of_fp32_passing_gives_the_fp32_graph_as_int8(toy_trio, tmp_path, monkeypatch):
     monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": 1.01})
     with pytest.warns(FidelityWarning):
-        out = export_model([toy_trio[64]], tmp_path / "fp32-equivalent", precisions="fp32,int8")
+        out = export_model([toy_trio[64]], tmp_path / "fp32-equivalent", precisions="fp32,int8", engines="onnxruntime")
     entry = _int8(out)
     assert entry["fp32_equivalent"] is True and entry["file"] == "model.onnx"
     assert entry["mixed_precision"]["outcome"] == "fp32-equivalent" and entry["mixed_precision"]["reason"]
@@ -132,7 +133,7 @@ def test_restore_one_sensitivity_ranks_the_planted_outlier_layer_first(layer, tm
     member = FamilyMember(seed=5 + layer, hidden_size=104, num_hidden_layers=4, attention_calm=1.0, quiet_heads=True,
                           outliers=OutlierSpec(3, (20, 40), layers=(layer,), embedding=False), dims=(128,))
     trio = build_member(member, tmp_path / "ckpt")
-    folder = export_model([trio[128]], tmp_path / "onnx", precisions="fp32", check_parity=False)
+    folder = export_model([trio[128]], tmp_path / "onnx", precisions="fp32", check_parity=False, engines="onnxruntime")
     reference, calibration, fset = _reference_and_inputs(trio, folder)
     session, _ = build_switchable(onnx.load(str(folder / "model.onnx")), calibration, [128], tmp_path,
                                   method="per-token")
@@ -153,7 +154,8 @@ def _check_family_member(seed: int, tmp_path: Path) -> None:
     trio = build_member(member, tmp_path / "ckpt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FidelityWarning)  # checked below, from the manifest
-        out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32,int8")
+        out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32,int8",
+                           engines="onnxruntime")
     manifest = _manifest(out)
     entry = _int8(out)
     if entry.get("fp32_equivalent"):  # allowed only when the export says why, and fp32 itself misses a gate

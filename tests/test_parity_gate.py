@@ -133,7 +133,7 @@ def sharp_trio(request, tmp_path_factory):
 def _assert_defect_fails(defect: str, trio: dict, out) -> None:
     dims = sorted(trio, reverse=True)
     with injected(defect), pytest.raises(ParityError) as info:
-        export_model([trio[d] for d in dims], out, precisions="fp32")
+        export_model([trio[d] for d in dims], out, precisions="fp32", engines="onnxruntime")
     failed = {int(d) for d, figures in info.value.figures.items() if not figures["passed"]}
     assert failed == set(AFFECTED_HEADS.get(defect) or dims), info.value
     assert not out.exists()
@@ -155,15 +155,11 @@ def test_every_constructed_defect_fails_the_gate_on_sharp_members(defect, sharp_
 
 
 def _export_sharp(seed: int, folder, deep: bool = False) -> tuple:
-    """A sharp member exported at fp32 and int8. The OpenVINO int8 search is left out: on sharp members it tries
-    every alpha and writes nothing (about a minute here); tests/test_openvino_int8.py covers that, marked slow."""
-    from colbert_onnx.export import openvino_graphs
-
+    """A sharp member exported at fp32 and int8, onnxruntime's graphs only: OpenVINO's int8 search tries every alpha
+    on sharp members and writes nothing (about a minute here); tests/test_openvino_int8.py covers that, marked slow."""
     member = draw_sharp_member(seed, deep=deep)
     trio = build_member(member, folder / "ckpt")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(openvino_graphs, "nncf_available", lambda: False)
-        out = export_model([trio[d] for d in member.dims], folder / "onnx", precisions="fp32,int8")
+    out = export_model([trio[d] for d in member.dims], folder / "onnx", precisions="fp32,int8", engines="onnxruntime")
     return member, trio, out, read_manifest(out)
 
 
@@ -240,7 +236,8 @@ def test_int8_is_measured_and_gated_whatever_the_parity_options(toy_trio, tmp_pa
                           "accepted": {"parity_tolerance": 1e-12, "accept_parity_miss": True}}.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FidelityWarning)
-            out = export_model([toy_trio[64]], tmp_path / name, precisions="fp32,int8", **options)
+            out = export_model([toy_trio[64]], tmp_path / name, precisions="fp32,int8", engines="onnxruntime",
+                               **options)
         int8 = next(g for g in read_manifest(out).graphs if g.precision == "int8")
         assert int8.fidelity["64"]["mean_token_cosine"] > 0 and isinstance(int8.fidelity["64"]["passed"], bool), name
 

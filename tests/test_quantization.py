@@ -47,7 +47,8 @@ def outlier_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 
 def _export(trio: dict[int, Path], out: Path, **kwargs) -> Path:
-    return export_model([trio[d] for d in DIMS], out, **kwargs)
+    """onnxruntime's graphs only: OpenVINO's are tests/test_engines.py's and tests/test_openvino_int8.py's."""
+    return export_model([trio[d] for d in DIMS], out, engines="onnxruntime", **kwargs)
 
 
 @pytest.fixture(scope="module")

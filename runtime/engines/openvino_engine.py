@@ -60,6 +60,10 @@ class OpenvinoEngine:
             self.compiled = core.compile_model(core.read_model(graph_path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with a long C++ trace on bad graphs
             raise EngineUnavailableError(f"OpenVINO cannot compile {graph_path}: {str(exc).strip()[:300]}") from exc
+        # what the CPU plugin runs, which is not always what was asked: without bf16 units (avx512_bf16, amx_bf16) a
+        # bf16 hint silently runs f32, so figures measured here would not be bf16's
+        self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.requested_precision = inference_precision
         self._ports = {d: self.compiled.output(name) for d, name in self.outputs.items()}
         self._local = threading.local()  # one infer request per thread: requests are not thread-safe
 

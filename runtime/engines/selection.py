@@ -11,7 +11,7 @@ from ..errors import EngineUnavailableError
 from ..manifest import GraphEntry
 from ..model_folder import ModelFolder
 from . import Engine
-from .choice import EXACT_INT8_FEATURES, EngineChoice, choose_engine, cpu_features
+from .choice import BF16_FEATURES, EXACT_INT8_FEATURES, EngineChoice, choose_engine, cpu_features
 
 logger = logging.getLogger("colbert_onnx")
 
@@ -35,29 +35,39 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
         return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
     graph = folder.engine_graph_for("openvino", dim, precision)
     if graph is None:
-        return (f"{folder.path} has no OpenVINO graph for head {dim} at {precision} (an export with the openvino "
-                "extra installed writes one; at int8, with NNCF too, where one passes the int8 gates: the manifest's "
-                "openvino_int8 says what was tried)")
+        skipped = (folder.manifest.extra.get("engine_graphs_not_written") or {}).get("openvino")
+        why = (f"at export: {skipped}" if skipped else "an export with the openvino extra installed writes one; at "
+               "int8, with NNCF too, where one passes the int8 gates: the manifest's openvino_int8 says what was tried")
+        return f"{folder.path} has no OpenVINO graph for head {dim} at {precision} ({why})"
     passed = graph.passed_gates(dim)
     if passed is None:
-        return (f"the OpenVINO graph {graph.file} was not measured against the gates at export "
-                "(run `colbert-onnx verify --engine openvino` to measure it here)")
+        why = graph.details.get("fidelity_not_measured")
+        return (f"the OpenVINO graph {graph.file} at {precision} was not measured against the gates at export"
+                + (f" ({why})" if why else "") + " (run `colbert-onnx verify --engine openvino` to measure it here)")
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
     return None
 
 
-def int8_kernel_warning(graph: GraphEntry) -> str | None:
-    """Why an OpenVINO int8 graph's export-time figures may not hold on this CPU, or None: they were measured with
-    exact int8 dot products (VNNI or AMX) and this CPU has neither, so its u8 x s8 pairs can saturate in int16."""
+def kernel_warning(graph: GraphEntry) -> str | None:
+    """Why an OpenVINO graph's export-time figures may not hold on this CPU, or None. int8: they were measured with
+    exact int8 dot products (VNNI or AMX) and this CPU has neither, so its u8 x s8 pairs can saturate in int16.
+    bf16: they were measured with other bf16 units than this CPU's (AMX against AVX512-BF16 kernels)."""
+    if graph.engine != "openvino":
+        return None
+    verify = (f"run `colbert-onnx verify FOLDER --engine openvino --precision {graph.precision}` here, or use "
+              "engine='onnxruntime' (docs/engines.md)")
+    here = set(cpu_features())
     measured = graph.details.get("measured_with_int8_units")
-    if graph.engine != "openvino" or graph.precision != "int8" or not measured:
-        return None
-    if set(cpu_features()) & set(EXACT_INT8_FEATURES):
-        return None
-    return (f"{graph.file} passed the int8 gates on a CPU with {', '.join(measured)}; this CPU has none of "
-            f"{', '.join(EXACT_INT8_FEATURES)}, where OpenVINO's u8 x s8 products can saturate: run `colbert-onnx "
-            "verify FOLDER --engine openvino --precision int8` here, or use engine='onnxruntime' (docs/engines.md)")
+    if graph.precision == "int8" and measured and not here & set(EXACT_INT8_FEATURES):
+        return (f"{graph.file} passed the int8 gates on a CPU with {', '.join(measured)}; this CPU has none of "
+                f"{', '.join(EXACT_INT8_FEATURES)}, where OpenVINO's u8 x s8 products can saturate: {verify}")
+    measured = graph.details.get("measured_with_bf16_units")
+    units = [f for f in BF16_FEATURES if f in here]
+    if graph.precision == "fp16" and measured and units and units != list(measured):
+        return (f"{graph.file} passed the fp16 gates at bf16 on a CPU with {', '.join(measured)}; this CPU runs bf16 "
+                f"with {', '.join(units)}, whose kernels differ: {verify}")
+    return None
 
 
 def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
