@@ -42,7 +42,10 @@ def test_the_manifest_says_why_a_folder_has_no_openvino_graph(onnxruntime_only: 
     assert "openvino_int8" not in extra  # no NNCF search either
 
 
-def test_forcing_openvino_on_that_folder_is_refused_naming_the_export_choice(onnxruntime_only: Path) -> None:
+def test_forcing_openvino_on_that_folder_is_refused_naming_the_export_choice(onnxruntime_only, monkeypatch) -> None:
+    from colbert_onnx.engines import openvino_engine
+
+    monkeypatch.setattr(openvino_engine, "openvino_available", lambda: True)  # with or without the package
     with pytest.raises(EngineUnavailableError, match="engines=onnxruntime"):
         ColbertEncoder(onnxruntime_only, engine="openvino")
 
