@@ -38,13 +38,15 @@ class Verdict:
     metrics: dict
     passed: bool
     passed_at_export: bool | None
+    measured_with: tuple[str, ...] = ()  # the bf16 / int8 units the export's figures came from, where recorded
 
     def line(self) -> str:
         m = self.metrics
         return (f"{'PASS' if self.passed else 'FAIL'}  {self.engine:<11} {self.precision:<5} {self.dim:>4}  "
                 f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
                 f"  spearman {m['spearman']:.4f}  ({self.graph}; at export: "
-                f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]})")
+                f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]}"
+                + (f" with {', '.join(self.measured_with)}" if self.measured_with else "") + ")")
 
 
 def _reference(folder: ModelFolder) -> tuple[dict, dict[str, np.ndarray]]:
@@ -144,8 +146,10 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
             for d in dims:
                 metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist), got[d])
                 gates = graph.precision if graph.precision in GATES else "fp32"
+                measured_with = (graph.details.get("measured_with_bf16_units")
+                                 or graph.details.get("measured_with_int8_units") or ())
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
-                                        passes(gates, metrics), graph.passed_gates(d)))
+                                        passes(gates, metrics), graph.passed_gates(d), tuple(measured_with)))
     return verdicts
 
 
@@ -171,7 +175,8 @@ def run_verify(args) -> int:
         for v in verdicts:
             print(json.dumps({"engine": v.engine, "engine_detail": v.engine_detail, "graph": v.graph,
                               "precision": v.precision, "dim": v.dim, "passed": v.passed,
-                              "passed_at_export": v.passed_at_export, **v.metrics}))
+                              "passed_at_export": v.passed_at_export, "measured_with": list(v.measured_with),
+                              **v.metrics}))
     else:
         print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
         for v in verdicts:

@@ -166,3 +166,15 @@ def test_auto_fp16_on_other_bf16_units_than_the_export_warns_once_loaded(toy_mod
     with pytest.warns(FidelityWarning, match="whose kernels differ"):
         described = ColbertEncoder(toy_model_dir, precision="fp16").describe()
     assert described["engine"] == "openvino"
+
+
+@needs_openvino
+def test_verify_names_the_bf16_units_the_export_figures_came_from(toy_model_dir: Path) -> None:
+    from colbert_onnx import verify_folder
+
+    entry = next(g for g in read_manifest(toy_model_dir).engine_graphs if g.precision == "fp16")
+    if entry.passed_gates(128) is None:
+        pytest.skip(f"this CPU cannot run OpenVINO at bf16: {entry.details.get('fidelity_not_measured')}")
+    units = entry.details["measured_with_bf16_units"]
+    (verdict, *_) = verify_folder(toy_model_dir, engines=["openvino"], precisions=["fp16"])
+    assert verdict.measured_with == tuple(units) and f"at export: passed with {', '.join(units)})" in verdict.line()
