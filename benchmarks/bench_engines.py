@@ -67,38 +67,42 @@ def ungated_openvino_int8(folder: Path, plain: str) -> Path:
     return path
 
 
-def runners(folder: Path, threads: int) -> dict:
-    """name -> engine for every engine of the comparison."""
+def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict:
+    """name -> engine for the engines of the comparison named in `wanted` (default all), each built only when timed:
+    the ungated NNCF int8 costs a quantization run."""
     from colbert_onnx.engines.openvino_engine import OpenvinoEngine
+    from colbert_onnx.manifest import read_manifest
 
     def ort(precision: str, flush: bool):
         return ColbertEncoder(folder, precision=precision, engine="onnxruntime", threads=threads,
                               session_options=SessionConfig(denormal_as_zero=flush)).engine
 
-    from colbert_onnx.manifest import read_manifest
-
     graphs = read_manifest(folder).engine_graphs
     graph = graphs[0]
     path = str(folder / graph.file)
     int8 = [g for g in graphs if g.precision == "int8"]
-    if int8:
-        openvino_int8 = {"OpenVINO int8 (NNCF)": OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
-                                                                 threads=threads)}
-    else:  # the export wrote none (it missed the int8 gates): still timed, for speed only, and labelled so
-        openvino_int8 = {"OpenVINO int8 (NNCF alpha 0.5, missed the gates: speed only)": OpenvinoEngine(
-            str(ungated_openvino_int8(folder, graph.file)), graph.outputs, threads=threads)}
-    bf16 = OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="bf16")
-    return {
-        "onnxruntime fp32": ort("fp32", True),
-        "onnxruntime fp32, no flush": ort("fp32", False),
-        "onnxruntime int8": ort("int8", True),
-        "onnxruntime int8, no flush": ort("int8", False),
-        "onnxruntime fp16": ort("fp16", True),
-        "OpenVINO f32": OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="f32"),
-        # a CPU without bf16 units runs the bf16 hint at f32: no bf16 row there rather than a mislabelled one
-        **({"OpenVINO bf16": bf16} if bf16.inference_precision == "bf16" else {}),
-        **openvino_int8,
+    factories = {
+        "onnxruntime fp32": lambda: ort("fp32", True),
+        "onnxruntime fp32, no flush": lambda: ort("fp32", False),
+        "onnxruntime int8": lambda: ort("int8", True),
+        "onnxruntime int8, no flush": lambda: ort("int8", False),
+        "onnxruntime fp16": lambda: ort("fp16", True),
+        "OpenVINO f32": lambda: OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="f32"),
+        "OpenVINO bf16": lambda: OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="bf16"),
     }
+    if int8:
+        factories["OpenVINO int8 (NNCF)"] = lambda: OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
+                                                                   threads=threads)
+    else:  # the export wrote none (it missed the int8 gates): still timed, for speed only, and labelled so
+        factories["OpenVINO int8 (NNCF alpha 0.5, missed the gates: speed only)"] = lambda: OpenvinoEngine(
+            str(ungated_openvino_int8(folder, graph.file)), graph.outputs, threads=threads)
+    engines = {name: build() for name, build in factories.items()
+               if wanted is None or any(name == w or name.startswith(f"{w} (") for w in wanted)}
+    bf16 = engines.get("OpenVINO bf16")
+    if bf16 is not None and bf16.inference_precision != "bf16":  # no bf16 units: no row rather than a mislabelled one
+        print(f"skip OpenVINO bf16: OpenVINO runs it at {bf16.inference_precision} on this CPU")
+        del engines["OpenVINO bf16"]
+    return engines
 
 
 def _mix_pass(engine, docs: list[np.ndarray]) -> None:
@@ -146,10 +150,7 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(SHAPES) + 2))
     for label in args.weights.split(","):
         folder = export(root, args.size, WEIGHTS[label])
-        engines = runners(folder, args.threads)
-        if args.engines:
-            wanted = [w.strip() for w in args.engines.split(",")]
-            engines = {n: e for n, e in engines.items() if any(n == w or n.startswith(f"{w} (") for w in wanted)}
+        engines = runners(folder, args.threads, [w.strip() for w in args.engines.split(",")] if args.engines else None)
         marker = ColbertEncoder(folder, engine="onnxruntime").preprocessor.special.document_marker
         times = time_engines(engines, args.rounds, marker)
         for name in engines:
