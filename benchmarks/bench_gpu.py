@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.conftest import SIZES, interleaved_medians, random_ids
+from benchmarks.conftest import interleaved_medians, random_ids
 from benchmarks.machine import describe
+from benchmarks.sizes import SIZES
 from colbert_onnx.export.exporter import ATTENTION_CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -64,7 +64,7 @@ def docs_per_second(paths: dict[str, Path], ids: np.ndarray, runs: int, threads:
 def model_folder(size: str, outliers: int = 0) -> Path:
     """models/bench-<size> as `make bench` leaves it (checkpoint, onnx/model.onnx, plain.onnx); with
     `outliers`, models/bench-<size>-outliers (planted outlier channels, weights of std 0.02)."""
-    from benchmarks.conftest import SIZES
+    from benchmarks.sizes import SIZES
 
     base = ROOT / "models" / (f"bench-{size}-outliers" if outliers else f"bench-{size}")
     ckpt = base / "checkpoint" / "jina-colbert-v2-toy"

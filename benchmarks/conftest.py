@@ -16,13 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.sizes import SIZES
+
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = {
-    "full": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-             "intermediate_size": 4096, "vocab_size": 250004},
-    "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
-              "intermediate_size": 1024, "vocab_size": 250004},
-}
 RESULTS: dict[str, dict] = {}
 _STARTED = pytest.StashKey[float]()
 

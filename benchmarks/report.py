@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.conftest import SIZES
+from benchmarks.sizes import SIZES
 
 HEADER = "## Encoder (make bench)"
 

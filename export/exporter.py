@@ -323,7 +323,7 @@ def _export_into(
         set_attention_chunk(module, attention_chunk, attention_budget)
         record.update(export_graph(module, out / record["file"], opset=opset))
         if "openvino" in engines[0]:
-            openvino_entries.append(export_openvino_graph(module, out, record, opset))
+            openvino_entries.append(export_openvino_graph(module, out, record, opset, export_graph))
         # Recorded now, so the PyTorch weights can be freed before int8/fp16; the fidelity reference always,
         # so that no parity option switches off the int8/fp16 gates.
         set_attention_chunk(module, None)  # the reference is the plain PyTorch computation

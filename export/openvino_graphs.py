@@ -12,7 +12,7 @@ manifest's `engine_graphs`, apart from the onnxruntime `graphs`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from colbert_onnx.engines import ENGINES
@@ -61,11 +61,11 @@ def openvino_file(file: str) -> str:
     return f"{stem}-openvino.onnx"
 
 
-def export_openvino_graph(module: MultiHeadColbert, out: Path, record: dict, opset: int) -> dict:
-    """Write `module` with plain attention and rotary ops next to the onnxruntime graph of `record`; returns its
-    engine_graphs entry (not yet measured). The module's attention and rotary settings are restored."""
-    from .exporter import export_graph  # the exporter imports this module
-
+def export_openvino_graph(module: MultiHeadColbert, out: Path, record: dict, opset: int,
+                          export_graph: Callable[..., dict]) -> dict:
+    """Write `module` with plain attention and rotary ops next to the onnxruntime graph of `record`, through the
+    exporter's `export_graph` (what writes every graph of the folder); returns its engine_graphs entry (not yet
+    measured). The module's attention and rotary settings are restored."""
     chunks = {id(m): (m.attention_chunk, m.attention_budget, m.fused_rotary) for m in module.modules()
               if hasattr(m, "fused_rotary")}
     file = openvino_file(record["file"])
