@@ -7,6 +7,7 @@ OUT ?= models/jina-colbert-v2-onnx
 SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-v2-64
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
+EXPORT_ARGS ?=
 
 .PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep
 
@@ -35,7 +36,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 export: setup
-	$(VENV)/bin/colbert-onnx export $(if $(MODEL),$(MODEL),$(SOURCES)) --out $(OUT)
+	$(VENV)/bin/colbert-onnx export $(if $(MODEL),$(MODEL),$(SOURCES)) --out $(OUT) $(EXPORT_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
