@@ -159,8 +159,9 @@ def test_bf16_figures_on_the_same_units_or_none_do_not_warn(here, monkeypatch) -
 def test_auto_fp16_on_other_bf16_units_than_the_export_warns_once_loaded(toy_model_dir, tmp_path, monkeypatch) -> None:
     manifest = read_manifest(toy_model_dir)
     entry = next(g for g in manifest.engine_graphs if g.precision == "fp16")
-    if entry.passed_gates(128) is None:
-        pytest.skip(f"this CPU cannot run OpenVINO at bf16: {entry.details.get('fidelity_not_measured')}")
+    if not entry.passed_gates(128):  # auto runs onnxruntime then: nothing loads the bf16 graph to warn about
+        pytest.skip("the toy's OpenVINO bf16 entry was not measured or missed the fp16 gates on this CPU: "
+                    f"{entry.details.get('fidelity_not_measured') or entry.fidelity}")
     monkeypatch.setattr(selection, "cpu_features", lambda: SAPPHIRE_RAPIDS
                         if "amx_bf16" not in entry.details["measured_with_bf16_units"] else ZEN4)
     with pytest.warns(FidelityWarning, match="whose kernels differ"):
@@ -177,4 +178,6 @@ def test_verify_names_the_bf16_units_the_export_figures_came_from(toy_model_dir:
         pytest.skip(f"this CPU cannot run OpenVINO at bf16: {entry.details.get('fidelity_not_measured')}")
     units = entry.details["measured_with_bf16_units"]
     (verdict, *_) = verify_folder(toy_model_dir, engines=["openvino"], precisions=["fp16"])
-    assert verdict.measured_with == tuple(units) and f"at export: passed with {', '.join(units)})" in verdict.line()
+    verdict_word = "passed" if entry.passed_gates(128) else "missed"
+    assert verdict.measured_with == tuple(units)
+    assert f"at export: {verdict_word} with {', '.join(units)})" in verdict.line()
