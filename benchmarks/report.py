@@ -119,6 +119,28 @@ def _peers_table(results: dict) -> list[str]:
     return lines
 
 
+def _default_int8_targets(results: dict) -> list[str]:
+    """Issue 25's ratios for the default int8 path (`ours-auto-int8`: precision="int8", engine auto, what this CPU's
+    rule picks) against OpenVINO at its default on this CPU (the bf16 hint where it runs bf16, else f32) and
+    fastembed, at 16 x 256 and on the length mix, where those rows ran."""
+    peers, mix = results.get("peers", {}), results.get("mix", {})
+    ours = peers.get("ours-auto-int8")
+    if not ours:
+        return []
+    default = "openvino-bf16" if "openvino-bf16" in peers else "openvino-f32"
+    lines = [f"\n### Issue 25's targets: the default int8 path ({ours['engine']})", ""]
+    for peer, target in ((default, "1.0x"), ("fastembed", "3.5x")):
+        if peer in peers:
+            lines.append(f"- 16 x 256: {ours['docs_per_s'] / peers[peer]['docs_per_s']:.2f}x {peer} "
+                         f"(target on an AMX CPU: >= {target})")
+    mix_ours = mix.get("ours-auto-int8")
+    mix_default = next((row for name, row in mix.items() if name.startswith(f"{default},")), None)
+    if mix_ours and mix_default:
+        lines.append(f"- length mix: {mix_ours['real_tokens_per_s'] / mix_default['real_tokens_per_s']:.2f}x "
+                     f"{default} on its padded batches (target on an AMX CPU: >= 1.3x)")
+    return lines
+
+
 def _plot(results: dict, path: Path) -> None:
     if not results.get("documents"):
         return
@@ -150,7 +172,7 @@ def write_report(results: dict, docs_dir: Path, machine: str, day: str, size: st
     path = docs_dir / "benchmarks.md"
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     section = "\n".join([HEADER, "", f"Measured {day} on {machine} (`BENCH_SIZE={size} make bench`).", "",
-                         *_table(results, size), *_peers_table(results), "",
+                         *_table(results, size), *_peers_table(results), *_default_int8_targets(results), "",
                          "![encoder throughput](benchmarks-encoder.png)", ""])
     if HEADER in text:
         start = text.index(HEADER)

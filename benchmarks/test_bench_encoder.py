@@ -195,6 +195,16 @@ def _openvino_engine_rows(bench_model, inferences=("f32", "bf16")) -> dict[str, 
     return rows
 
 
+def _auto_int8(bench_model) -> tuple[ColbertEncoder, str] | None:
+    """The default int8 path, `ColbertEncoder(folder, precision="int8")` with engine auto (issue 25's targets), and
+    what it runs; None when the folder has no int8."""
+    if "int8" not in _precisions(bench_model):
+        return None
+    encoder = ColbertEncoder(bench_model["onnx"], precision="int8")
+    described = encoder.describe()
+    return encoder, f"precision='int8', engine auto: {described['engine_detail']}, {described['graph']}"
+
+
 def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     """16 documents x 256 tokens: fastembed (from the texts), OpenVINO f32 / bf16 / NNCF int8 and this project's
     engines on the same batch, timed in turns."""
@@ -220,6 +230,9 @@ def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     for name, (what, engine) in _openvino_engine_rows(bench_model).items():
         candidates[name] = partial(engine.run, ids, mask, (128,))
         described[name] = what
+    auto = _auto_int8(bench_model)
+    if auto is not None:  # timed even where auto picks onnxruntime: the target's row is the default path's own
+        candidates["ours-auto-int8"], described["ours-auto-int8"] = partial(auto[0]._run, ids, mask), auto[1]
     if "int8" in ours:
         candidates["ours-int8-text"] = partial(ours["int8"].encode_documents, texts)
         described["ours-int8-text"] = "ColbertEncoder.encode_documents (int8, from the texts)"
@@ -425,6 +438,9 @@ def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer
              f"onnx-plain-fp32, {plain}": (engines["onnx-plain-fp32"], plan_padded_batches, PLAIN_MIX_TOKENS)}
     for name, (_, engine) in _openvino_engine_rows(bench_model, inferences=()).items():  # our OpenVINO int8
         plans[name] = (engine.run, plan_batches, budget)
+    auto = _auto_int8(bench_model)
+    if auto is not None:  # the default int8 path (issue 25's mix target)
+        plans["ours-auto-int8"] = (auto[0]._run, plan_batches, budget)
     for name, (_, engine) in peer_engines.items():
         if name != "fastembed":
             plans[f"{name}, {plain}"] = (engine.first, plan_padded_batches, PLAIN_MIX_TOKENS)

@@ -39,3 +39,28 @@ def test_report_gives_the_whole_runs_time_and_peak_memory(tmp_path: Path):
     results = {"run": {"process": {"minutes": 70.6, "peak_rss_mib": 23834.0}}}
     write_report(results, tmp_path, machine="a test CPU", day="2026-12-01", size="small")
     assert "This invocation: 71 min, peak RSS 23834 MiB" in (tmp_path / "benchmarks.md").read_text(encoding="utf-8")
+
+
+def _peer(docs_per_s: float, engine: str = "x") -> dict:
+    return {"docs_per_s": docs_per_s, "tokens_per_s": docs_per_s * 256, "engine": engine, "docs": 16, "length": 256}
+
+
+def test_report_gives_issue_25s_ratios_for_the_default_int8_path(tmp_path: Path):
+    results = {"peers": {"ours-auto-int8": _peer(10.0, "precision='int8', engine auto: OpenVINO"),
+                         "openvino-bf16": _peer(8.0), "fastembed": _peer(2.0)},
+               "mix": {"ours-auto-int8": {"real_tokens_per_s": 1300.0},
+                       "openvino-bf16, greedy padded batches of 8192 tokens": {"real_tokens_per_s": 1000.0}}}
+    from benchmarks.report import _default_int8_targets
+
+    lines = "\n".join(_default_int8_targets(results))
+    assert "default int8 path (precision='int8', engine auto: OpenVINO)" in lines
+    assert "16 x 256: 1.25x openvino-bf16 (target on an AMX CPU: >= 1.0x)" in lines
+    assert "16 x 256: 5.00x fastembed" in lines and "length mix: 1.30x openvino-bf16" in lines
+
+
+def test_without_bf16_units_openvinos_default_is_its_f32_row():
+    from benchmarks.report import _default_int8_targets
+
+    lines = _default_int8_targets({"peers": {"ours-auto-int8": _peer(3.0), "openvino-f32": _peer(2.0)}})
+    assert any("1.50x openvino-f32" in line for line in lines)
+    assert _default_int8_targets({"peers": {"ours-int8": _peer(3.0)}}) == []
