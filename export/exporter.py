@@ -48,7 +48,7 @@ from colbert_onnx.tokenization import Preprocessor
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
-from .openvino_graphs import add_openvino_graphs, export_engines, export_openvino_graph
+from .openvino_graphs import add_openvino_graphs, export_openvino_graph, why_no_openvino_graphs
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
 from .parity import (
     ParityGate,
@@ -184,7 +184,7 @@ def export_model(
     `out_dir` as it was.
     """
     precisions = parse_precisions(precisions)
-    engine_names = export_engines(engines)  # refuses unknown or uninstalled engines, before any work
+    no_openvino = why_no_openvino_graphs(engines)  # refuses unknown or uninstalled engines, before any work
     gate = ParityGate(fixed=parity_tolerance)  # refuses a tolerance that is not a positive number, before any work
     if attention_chunk is not None and (attention_chunk < 1 or attention_budget < 1):
         raise ValueError(f"attention_chunk ({attention_chunk}) and attention_budget ({attention_budget}) "
@@ -209,7 +209,7 @@ def export_model(
     try:
         manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
                                 attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
-                                engine_names)
+                                no_openvino)
         _move_into_place(staging, out)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -295,7 +295,7 @@ def _export_into(
     attention_budget: int,
     gate: ParityGate,
     accept_parity_miss: bool,
-    engines: tuple[tuple[str, ...], str | None],
+    no_openvino: str | None,
 ) -> Manifest:
     """Write graphs, tokenizer and manifest of `checkpoints` into the (staging) folder `out`; returns the manifest."""
     first = checkpoints[0]
@@ -322,7 +322,7 @@ def _export_into(
         module = MultiHeadColbert(group[0].module().roberta, {c.dim: c.head for c in group})
         set_attention_chunk(module, attention_chunk, attention_budget)
         record.update(export_graph(module, out / record["file"], opset=opset))
-        if "openvino" in engines[0]:
+        if no_openvino is None:
             openvino_entries.append(export_openvino_graph(module, out, record, opset, export_graph))
         # Recorded now, so the PyTorch weights can be freed before int8/fp16; the fidelity reference always,
         # so that no parity option switches off the int8/fp16 gates.
@@ -339,9 +339,9 @@ def _export_into(
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)
     manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset,
                                    calibration_feeds(fidelity_pre) if "int8" in precisions else None)
-    if engines[1] is not None:  # why the folder has no OpenVINO graph: the export report and manifest say it
+    if no_openvino is not None:  # why the folder has no OpenVINO graph: the export report and manifest say it
         manifest = dataclasses.replace(manifest, extra={**manifest.extra, "engine_graphs_not_written":
-                                                        {"openvino": engines[1]}})
+                                                        {"openvino": no_openvino}})
     # the reference vectors `colbert-onnx verify` measures against
     manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
     write_manifest(out, manifest)

@@ -31,12 +31,13 @@ ENGINE = "openvino"
 INFERENCE_PRECISIONS = (("f32", "fp32"), ("bf16", "fp16"))
 
 
-def export_engines(engines: str | Sequence[str] | None) -> tuple[tuple[str, ...], str | None]:
-    """The engines whose graphs an export writes, and why OpenVINO's are not (None when they are).
+def why_no_openvino_graphs(engines: str | Sequence[str] | None) -> str | None:
+    """For `export_model(engines=...)`: why the export writes no OpenVINO graphs, or None when it writes them
+    (onnxruntime's graphs are always written: every folder's base).
 
-    None or "auto": onnxruntime, and OpenVINO where its package is installed. Named engines are honored or refused
-    before any work: an unknown name is an InvalidInputError, OpenVINO asked for without its package an
-    EngineUnavailableError naming the extra. onnxruntime's graphs are always written (every folder's base).
+    None or "auto": OpenVINO's where its package is installed. Named engines are honored or refused before any work:
+    an unknown name is an InvalidInputError, OpenVINO asked for without its package an EngineUnavailableError naming
+    the extra.
     """
     names = ["auto"] if engines is None else (engines.split(",") if isinstance(engines, str) else list(engines))
     names = [str(n).strip() for n in names if str(n).strip()]
@@ -45,14 +46,12 @@ def export_engines(engines: str | Sequence[str] | None) -> tuple[tuple[str, ...]
         raise InvalidInputError(f"engines {','.join(names) or '(empty)'!r}: give auto, or a comma-separated list of "
                                 f"{', '.join(ENGINES)} (onnxruntime's graphs are always written)")
     if names == ["auto"]:
-        if openvino_available():
-            return ENGINES, None
-        return ("onnxruntime",), ("the openvino package was not installed at export "
-                                  "(pip install 'colbert-onnx[openvino]')")
+        return None if openvino_available() else ("the openvino package was not installed at export "
+                                                  "(pip install 'colbert-onnx[openvino]')")
     if "openvino" in names:
         import_openvino()  # EngineUnavailableError naming the extra
-        return ENGINES, None
-    return ("onnxruntime",), f"not asked for (engines={','.join(names)})"
+        return None
+    return f"not asked for (engines={','.join(names)})"
 
 
 def openvino_file(file: str) -> str:
@@ -83,20 +82,22 @@ def export_openvino_graph(module: MultiHeadColbert, out: Path, record: dict, ops
                       "com.microsoft operators (export/openvino_graphs.py)"}
 
 
-def openvino_runner(path: Path, dims: Sequence[int], inference_precision: str = "f32"):
-    """feeds -> dim -> vectors for a graph file on OpenVINO's CPU plugin (the runtime's engine)."""
-    engine = OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference_precision)
-    return _runner(engine, dims)
+def _compile(path: Path, dims: Sequence[int], inference_precision: str) -> OpenvinoEngine:
+    """A graph file on OpenVINO's CPU plugin (the runtime's engine)."""
+    return OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference_precision)
 
 
-def _runner(engine: OpenvinoEngine, dims: Sequence[int]):
-    return lambda feeds: engine.run(feeds["input_ids"], feeds["attention_mask"], dims)
+def _measure(engine: OpenvinoEngine, dims: Sequence[int], reference: dict[int, Outputs], fset: FidelitySet,
+             gates: str) -> dict:
+    """Per head: `engine`'s vectors of the fidelity set against the reference, gates `gates`."""
+    return judge(reference, collect(lambda feeds: engine.run(feeds["input_ids"], feeds["attention_mask"], dims),
+                                    fset), dims, gates)
 
 
 def measure_on_openvino(path: Path, dims: Sequence[int], reference: dict[int, Outputs], fset: FidelitySet,
                         inference_precision: str, gates: str) -> dict:
     """Per head: the graph's vectors on OpenVINO at `inference_precision` against the reference, gates `gates`."""
-    return judge(reference, collect(openvino_runner(path, dims, inference_precision), fset), dims, gates)
+    return _measure(_compile(path, dims, inference_precision), dims, reference, fset, gates)
 
 
 def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: dict[int, Outputs],
@@ -105,12 +106,12 @@ def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: 
     units runs a bf16 hint at f32, whose figures would not be bf16's. A bf16 entry records the bf16 units it was
     measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's)."""
     inference, precision = variant["inference_precision"], variant["precision"]
-    engine = OpenvinoEngine(str(path), {d: f"vectors_{d}" for d in dims}, inference_precision=inference)
+    engine = _compile(path, dims, inference)
     if engine.inference_precision != inference:
         return {**variant, "fidelity_not_measured": (
             f"OpenVINO runs {engine.inference_precision}, not {inference}, on the CPU that exported (it has none of "
             f"{', '.join(BF16_FEATURES)}): run `colbert-onnx verify --engine openvino` where it is to run")}
-    measured = {**variant, "fidelity": judge(reference, collect(_runner(engine, dims), fset), dims, precision)}
+    measured = {**variant, "fidelity": _measure(engine, dims, reference, fset, precision)}
     if inference == "bf16":
         measured["measured_with_bf16_units"] = [f for f in BF16_FEATURES if f in cpu_features()]
     return measured
@@ -120,8 +121,8 @@ def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
                         references: Sequence[dict[int, Outputs]] | None, fset: FidelitySet,
                         int8_calibration: Sequence[dict] | None = None) -> Manifest:
     """`manifest` with the engine_graphs of each OpenVINO graph of `entries`: f32 inference serving fp32 (fp32 gates)
-    and bf16 inference serving fp16 (fp16 gates), each measured on OpenVINO where its package is installed (else
-    recorded as not measured: the runtime's auto choice then skips it); and, with `int8_calibration` (int8 was
+    and bf16 inference serving fp16 (fp16 gates), each measured on OpenVINO (entries exist only where the export
+    found the package: why_no_openvino_graphs); and, with `int8_calibration` (int8 was
     exported), NNCF's int8 of it (export/openvino_int8.py) where it passes the int8 gates. What the int8 search
     tried is recorded in the manifest's `openvino_int8`, written or not."""
     graphs, int8_records = [], []
@@ -131,8 +132,6 @@ def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
             dims = [int(d) for d in entry["outputs"]]
             if references is None:
                 variant["fidelity_not_measured"] = "the export ran without the float64 reference (check_parity=False)"
-            elif not openvino_available():
-                variant["fidelity_not_measured"] = "the openvino package was not installed at export"
             else:
                 variant = measured_variant(variant, out / entry["file"], dims, references[i], fset)
             graphs.append(GraphEntry.from_dict(variant, f"engine_graphs[{len(graphs)}]"))
