@@ -18,7 +18,7 @@ from pathlib import Path
 from colbert_onnx.engines import ENGINES
 from colbert_onnx.engines.choice import BF16_FEATURES, cpu_features
 from colbert_onnx.engines.openvino_engine import OpenvinoEngine, import_openvino, openvino_available
-from colbert_onnx.errors import InvalidInputError
+from colbert_onnx.errors import EngineUnavailableError, InvalidInputError
 from colbert_onnx.manifest import GraphEntry, Manifest
 
 from .fidelity import FidelitySet, Outputs, collect, judge
@@ -104,9 +104,15 @@ def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: 
                      fset: FidelitySet) -> dict:
     """`variant` with its figures on OpenVINO here, or with why they cannot be measured here: a CPU without bf16
     units runs a bf16 hint at f32, whose figures would not be bf16's. A bf16 entry records the bf16 units it was
-    measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's)."""
+    measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's). A graph the
+    CPU plugin cannot compile here is recorded as not measured, saying why: OpenVINO is optional, the export goes on."""
     inference, precision = variant["inference_precision"], variant["precision"]
-    engine = _compile(path, dims, inference)
+    try:
+        engine = _compile(path, dims, inference)
+    except EngineUnavailableError as exc:  # the CPU plugin refused it here: a gap in the folder, not a failed export
+        return {**variant, "fidelity_not_measured": (
+            f"OpenVINO could not compile it at {inference} on the CPU that exported ({exc}): run `colbert-onnx "
+            "verify --engine openvino` where it is to run")}
     if engine.inference_precision != inference:
         return {**variant, "fidelity_not_measured": (
             f"OpenVINO runs {engine.inference_precision}, not {inference}, on the CPU that exported (it has none of "

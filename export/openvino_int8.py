@@ -72,6 +72,7 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
                         ) -> tuple[dict | None, dict]:
     """The engine_graphs entry of the OpenVINO int8 graph of `entry` (the plain-ops fp32 graph), or None when no
     alpha passed the int8 gates; and a record of every attempt (alpha, gate margin, verdict) for the manifest.
+    NNCF or OpenVINO failing on the graph ends the search with its error recorded: the int8 graph is optional.
     `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates.
     No alpha is started after `budget_seconds` (the onnxruntime int8 search's budget: one NNCF run and one
     measurement take minutes at full size)."""
@@ -84,8 +85,13 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
     for alpha in alphas:
         if attempts and time.perf_counter() - start > budget_seconds:
             break
-        ov.save_model(quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
-        fidelity = measure(xml)
+        try:
+            ov.save_model(quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
+            fidelity = measure(xml)
+        except Exception as exc:  # NNCF or the CPU plugin failed here: no OpenVINO int8, the export goes on
+            attempts.append({"smooth_alpha": alpha, "passed": False,
+                             "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"})
+            break
         passed = all(m["passed"] for m in fidelity.values())
         attempts.append({"smooth_alpha": alpha, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
         if passed:
@@ -103,8 +109,12 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
             }, {"written": file, "attempts": attempts}
     xml.unlink(missing_ok=True)
     weights.unlink(missing_ok=True)
-    tried = "no SmoothQuant alpha passed" if len(attempts) == len(alphas) else (
-        f"no SmoothQuant alpha passed within the {budget_seconds:.0f} s budget ({len(attempts)} of "
-        f"{len(alphas)} tried)")
-    return None, {"written": None, "reason": f"{tried} the int8 gates on every head", "attempts": attempts,
+    if attempts and "error" in attempts[-1]:
+        reason = f"NNCF's int8 failed at SmoothQuant alpha {attempts[-1]['smooth_alpha']}: {attempts[-1]['error']}"
+    elif len(attempts) == len(alphas):
+        reason = "no SmoothQuant alpha passed the int8 gates on every head"
+    else:
+        reason = (f"no SmoothQuant alpha passed the int8 gates on every head within the {budget_seconds:.0f} s "
+                  f"budget ({len(attempts)} of {len(alphas)} tried)")
+    return None, {"written": None, "reason": reason, "attempts": attempts,
                   "seconds": round(time.perf_counter() - start, 1)}

@@ -45,12 +45,14 @@ def gate_verdicts(manifest: Manifest) -> dict[str, dict[str, bool]]:
 
 def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bool | None]]]:
     """engine -> precision -> head -> whether that engine's own graph passed its gates at export (None: not
-    measured); the OpenVINO int8 search's record where it wrote none (manifest `openvino_int8`), and why an engine
-    got no graph at all (manifest `engine_graphs_not_written`)."""
+    measured, with the reason beside the heads); the OpenVINO int8 search's record where it wrote none (manifest
+    `openvino_int8`), and why an engine got no graph at all (manifest `engine_graphs_not_written`)."""
     verdicts: dict = {}
     for graph in manifest.engine_graphs:
         for dim in sorted(graph.outputs, reverse=True):
             verdicts.setdefault(graph.engine, {}).setdefault(graph.precision, {})[str(dim)] = graph.passed_gates(dim)
+        if graph.details.get("fidelity_not_measured"):
+            verdicts[graph.engine][graph.precision]["reason"] = graph.details["fidelity_not_measured"]
     for record in manifest.extra.get("openvino_int8") or []:
         if isinstance(record, dict) and not record.get("written"):
             verdicts.setdefault("openvino", {})["int8"] = {"written": None, "reason": record.get("reason")}

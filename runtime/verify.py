@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .engines import ENGINES
-from .errors import InvalidInputError, ModelFolderError
+from .errors import EngineUnavailableError, InvalidInputError, ModelFolderError
 from .fidelity import GATES, Outputs, compare, passes
 from .manifest import GraphEntry
 from .model_folder import ModelFolder, open_model_folder
@@ -39,12 +39,16 @@ class Verdict:
     passed: bool
     passed_at_export: bool | None
     measured_with: tuple[str, ...] = ()  # the bf16 / int8 units the export's figures came from, where recorded
+    note: str = ""  # what differs here from what the graph asks for (an OpenVINO bf16 hint run at f32)
+    error: str | None = None  # why the graph could not run here at all (then metrics is empty and passed False)
 
     def line(self) -> str:
         m = self.metrics
+        figures = (f"could not run here: {self.error}" if self.error is not None else
+                   f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
+                   f"  spearman {m['spearman']:.4f}")
         return (f"{'PASS' if self.passed else 'FAIL'}  {self.engine:<11} {self.precision:<5} {self.dim:>4}  "
-                f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
-                f"  spearman {m['spearman']:.4f}  ({self.graph}; at export: "
+                f"{figures}  ({self.graph}; " + (f"{self.note}; " if self.note else "") + "at export: "
                 f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]}"
                 + (f" with {', '.join(self.measured_with)}" if self.measured_with else "") + ")")
 
@@ -140,16 +144,24 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
     verdicts = []
     for engine_name in engines:
         for graph in _graphs(folder, engine_name, precisions):
-            engine = _open(folder, engine_name, graph, threads)
             dims = sorted(graph.outputs, reverse=True)
+            measured_with = tuple(graph.details.get("measured_with_bf16_units")
+                                  or graph.details.get("measured_with_int8_units") or ())
+            try:
+                engine = _open(folder, engine_name, graph, threads)
+            except EngineUnavailableError as exc:  # e.g. OpenVINO's CPU plugin refusing the graph on this CPU
+                verdicts.extend(Verdict(engine_name, engine_name, graph.file, graph.precision, d, {}, False,
+                                        graph.passed_gates(d), measured_with, error=str(exc)) for d in dims)
+                continue
+            asked = graph.details.get("inference_precision")
+            ran = getattr(engine, "inference_precision", asked)
+            note = f"OpenVINO ran {ran}, not {asked}, on this CPU" if asked and ran != asked else ""
             got = _outputs(engine, dims, pre, texts, skiplist)
             for d in dims:
                 metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist), got[d])
                 gates = graph.precision if graph.precision in GATES else "fp32"
-                measured_with = (graph.details.get("measured_with_bf16_units")
-                                 or graph.details.get("measured_with_int8_units") or ())
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
-                                        passes(gates, metrics), graph.passed_gates(d), tuple(measured_with)))
+                                        passes(gates, metrics), graph.passed_gates(d), measured_with, note))
     return verdicts
 
 
@@ -176,7 +188,7 @@ def run_verify(args) -> int:
             print(json.dumps({"engine": v.engine, "engine_detail": v.engine_detail, "graph": v.graph,
                               "precision": v.precision, "dim": v.dim, "passed": v.passed,
                               "passed_at_export": v.passed_at_export, "measured_with": list(v.measured_with),
-                              **v.metrics}))
+                              "note": v.note, "error": v.error, **v.metrics}))
     else:
         print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
         for v in verdicts:

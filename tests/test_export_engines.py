@@ -113,6 +113,92 @@ def test_a_cpu_that_runs_bf16_at_f32_records_the_bf16_entry_as_not_measured(toy_
         ColbertEncoder(out, precision="fp16", engine="openvino")
 
 
+def _plugin_refusing(refused: tuple[str, ...]):
+    """OpenvinoEngine as on a CPU whose plugin cannot compile the graph at `refused` inference precisions (seen when
+    oneDNN's ISA is capped below what the plugin plans for: 'Supported primitive descriptors list is empty')."""
+    from colbert_onnx.engines.openvino_engine import OpenvinoEngine
+
+    class Refusing(OpenvinoEngine):
+        def __init__(self, path, outputs, threads=None, inference_precision="f32"):
+            if inference_precision in refused:
+                raise EngineUnavailableError(f"OpenVINO cannot compile {path}: Supported primitive descriptors list "
+                                             "is empty for node: /backbone/layers.0/mixer/Softmax type: Softmax")
+            super().__init__(path, outputs, threads=threads, inference_precision=inference_precision)
+
+    return Refusing
+
+
+@needs_openvino
+@pytest.mark.parametrize("refused", [("bf16",), ("f32", "bf16")], ids=["bf16", "f32-and-bf16"])
+def test_an_openvino_graph_the_cpu_plugin_cannot_compile_is_recorded_not_measured_and_the_export_goes_on(
+        refused, toy_trio, tmp_path, monkeypatch, capsys) -> None:
+    from colbert_onnx.export import openvino_graphs
+
+    monkeypatch.setattr(openvino_graphs, "OpenvinoEngine", _plugin_refusing(refused))
+    out = tmp_path / "out"
+    assert main(["export", str(toy_trio[128]), str(toy_trio[96]), str(toy_trio[64]), "--out", str(out),
+                 "--precision", "fp32,fp16", "--engines", "onnxruntime,openvino"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fidelity_gates_passed"]["fp32"] == {"128": True, "96": True, "64": True}
+    for entry in read_manifest(out).engine_graphs:
+        if entry.details["inference_precision"] in refused:
+            assert entry.passed_gates(128) is None and "could not compile" in entry.details["fidelity_not_measured"]
+            assert "could not compile" in report["engine_graphs_passed"]["openvino"][entry.precision]["reason"]
+        else:
+            assert entry.passed_gates(128) is True
+    with pytest.raises(EngineUnavailableError, match="could not compile"):
+        ColbertEncoder(out, precision="fp16", engine="openvino")
+
+
+@needs_openvino
+def test_auto_runs_onnxruntime_where_its_openvino_pick_cannot_compile_and_says_why(toy_model_dir, monkeypatch) -> None:
+    from colbert_onnx.engines import openvino_engine
+
+    monkeypatch.setattr(selection, "cpu_features", lambda: ZEN4)
+    monkeypatch.setattr(selection, "openvino_refusal", lambda *args: None)  # its graph passed: auto picks OpenVINO
+    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", _plugin_refusing(("f32", "bf16")))
+    described = ColbertEncoder(toy_model_dir, precision="fp16").describe()
+    assert described["engine"] == "onnxruntime" and "OpenVINO failed here" in described["engine_reason"]
+    assert "Supported primitive descriptors" in described["engine_reason"]
+
+
+@needs_openvino
+def test_forced_openvino_that_cannot_compile_here_is_refused_not_replaced(toy_model_dir, monkeypatch) -> None:
+    from colbert_onnx.engines import openvino_engine
+
+    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", _plugin_refusing(("f32", "bf16")))
+    with pytest.raises(EngineUnavailableError, match="cannot compile"):
+        ColbertEncoder(toy_model_dir, precision="fp32", engine="openvino")
+
+
+@needs_openvino
+def test_verify_fails_a_graph_openvino_cannot_compile_here_saying_why(toy_model_dir, monkeypatch) -> None:
+    from colbert_onnx import verify_folder
+    from colbert_onnx.engines import openvino_engine
+
+    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", _plugin_refusing(("f32", "bf16")))
+    verdicts = verify_folder(toy_model_dir, engines=["openvino"], precisions=["fp32"])
+    assert [v.dim for v in verdicts] == [128, 96, 64] and not any(v.passed for v in verdicts)
+    line = verdicts[0].line()
+    assert line.startswith("FAIL  openvino") and "could not run here: OpenVINO cannot compile" in line
+
+
+@needs_openvino
+def test_verify_says_when_openvino_ran_a_bf16_entry_at_f32(toy_model_dir, monkeypatch) -> None:
+    """On a CPU without bf16 units the figures are f32's: the line says so, not a bf16 verdict."""
+    from colbert_onnx import verify_folder
+    from colbert_onnx.engines import openvino_engine
+
+    class NoBf16Units(openvino_engine.OpenvinoEngine):
+        def __init__(self, path, outputs, threads=None, inference_precision="f32"):
+            super().__init__(path, outputs, threads=threads, inference_precision="f32")
+            self.requested_precision = inference_precision
+
+    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", NoBf16Units)
+    (verdict, *_) = verify_folder(toy_model_dir, engines=["openvino"], precisions=["fp16"])
+    assert "OpenVINO ran f32, not bf16, on this CPU" in verdict.line()
+
+
 @needs_openvino
 def test_the_engine_reports_the_precision_openvino_runs_not_the_one_asked(toy_model_dir: Path) -> None:
     from benchmarks.peers import cpu_has_bf16

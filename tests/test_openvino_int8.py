@@ -150,24 +150,46 @@ def _search_that_never_passes(source: Path, tmp_path: Path, **options) -> tuple[
     never = {"128": {"passed": False, **{k: 0.0 for k in ("mean_token_cosine", "worst_text_mean_token_cosine",
                                                            "min_token_cosine", "top10_overlap", "spearman")}}}
     folder = shutil.copytree(source, tmp_path / "model")
-    (folder / "model-openvino-int8.xml").unlink()
-    (folder / "model-openvino-int8.bin").unlink()
+    (folder / "model-openvino-int8.xml").unlink(missing_ok=True)
+    (folder / "model-openvino-int8.bin").unlink(missing_ok=True)
     entry = {"file": "model-openvino.onnx", "outputs": {"128": "vectors_128"}}
     calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
     return folder, *build_openvino_int8(folder, entry, calibration, lambda path: never, **options)
 
 
 @needs_nncf
-def test_without_a_passing_alpha_no_openvino_int8_graph_is_written(openvino_int8_folder: Path, tmp_path: Path) -> None:
-    folder, graph, record = _search_that_never_passes(openvino_int8_folder, tmp_path, alphas=(0.5, 0.8))
+def test_without_a_passing_alpha_no_openvino_int8_graph_is_written(outlier_folder: Path, tmp_path: Path) -> None:
+    folder, graph, record = _search_that_never_passes(outlier_folder, tmp_path, alphas=(0.5, 0.8))
     assert graph is None and record["written"] is None and [a["smooth_alpha"] for a in record["attempts"]] == [0.5, 0.8]
     assert not (folder / "model-openvino-int8.xml").exists() and not (folder / "model-openvino-int8.bin").exists()
 
 
 @needs_nncf
-def test_the_openvino_int8_search_stops_at_its_time_budget(openvino_int8_folder: Path, tmp_path: Path) -> None:
-    _, graph, record = _search_that_never_passes(openvino_int8_folder, tmp_path, budget_seconds=0.0)
+def test_the_openvino_int8_search_stops_at_its_time_budget(outlier_folder: Path, tmp_path: Path) -> None:
+    _, graph, record = _search_that_never_passes(outlier_folder, tmp_path, budget_seconds=0.0)
     assert graph is None and len(record["attempts"]) == 1 and "budget" in record["reason"]
+
+
+@needs_nncf
+@pytest.mark.parametrize("stage", ["nncf", "measure"])
+def test_nncf_or_openvino_failing_ends_the_int8_search_with_its_error_and_no_files(stage, outlier_folder, tmp_path,
+                                                                                    monkeypatch) -> None:
+    from colbert_onnx.export import openvino_int8
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"{stage} broke: Supported primitive descriptors list is empty")
+
+    if stage == "nncf":
+        monkeypatch.setattr(openvino_int8, "quantize", fail)
+    folder = shutil.copytree(outlier_folder, tmp_path / "model")
+    for suffix in (".xml", ".bin"):
+        (folder / f"model-openvino-int8{suffix}").unlink(missing_ok=True)
+    calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
+    graph, record = openvino_int8.build_openvino_int8(folder, {"file": "model-openvino.onnx", "outputs": {
+        "128": "vectors_128"}}, calibration, fail)
+    assert graph is None and record["written"] is None and len(record["attempts"]) == 1
+    assert record["reason"].startswith("NNCF's int8 failed at SmoothQuant alpha 0.5: RuntimeError: " + stage)
+    assert not list(folder.glob("model-openvino-int8.*"))
 
 
 # --- the runtime -------------------------------------------------------------------------------------------------

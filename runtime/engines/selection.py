@@ -73,7 +73,8 @@ def kernel_warning(graph: GraphEntry) -> str | None:
 def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
                 session_options, io_binding: bool, features: Iterable[str] | None = None) -> Opened:
     """The engine `engine` (auto, onnxruntime or openvino) for head `dim` at `precision`; EngineUnavailableError
-    naming the reason when a forced engine cannot run."""
+    naming the reason when a forced engine cannot run. Where auto's OpenVINO pick fails to compile here, onnxruntime
+    runs, and the reason says why."""
     if engine == "onnxruntime":
         choice = EngineChoice("onnxruntime", "asked for (engine='onnxruntime')")
     elif engine == "openvino":
@@ -85,7 +86,15 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
         refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device)}
         choice = choose_engine(cpu_features() if features is None else features, precision,
                                lambda engine: refusals[engine]() if engine in refusals else None)
-    opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+    try:
+        opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+    except EngineUnavailableError as exc:
+        if engine != "auto" or choice.engine == "onnxruntime":
+            raise
+        # auto's pick could not be compiled on this CPU (its plugin refused the graph): the faithful fallback runs
+        choice = EngineChoice("onnxruntime", f"{choice.reason}; but OpenVINO failed here ({exc}), so onnxruntime")
+        logger.warning("colbert-onnx engine: %s", choice.reason)
+        opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
     logger.info("colbert-onnx engine: %s (%s); %s", choice.engine, opened.engine.describe(), choice.reason)
     return opened
 
