@@ -4,12 +4,12 @@ size (issue 25; docs/engines.md).
 
 Exports a checkpoint of `--size` (small: 4 x 256, the BENCH_SIZE=small shape; wide: 4 x 1024, the full model's
 width with 4 of its 24 layers; full: 24 x 1024; vocabulary of the toy tokenizer) with the OpenVINO graphs, then
-times, in turns, every engine on 16 x 256 tokens, on one 2048-token document and on make bench's length mix (64
-documents, the encoder's batch plan), for calm weights and for sharp attention (q/k weights x8: ~16 % of the
-softmax probabilities subnormal), onnxruntime with and without subnormal flushing. Prints a Markdown table with
-the machine named. Usage:
+times, in turns, every engine on 16 x 256 tokens, on one 2048-token document (`--shapes` adds others, such as issue
+25's one 8192-token document) and on make bench's length mix (64 documents, the encoder's batch plan), for calm
+weights and for sharp attention (q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and
+without subnormal flushing. Prints a Markdown table with the machine named. Usage:
     python -m benchmarks.bench_engines [--size small|wide|full] [--weights calm,sharp] [--rounds 5] [--threads 2]
-        [--workdir DIR]
+        [--shapes 16x256,1x2048,1x8192] [--engines 'onnxruntime int8,OpenVINO bf16'] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SIZES = {
     "full": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
 WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
-SHAPES = ((16, 256), (1, 2048))
+SHAPES = ((16, 256), (1, 2048))  # (documents, tokens) per timed run; --shapes replaces them
 MIX, MIX_DOCS = "mix", 64  # the length mix of make bench (log-normal, median ~150 tokens), real tokens per second
 
 
@@ -110,11 +110,22 @@ def _mix_pass(engine, docs: list[np.ndarray]) -> None:
     run_planned(lambda ids, mask: engine.run(ids, mask, (128,)), plan_batches, docs)
 
 
-def time_engines(engines: dict, rounds: int, marker: int) -> dict:
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """'16x256,1x8192' -> ((16, 256), (1, 8192))."""
+    try:
+        shapes = tuple((int(b), int(n)) for b, n in (part.strip().split("x") for part in text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"shapes {text!r}: give DOCSxTOKENS, comma-separated (16x256,1x8192)") from exc
+    if not shapes or any(b < 1 or n < 1 for b, n in shapes):
+        raise argparse.ArgumentTypeError(f"shapes {text!r}: documents and tokens must be positive")
+    return shapes
+
+
+def time_engines(engines: dict, rounds: int, marker: int, shapes: tuple[tuple[int, int], ...] = SHAPES) -> dict:
     """(name, shape) -> median seconds of one run ("mix": one pass over the length mix, documents marked with
     `marker`), engines in turns."""
     rng = np.random.default_rng(0)
-    feeds = {s: rng.integers(5, 500, size=s).astype(np.int64) for s in SHAPES}
+    feeds = {s: rng.integers(5, 500, size=s).astype(np.int64) for s in shapes}
     docs = documents(MIX_DOCS, marker=marker)
     calls = {s: (lambda engine, ids=ids: engine.run(ids, np.ones_like(ids), (128,))) for s, ids in feeds.items()}
     calls[MIX] = lambda engine: _mix_pass(engine, docs)
@@ -140,23 +151,27 @@ def main() -> None:
     parser.add_argument("--weights", default="calm,sharp", help="which of calm,sharp to export and time")
     parser.add_argument("--engines", default=None,
                         help="comma-separated engines to time (default: all), e.g. 'onnxruntime int8,OpenVINO int8'")
+    parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
+                        help="DOCSxTOKENS runs to time besides the length mix (default: 16x256,1x2048)")
     parser.add_argument("--workdir", default=None, help="keep the exported folders here (default: a temp dir)")
     args = parser.parse_args()
+    shapes, peer = args.shapes, (16, 256)
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-engines-"))
     print(f"{describe()}; size {args.size} ({SIZES[args.size]}), {args.threads} threads, median of {args.rounds}")
     real = int(sum(len(d) for d in documents(MIX_DOCS)))
-    print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in SHAPES)
-          + f" | 16 x 256 tokens/s | length mix ({MIX_DOCS} docs, {real} tokens) real tokens/s |")
-    print("|---|---|" + "---|" * (len(SHAPES) + 2))
+    rate = f" | {peer[0]} x {peer[1]} tokens/s" if peer in shapes else ""
+    print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in shapes)
+          + f"{rate} | length mix ({MIX_DOCS} docs, {real} tokens) real tokens/s |")
+    print("|---|---|" + "---|" * (len(shapes) + 1 + bool(rate)))
     for label in args.weights.split(","):
         folder = export(root, args.size, WEIGHTS[label])
         engines = runners(folder, args.threads, [w.strip() for w in args.engines.split(",")] if args.engines else None)
         marker = ColbertEncoder(folder, engine="onnxruntime").preprocessor.special.document_marker
-        times = time_engines(engines, args.rounds, marker)
+        times = time_engines(engines, args.rounds, marker, shapes)
         for name in engines:
-            cells = " | ".join(f"{times[name, s]:.3f}" for s in SHAPES)
-            print(f"| {label} | {name} | {cells} | {16 * 256 / times[name, SHAPES[0]]:.0f} | "
-                  f"{real / times[name, MIX]:.0f} |", flush=True)
+            cells = " | ".join(f"{times[name, s]:.3f}" for s in shapes)
+            per_s = f" | {peer[0] * peer[1] / times[name, peer]:.0f}" if rate else ""
+            print(f"| {label} | {name} | {cells}{per_s} | {real / times[name, MIX]:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

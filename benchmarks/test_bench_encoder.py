@@ -202,7 +202,10 @@ def _auto_int8(bench_model) -> tuple[ColbertEncoder, str] | None:
         return None
     encoder = ColbertEncoder(bench_model["onnx"], precision="int8")
     described = encoder.describe()
-    return encoder, f"precision='int8', engine auto: {described['engine_detail']}, {described['graph']}"
+    missed = (" (no int8 graph passed the fidelity gates on the bench weights: this is the fp32 graph; "
+              "`python -m benchmarks.bench_engines` times the int8 graphs for speed)" if encoder.graph.fp32_equivalent
+              else "")
+    return encoder, f"precision='int8', engine auto: {described['engine_detail']}, {described['graph']}{missed}"
 
 
 def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):

@@ -64,3 +64,16 @@ def test_without_bf16_units_openvinos_default_is_its_f32_row():
     lines = _default_int8_targets({"peers": {"ours-auto-int8": _peer(3.0), "openvino-f32": _peer(2.0)}})
     assert any("1.50x openvino-f32" in line for line in lines)
     assert _default_int8_targets({"peers": {"ours-int8": _peer(3.0)}}) == []
+
+
+def test_bench_engines_reads_the_shapes_it_times_including_one_long_document():
+    import argparse
+
+    import pytest
+
+    from benchmarks.bench_engines import parse_shapes
+
+    assert parse_shapes("16x256, 1x8192") == ((16, 256), (1, 8192))
+    for bad in ("16x", "1x0", "sixteen"):
+        with pytest.raises(argparse.ArgumentTypeError, match="shapes"):
+            parse_shapes(bad)
