@@ -93,15 +93,17 @@ def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict
     if int8:
         factories["OpenVINO int8 (NNCF)"] = lambda: OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
                                                                    threads=threads)
+        factories["OpenVINO int8 (NNCF), bf16 float parts"] = lambda: OpenvinoEngine(
+            str(folder / int8[0].file), int8[0].outputs, threads=threads, inference_precision="bf16")
     else:  # the export wrote none (it missed the int8 gates): still timed, for speed only, and labelled so
         factories["OpenVINO int8 (NNCF alpha 0.5, missed the gates: speed only)"] = lambda: OpenvinoEngine(
             str(ungated_openvino_int8(folder, graph.file)), graph.outputs, threads=threads)
     engines = {name: build() for name, build in factories.items()
                if wanted is None or any(name == w or name.startswith(f"{w} (") for w in wanted)}
-    bf16 = engines.get("OpenVINO bf16")
-    if bf16 is not None and bf16.inference_precision != "bf16":  # no bf16 units: no row rather than a mislabelled one
-        print(f"skip OpenVINO bf16: OpenVINO runs it at {bf16.inference_precision} on this CPU")
-        del engines["OpenVINO bf16"]
+    for name in [n for n, e in engines.items() if getattr(e, "requested_precision", None) == "bf16"]:
+        if engines[name].inference_precision != "bf16":  # no bf16 units: no row rather than a mislabelled one
+            print(f"skip {name}: OpenVINO runs it at {engines[name].inference_precision} on this CPU")
+            del engines[name]
     return engines
 
 

@@ -48,7 +48,8 @@ def bench_model(bench_size: str) -> dict:
 
 def _stale_int8(folder: Path) -> bool:
     """True when the cached folder's int8 graph was made by another method than today's default, or its graphs
-    predate the unmasked attention branch (the length-mix rows compare against it) or the OpenVINO int8 graph."""
+    predate the unmasked attention branch (the length-mix rows compare against it) or the OpenVINO int8 graph (and its
+    entry with bf16 float parts)."""
     import json
 
     from colbert_onnx.export.openvino_int8 import nncf_available
@@ -57,6 +58,9 @@ def _stale_int8(folder: Path) -> bool:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     if nncf_available() and "int8" in manifest["precisions"] and "openvino_int8" not in manifest:
         return True  # exported before the OpenVINO engine had an int8 graph
+    ov_int8 = [g for g in manifest.get("engine_graphs", []) if g["precision"] == "int8"]
+    if ov_int8 and not any(g.get("inference_precision") == "bf16" for g in ov_int8):
+        return True  # exported before its entry with bf16 float parts
     graphs = manifest["graphs"]
     predates_unmasked_attention = any("attention_unmasked_min_tokens" not in g for g in graphs if "attention" in g)
     return predates_unmasked_attention or any(g["precision"] == "int8" and g["method"] != DEFAULT_INT8_METHOD

@@ -250,6 +250,35 @@ def test_documents_against_peers(benchmark, bench_model, engines, peer_engines):
     benchmark.pedantic(candidates["ours-int8" if "int8" in ours else "ours-fp32"], rounds=1, warmup_rounds=0)
 
 
+LONG_LENGTHS = (2048, 8192)  # issue 25's long-document targets: one document of each length
+
+
+@pytest.mark.parametrize("length", LONG_LENGTHS)
+def test_one_long_document_against_openvinos_default(benchmark, bench_size, bench_model, engines, peer_engines, length):
+    """One document of `length` tokens: the default int8 path (engine auto), onnxruntime's int8 and OpenVINO at its
+    default on this CPU (the bf16 hint where it runs bf16, else f32), timed in turns. fastembed is left out: it
+    truncates documents at 512 tokens."""
+    auto = _auto_int8(bench_model)
+    default = next((name for name in ("openvino-bf16", "openvino-f32") if name in peer_engines), None)
+    if auto is None or default is None:
+        pytest.skip("the long-document rows compare the default int8 path with OpenVINO's default: "
+                    f"{'no int8 exported (BENCH_PRECISIONS)' if auto is None else 'no OpenVINO peer installed'}")
+    ids, mask = random_ids(length, 1)
+    candidates = {"ours-auto-int8": partial(auto[0]._run, ids, mask),
+                  default: partial(peer_engines[default][1].first, ids, mask)}
+    described = {"ours-auto-int8": auto[1], default: peer_engines[default][0]}
+    if "ours-int8" in engines:
+        candidates["ours-int8"] = partial(engines["ours-int8"], ids, mask)
+        described["ours-int8"] = "onnxruntime int8 (engine='onnxruntime')"
+    # one 8192-token document at full size is about a minute a call on 2 cores: one timed round there
+    rounds = int(os.environ.get("BENCH_LONG_ROUNDS", "1" if bench_size == "full" and length > 2048 else "3"))
+    medians = interleaved_medians(candidates, rounds=rounds)
+    for name, seconds in medians.items():
+        record("long", f"{name}@{length}", seconds=seconds, tokens_per_s=length / seconds, length=length,
+               engine=described[name], rounds=rounds)
+    benchmark.pedantic(candidates["ours-auto-int8"], rounds=1, warmup_rounds=0)  # pytest-benchmark's row
+
+
 QUERY_TEXTS = [f"what is the population of city number {i}?" for i in range(32)]
 
 

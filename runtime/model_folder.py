@@ -43,16 +43,24 @@ def gate_verdicts(manifest: Manifest) -> dict[str, dict[str, bool]]:
     return verdicts
 
 
+def engine_graph_label(graph: GraphEntry) -> str:
+    """The precision an engine graph serves, with how its float parts run where one precision has two entries
+    (OpenVINO int8: float parts at f32, or at bf16 as 'int8, bf16 float parts')."""
+    inference = graph.details.get("inference_precision")
+    return f"{graph.precision}, bf16 float parts" if graph.precision == "int8" and inference == "bf16" else graph.precision
+
+
 def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bool | None]]]:
     """engine -> precision -> head -> whether that engine's own graph passed its gates at export (None: not
     measured, with the reason beside the heads); the OpenVINO int8 search's record where it wrote none (manifest
     `openvino_int8`), and why an engine got no graph at all (manifest `engine_graphs_not_written`)."""
     verdicts: dict = {}
     for graph in manifest.engine_graphs:
+        key = engine_graph_label(graph)
         for dim in sorted(graph.outputs, reverse=True):
-            verdicts.setdefault(graph.engine, {}).setdefault(graph.precision, {})[str(dim)] = graph.passed_gates(dim)
+            verdicts.setdefault(graph.engine, {}).setdefault(key, {})[str(dim)] = graph.passed_gates(dim)
         if graph.details.get("fidelity_not_measured"):
-            verdicts[graph.engine][graph.precision]["reason"] = graph.details["fidelity_not_measured"]
+            verdicts[graph.engine][key]["reason"] = graph.details["fidelity_not_measured"]
     for record in manifest.extra.get("openvino_int8") or []:
         if isinstance(record, dict) and not record.get("written"):
             verdicts.setdefault("openvino", {})["int8"] = {"written": None, "reason": record.get("reason")}
@@ -104,12 +112,11 @@ class ModelFolder:
             f"(available: {', '.join(have)}); export it with `colbert-onnx export ... --precision {precision}`"
         )
 
-    def engine_graph_for(self, engine: str, dim: int, precision: str) -> GraphEntry | None:
-        """The graph the exporter wrote for `engine` (not onnxruntime) serving head `dim` at `precision`, if any."""
-        for g in self.manifest.engine_graphs:
-            if g.engine == engine and g.precision == precision and dim in g.outputs:
-                return g
-        return None
+    def engine_graphs_for(self, engine: str, dim: int, precision: str) -> list[GraphEntry]:
+        """The graphs the exporter wrote for `engine` (not onnxruntime) serving head `dim` at `precision`, in manifest
+        order (OpenVINO int8: its float parts at f32, then at bf16); which one runs is the engine selection's call."""
+        return [g for g in self.manifest.engine_graphs
+                if g.engine == engine and g.precision == precision and dim in g.outputs]
 
     @staticmethod
     def missed_gates(graph: GraphEntry, dim: int) -> dict | None:

@@ -41,6 +41,7 @@ class Verdict:
     measured_with: tuple[str, ...] = ()  # the bf16 / int8 units the export's figures came from, where recorded
     note: str = ""  # what differs here from what the graph asks for (an OpenVINO bf16 hint run at f32)
     error: str | None = None  # why the graph could not run here at all (then metrics is empty and passed False)
+    inference_precision: str | None = None  # OpenVINO's, where the entry names one (int8 has an f32 and a bf16 entry)
 
     def line(self) -> str:
         m = self.metrics
@@ -48,7 +49,8 @@ class Verdict:
                    f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
                    f"  spearman {m['spearman']:.4f}")
         return (f"{'PASS' if self.passed else 'FAIL'}  {self.engine:<11} {self.precision:<5} {self.dim:>4}  "
-                f"{figures}  ({self.graph}; " + (f"{self.note}; " if self.note else "") + "at export: "
+                f"{figures}  ({self.graph}" + (f" at {self.inference_precision}" if self.inference_precision else "")
+                + "; " + (f"{self.note}; " if self.note else "") + "at export: "
                 f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]}"
                 + (f" with {', '.join(self.measured_with)}" if self.measured_with else "") + ")")
 
@@ -147,13 +149,14 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
             dims = sorted(graph.outputs, reverse=True)
             measured_with = tuple(graph.details.get("measured_with_bf16_units")
                                   or graph.details.get("measured_with_int8_units") or ())
+            asked = graph.details.get("inference_precision")
             try:
                 engine = _open(folder, engine_name, graph, threads)
             except EngineUnavailableError as exc:  # e.g. OpenVINO's CPU plugin refusing the graph on this CPU
                 verdicts.extend(Verdict(engine_name, engine_name, graph.file, graph.precision, d, {}, False,
-                                        graph.passed_gates(d), measured_with, error=str(exc)) for d in dims)
+                                        graph.passed_gates(d), measured_with, error=str(exc),
+                                        inference_precision=asked) for d in dims)
                 continue
-            asked = graph.details.get("inference_precision")
             ran = getattr(engine, "inference_precision", asked)
             note = f"OpenVINO ran {ran}, not {asked}, on this CPU" if asked and ran != asked else ""
             got = _outputs(engine, dims, pre, texts, skiplist)
@@ -161,7 +164,8 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
                 metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist), got[d])
                 gates = graph.precision if graph.precision in GATES else "fp32"
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
-                                        passes(gates, metrics), graph.passed_gates(d), measured_with, note))
+                                        passes(gates, metrics), graph.passed_gates(d), measured_with, note,
+                                        inference_precision=asked))
     return verdicts
 
 
@@ -188,7 +192,8 @@ def run_verify(args) -> int:
             print(json.dumps({"engine": v.engine, "engine_detail": v.engine_detail, "graph": v.graph,
                               "precision": v.precision, "dim": v.dim, "passed": v.passed,
                               "passed_at_export": v.passed_at_export, "measured_with": list(v.measured_with),
-                              "note": v.note, "error": v.error, **v.metrics}))
+                              "inference_precision": v.inference_precision, "note": v.note, "error": v.error,
+                              **v.metrics}))
     else:
         print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
         for v in verdicts:

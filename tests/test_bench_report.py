@@ -58,6 +58,16 @@ def test_report_gives_issue_25s_ratios_for_the_default_int8_path(tmp_path: Path)
     assert "16 x 256: 5.00x fastembed" in lines and "length mix: 1.30x openvino-bf16" in lines
 
 
+def test_report_gives_the_long_document_ratios_against_openvinos_default():
+    from benchmarks.report import _default_int8_targets
+
+    long = {f"{name}@8192": {"seconds": seconds, "length": 8192, "rounds": 1}
+            for name, seconds in (("ours-auto-int8", 30.0), ("openvino-bf16", 36.0), ("ours-int8", 40.0))}
+    lines = "\n".join(_default_int8_targets({"peers": {"ours-auto-int8": _peer(10.0), "openvino-bf16": _peer(8.0)},
+                                              "long": long}))
+    assert "one 8192-token document: 1.20x openvino-bf16 (30.00 s against 36.00 s, median of 1" in lines
+
+
 def test_without_bf16_units_openvinos_default_is_its_f32_row():
     from benchmarks.report import _default_int8_targets
 

@@ -17,11 +17,12 @@ import pytest
 from colbert_onnx import ColbertEncoder, FidelityWarning, verify_folder
 from colbert_onnx.engines import selection
 from colbert_onnx.engines.choice import choose_engine
-from colbert_onnx.manifest import read_manifest, write_manifest
+from colbert_onnx.manifest import GraphEntry, read_manifest, write_manifest
 
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
 ZEN4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
 ZEN3 = {"avx2", "fma"}
+ICE_LAKE = {"avx2", "avx512f", "avx512_vnni"}  # AVX-512 VNNI, no bf16 units
 ALDER_LAKE = {"avx2", "avx_vnni"}  # 256-bit VNNI only: OpenVINO int8 not measured faster there
 ALLOWED = {"onnxruntime": None, "openvino": None}
 MISSED = {"onnxruntime": None, "openvino": "the OpenVINO graph model-openvino-int8.xml missed the fidelity gates"}
@@ -72,8 +73,10 @@ def outlier_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         precisions="fp32,int8")
 
 
-def _openvino_int8(folder: Path):
-    return [g for g in read_manifest(folder).engine_graphs if g.precision == "int8"]
+def _openvino_int8(folder: Path, inference: str = "f32"):
+    """The folder's OpenVINO int8 entries whose float parts run at `inference` (f32: the one the search measured)."""
+    return [g for g in read_manifest(folder).engine_graphs
+            if g.precision == "int8" and g.details.get("inference_precision") == inference]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,8 @@ def test_the_manifest_records_what_the_openvino_int8_search_tried(openvino_int8_
 
 @needs_nncf
 def test_verify_recomputes_the_openvino_int8_figures_here(openvino_int8_folder: Path) -> None:
-    verdicts = verify_folder(openvino_int8_folder, engines=["openvino"], precisions=["int8"])
+    verdicts = [v for v in verify_folder(openvino_int8_folder, engines=["openvino"], precisions=["int8"])
+                if v.inference_precision == "f32"]
     assert [v.dim for v in verdicts] == [128, 96, 64] and all(v.passed for v in verdicts)
     exported = _openvino_int8(openvino_int8_folder)[0].fidelity["128"]["mean_token_cosine"]
     assert verdicts[0].metrics["mean_token_cosine"] == pytest.approx(exported, abs=1e-6)
@@ -227,6 +231,65 @@ def test_an_export_without_nncf_writes_no_openvino_int8_and_says_why(toy_trio, t
         assert record["written"] is None and "NNCF" in record["reason"]
 
 
+@needs_nncf
+def test_the_openvino_int8_graph_has_a_bf16_float_parts_entry_held_to_the_int8_gates(openvino_int8_folder) -> None:
+    """OpenVINO's own default for an int8 model on a bf16 CPU: the same file with its float parts at bf16, measured
+    apart (on the outlier trio it misses where the f32 rest passes, on AVX512-BF16), or recorded as not measured on a
+    CPU that runs it at f32."""
+    (f32_rest,) = _openvino_int8(openvino_int8_folder)
+    (bf16_rest,) = _openvino_int8(openvino_int8_folder, "bf16")
+    assert bf16_rest.file == f32_rest.file and "float parts at bf16" in bf16_rest.details["method"]
+    if bf16_rest.fidelity:
+        assert set(bf16_rest.fidelity["128"]) >= {"min_token_cosine", "top10_overlap", "passed"}
+        assert bf16_rest.details["measured_with_bf16_units"]
+    else:
+        assert "not bf16" in bf16_rest.details["fidelity_not_measured"]
+
+
+class _Folder:
+    """What openvino_graph reads of a model folder: its engine graphs for a head and precision."""
+
+    def __init__(self, *graphs: GraphEntry) -> None:
+        self.graphs = list(graphs)
+
+    def engine_graphs_for(self, engine: str, dim: int, precision: str) -> list[GraphEntry]:
+        return [g for g in self.graphs if g.precision == precision]
+
+
+def _int8_entry(inference: str, passed: bool | None) -> GraphEntry:
+    fidelity = None if passed is None else {"128": {"passed": passed}}
+    return GraphEntry.from_dict({"file": "model-openvino-int8.xml", "precision": "int8", "engine": "openvino",
+                                 "outputs": {"128": "vectors_128"}, "bytes": 1, "inference_precision": inference,
+                                 **({"fidelity": fidelity} if fidelity else {})}, "engine_graphs[2]")
+
+
+@pytest.mark.parametrize(("features", "bf16_passed", "runs"), [
+    (ZEN4, True, "bf16"), (ZEN4, False, "f32"), (ZEN4, None, "f32"),
+    (SAPPHIRE_RAPIDS, True, "bf16"), (ICE_LAKE, True, "f32")],
+    ids=["bf16-cpu", "bf16-rest-missed", "bf16-rest-not-measured", "amx", "no-bf16-units"])
+def test_int8_on_openvino_runs_bf16_float_parts_only_on_bf16_units_where_they_passed(features, bf16_passed, runs,
+                                                                                       monkeypatch) -> None:
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(features))
+    folder = _Folder(_int8_entry("f32", True), _int8_entry("bf16", bf16_passed))
+    assert selection.openvino_graph(folder, 128, "int8").details["inference_precision"] == runs
+
+
+def test_int8_on_openvino_without_a_passing_entry_names_the_first_for_its_refusal(monkeypatch) -> None:
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN4))
+    graph = selection.openvino_graph(_Folder(_int8_entry("f32", False), _int8_entry("bf16", False)), 128, "int8")
+    assert graph.details["inference_precision"] == "f32" and graph.passed_gates(128) is False
+    assert selection.openvino_graph(_Folder(), 128, "int8") is None
+
+
+def test_bf16_float_parts_measured_on_amx_warn_on_avx512_bf16(monkeypatch) -> None:
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN4))
+    entry = _int8_entry("bf16", True)
+    entry = dataclasses.replace(entry, details={**entry.details, "measured_with_bf16_units": ["amx_bf16",
+                                                                                               "avx512_bf16"]})
+    warning = selection.kernel_warning(entry)
+    assert warning and "passed the int8 gates at bf16" in warning and "whose kernels differ" in warning
+
+
 # --- the class: outlier and sharp family members ----------------------------------------------------------------
 
 @needs_nncf
@@ -251,8 +314,8 @@ def test_auto_int8_never_runs_an_openvino_graph_that_misses_the_gates(kind, seed
     described = ColbertEncoder(folder, precision="int8").describe()
     if record["written"]:
         verdicts = verify_folder(folder, engines=["openvino"], precisions=["int8"])
-        assert verdicts and all(v.passed for v in verdicts)
-        assert described["engine"] == "openvino"
+        assert verdicts and all(v.passed for v in verdicts if v.passed_at_export)
+        assert described["engine"] == "openvino" and described["passed_gates"]
     else:
         assert record["attempts"] and not any(a["passed"] for a in record["attempts"])
         assert described["engine"] == "onnxruntime" and "no OpenVINO graph" in described["engine_reason"]
@@ -265,6 +328,8 @@ def test_the_export_report_names_each_engine_graphs_verdict(openvino_int8_folder
 
     verdicts = engine_gate_verdicts(read_manifest(openvino_int8_folder))
     assert verdicts["openvino"]["int8"] == {"128": True, "96": True, "64": True}
+    bf16_rest = verdicts["openvino"]["int8, bf16 float parts"]
+    assert set(bf16_rest) - {"reason"} == {"128", "96", "64"}
 
 
 def test_the_export_report_says_why_no_openvino_int8_was_written(toy_model_dir: Path) -> None:
@@ -289,8 +354,9 @@ def _measured_on_vnni(folder: Path, tmp_path: Path) -> Path:
     """A copy of `folder` whose OpenVINO int8 entry says it was measured on an AVX512-VNNI CPU."""
     copy = shutil.copytree(folder, tmp_path / "model")
     manifest = read_manifest(copy)
-    graphs = tuple(dataclasses.replace(g, details={**g.details, "measured_with_int8_units": ["avx512_vnni"]})
-                   if g.precision == "int8" else g for g in manifest.engine_graphs)
+    units = {"measured_with_int8_units": ["avx512_vnni"], "measured_with_bf16_units": ["avx512_bf16"]}
+    graphs = tuple(dataclasses.replace(g, details={**g.details, **units}) if g.precision == "int8" else g
+                   for g in manifest.engine_graphs)
     write_manifest(copy, dataclasses.replace(manifest, engine_graphs=graphs))
     return copy
 

@@ -25,6 +25,19 @@ class Opened:
     choice: EngineChoice
 
 
+def openvino_graph(folder: ModelFolder, dim: int, precision: str) -> GraphEntry | None:
+    """The OpenVINO graph for head `dim` at `precision` on this CPU. Among the entries that passed their gates: the one
+    whose float parts run bf16 where this CPU has bf16 units (int8: OpenVINO's own default there, faster where
+    attention dominates), else the f32 one (a bf16 entry would run f32 there, not what was measured). When none
+    passed, the first entry, whose refusal says why."""
+    graphs = folder.engine_graphs_for("openvino", dim, precision)
+    passing = [g for g in graphs if g.passed_gates(dim)]
+    if not passing:
+        return graphs[0] if graphs else None
+    bf16_here = bool(set(cpu_features()) & set(BF16_FEATURES))
+    return max(passing, key=lambda g: (g.details.get("inference_precision") == "bf16") == bf16_here)
+
+
 def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str) -> str | None:
     """Why the OpenVINO engine cannot serve head `dim` at `precision` from `folder` here; None when it can."""
     from .openvino_engine import openvino_available
@@ -33,7 +46,7 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
         return f"the OpenVINO engine runs on the CPU only, device={device!r} was asked"
     if not openvino_available():
         return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
-    graph = folder.engine_graph_for("openvino", dim, precision)
+    graph = openvino_graph(folder, dim, precision)
     if graph is None:
         skipped = (folder.manifest.extra.get("engine_graphs_not_written") or {}).get("openvino")
         why = (f"at export: {skipped}" if skipped else "an export with the openvino extra installed writes one; at "
@@ -52,7 +65,8 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
 def kernel_warning(graph: GraphEntry) -> str | None:
     """Why an OpenVINO graph's export-time figures may not hold on this CPU, or None. int8: they were measured with
     exact int8 dot products (VNNI or AMX) and this CPU has neither, so its u8 x s8 pairs can saturate in int16.
-    bf16: they were measured with other bf16 units than this CPU's (AMX against AVX512-BF16 kernels)."""
+    bf16 inference (fp16, or int8's float parts): they were measured with other bf16 units than this CPU's (AMX
+    against AVX512-BF16 kernels)."""
     if graph.engine != "openvino":
         return None
     verify = (f"run `colbert-onnx verify FOLDER --engine openvino --precision {graph.precision}` here, or use "
@@ -64,9 +78,9 @@ def kernel_warning(graph: GraphEntry) -> str | None:
                 f"{', '.join(EXACT_INT8_FEATURES)}, where OpenVINO's u8 x s8 products can saturate: {verify}")
     measured = graph.details.get("measured_with_bf16_units")
     units = [f for f in BF16_FEATURES if f in here]
-    if graph.precision == "fp16" and measured and units and units != list(measured):
-        return (f"{graph.file} passed the fp16 gates at bf16 on a CPU with {', '.join(measured)}; this CPU runs bf16 "
-                f"with {', '.join(units)}, whose kernels differ: {verify}")
+    if graph.details.get("inference_precision") == "bf16" and measured and units and units != list(measured):
+        return (f"{graph.file} passed the {graph.precision} gates at bf16 on a CPU with {', '.join(measured)}; this "
+                f"CPU runs bf16 with {', '.join(units)}, whose kernels differ: {verify}")
     return None
 
 
@@ -104,7 +118,7 @@ def _open(folder: ModelFolder, dim: int, precision: str, choice: EngineChoice, d
     if choice.engine == "openvino":
         from .openvino_engine import OpenvinoEngine
 
-        graph = folder.engine_graph_for("openvino", dim, precision)
+        graph = openvino_graph(folder, dim, precision)
         assert graph is not None  # openvino_refusal said so
         engine = OpenvinoEngine(str(folder.path / graph.file), graph.outputs, threads=threads,
                                 inference_precision=str(graph.details.get("inference_precision", "f32")))
@@ -121,7 +135,7 @@ def reopen(opened: Opened, folder: ModelFolder, dim: int, precision: str, device
            session_options, io_binding: bool) -> Opened:
     """The same engine for another head: the same loaded graph when it holds that head too."""
     if opened.choice.engine == "openvino":
-        graph = folder.engine_graph_for("openvino", dim, precision)
+        graph = openvino_graph(folder, dim, precision)
         if graph is None or not graph.passed_gates(dim):
             raise EngineUnavailableError(f"the OpenVINO engine has no graph passing the gates for head {dim}")
     else:
