@@ -47,7 +47,9 @@ def engine_graph_label(graph: GraphEntry) -> str:
     """The precision an engine graph serves, with how its float parts run where one precision has two entries
     (OpenVINO int8: float parts at f32, or at bf16 as 'int8, bf16 float parts')."""
     inference = graph.details.get("inference_precision")
-    return f"{graph.precision}, bf16 float parts" if graph.precision == "int8" and inference == "bf16" else graph.precision
+    if graph.precision == "int8" and inference == "bf16":
+        return "int8, bf16 float parts"
+    return graph.precision
 
 
 def engine_gate_verdicts(manifest: Manifest) -> dict[str, dict[str, dict[str, bool | None]]]:

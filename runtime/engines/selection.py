@@ -4,7 +4,6 @@ choice.choose_engine on this CPU's features, the pick said in one log line."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import EngineUnavailableError
@@ -85,7 +84,7 @@ def kernel_warning(graph: GraphEntry) -> str | None:
 
 
 def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
-                session_options, io_binding: bool, features: Iterable[str] | None = None) -> Opened:
+                session_options, io_binding: bool) -> Opened:
     """The engine `engine` (auto, onnxruntime or openvino) for head `dim` at `precision`; EngineUnavailableError
     naming the reason when a forced engine cannot run. Where auto's OpenVINO pick fails to compile here, onnxruntime
     runs, and the reason says why."""
@@ -98,7 +97,7 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
         choice = EngineChoice("openvino", "asked for (engine='openvino')")
     else:
         refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device)}
-        choice = choose_engine(cpu_features() if features is None else features, precision,
+        choice = choose_engine(cpu_features(), precision,
                                lambda engine: refusals[engine]() if engine in refusals else None)
     try:
         opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
