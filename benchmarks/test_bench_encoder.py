@@ -180,7 +180,7 @@ def _openvino_engine_rows(bench_model, inferences=("f32", "bf16")) -> dict[str, 
         print("skip the OpenVINO engine: no OpenVINO graph in the bench folder, or openvino not installed")
         return {}
     rows = {}
-    for inference in ("f32", "bf16"):
+    for inference in inferences:
         engine = OpenvinoEngine(str(Path(bench_model["onnx"]) / graph.file), graph.outputs,
                                 inference_precision=inference)
         if engine.inference_precision != inference:
