@@ -107,16 +107,16 @@ def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: 
     measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's). A graph the
     CPU plugin cannot compile here is recorded as not measured, saying why: OpenVINO is optional, the export goes on."""
     inference, precision = variant["inference_precision"], variant["precision"]
+    verify = "run `colbert-onnx verify --engine openvino` where it is to run"
     try:
         engine = _compile(path, dims, inference)
     except EngineUnavailableError as exc:  # the CPU plugin refused it here: a gap in the folder, not a failed export
         return {**variant, "fidelity_not_measured": (
-            f"OpenVINO could not compile it at {inference} on the CPU that exported ({exc}): run `colbert-onnx "
-            "verify --engine openvino` where it is to run")}
+            f"OpenVINO could not compile it at {inference} on the CPU that exported ({exc}): {verify}")}
     if engine.inference_precision != inference:
         return {**variant, "fidelity_not_measured": (
             f"OpenVINO runs {engine.inference_precision}, not {inference}, on the CPU that exported (it has none of "
-            f"{', '.join(BF16_FEATURES)}): run `colbert-onnx verify --engine openvino` where it is to run")}
+            f"{', '.join(BF16_FEATURES)}): {verify}")}
     measured = {**variant, "fidelity": _measure(engine, dims, reference, fset, precision)}
     if inference == "bf16":
         measured["measured_with_bf16_units"] = [f for f in BF16_FEATURES if f in cpu_features()]

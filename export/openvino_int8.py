@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
+from colbert_onnx.engines.openvino_engine import plugin_message
 
 from .fidelity import GATES
 from .mixed_precision import SEARCH_SECONDS
@@ -90,7 +91,7 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
             fidelity = measure(xml)
         except Exception as exc:  # NNCF or the CPU plugin failed here: no OpenVINO int8, the export goes on
             attempts.append({"smooth_alpha": alpha, "passed": False,
-                             "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"})
+                             "error": f"{type(exc).__name__}: {plugin_message(exc)}"})
             break
         passed = all(m["passed"] for m in fidelity.values())
         attempts.append({"smooth_alpha": alpha, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .engines import ENGINES
+from .engines.selection import engine_for
 from .errors import EngineUnavailableError, InvalidInputError, ModelFolderError
 from .fidelity import GATES, Outputs, compare, passes
 from .manifest import GraphEntry
@@ -108,18 +109,6 @@ def _graphs(folder: ModelFolder, engine: str, precisions: Sequence[str] | None) 
     return [g for g in pool if precisions is None or g.precision in precisions]
 
 
-def _open(folder: ModelFolder, engine: str, graph: GraphEntry, threads: int | None):
-    path = str(folder.path / graph.file)
-    if engine == "openvino":
-        from .engines.openvino_engine import OpenvinoEngine
-
-        return OpenvinoEngine(path, graph.outputs, threads=threads,
-                              inference_precision=str(graph.details.get("inference_precision", "f32")))
-    from .engines.onnxruntime_engine import OnnxruntimeEngine
-
-    return OnnxruntimeEngine(path, graph.outputs, threads=threads)
-
-
 def available_engines() -> list[str]:
     """The engines installed here: onnxruntime always, openvino with its extra."""
     from .engines.openvino_engine import openvino_available
@@ -151,7 +140,7 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
                                   or graph.details.get("measured_with_int8_units") or ())
             asked = graph.details.get("inference_precision")
             try:
-                engine = _open(folder, engine_name, graph, threads)
+                engine = engine_for(folder, graph, threads)
             except EngineUnavailableError as exc:  # e.g. OpenVINO's CPU plugin refusing the graph on this CPU
                 verdicts.extend(Verdict(engine_name, engine_name, graph.file, graph.precision, d, {}, False,
                                         graph.passed_gates(d), measured_with, error=str(exc),
@@ -189,11 +178,9 @@ def run_verify(args) -> int:
     verdicts = verify_folder(args.model_dir, args.engine, precisions, args.threads)
     if args.json:
         for v in verdicts:
-            print(json.dumps({"engine": v.engine, "engine_detail": v.engine_detail, "graph": v.graph,
-                              "precision": v.precision, "dim": v.dim, "passed": v.passed,
-                              "passed_at_export": v.passed_at_export, "measured_with": list(v.measured_with),
-                              "inference_precision": v.inference_precision, "note": v.note, "error": v.error,
-                              **v.metrics}))
+            record = asdict(v)
+            metrics = record.pop("metrics")
+            print(json.dumps({**record, **metrics}))
     else:
         print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
         for v in verdicts:

@@ -91,18 +91,25 @@ def test_cli_refuses_an_unknown_engine_with_exit_2(toy_trio, tmp_path, capsys) -
 # --- the OpenVINO bf16 entry, measured honestly on any CPU ----------------------------------------------------------
 
 
-@needs_openvino
-def test_a_cpu_that_runs_bf16_at_f32_records_the_bf16_entry_as_not_measured(toy_trio, tmp_path, monkeypatch) -> None:
-    """What an AVX2-only CPU (Zen 3) does with a bf16 hint: runs f32. Its figures would pass the fp16 gates without
-    being bf16's, so the entry is recorded as not measured, and `auto` never picks it on a bf16 CPU later."""
+def _without_bf16_units():
+    """OpenvinoEngine as on a CPU without bf16 units (Zen 3): a bf16 hint compiles and runs at f32."""
     from colbert_onnx.engines.openvino_engine import OpenvinoEngine
-    from colbert_onnx.export import export_model, openvino_graphs
 
     class NoBf16Units(OpenvinoEngine):
         def __init__(self, path, outputs, threads=None, inference_precision="f32"):
             super().__init__(path, outputs, threads=threads, inference_precision="f32")
+            self.requested_precision = inference_precision
 
-    monkeypatch.setattr(openvino_graphs, "OpenvinoEngine", NoBf16Units)
+    return NoBf16Units
+
+
+@needs_openvino
+def test_a_cpu_that_runs_bf16_at_f32_records_the_bf16_entry_as_not_measured(toy_trio, tmp_path, monkeypatch) -> None:
+    """What an AVX2-only CPU (Zen 3) does with a bf16 hint: runs f32. Its figures would pass the fp16 gates without
+    being bf16's, so the entry is recorded as not measured, and `auto` never picks it on a bf16 CPU later."""
+    from colbert_onnx.export import export_model, openvino_graphs
+
+    monkeypatch.setattr(openvino_graphs, "OpenvinoEngine", _without_bf16_units())
     out = export_model([toy_trio[128], toy_trio[96], toy_trio[64]], tmp_path / "out", precisions="fp32,fp16",
                        engines="onnxruntime,openvino")
     entry = next(g for g in read_manifest(out).engine_graphs if g.precision == "fp16")
@@ -189,12 +196,7 @@ def test_verify_says_when_openvino_ran_a_bf16_entry_at_f32(toy_model_dir, monkey
     from colbert_onnx import verify_folder
     from colbert_onnx.engines import openvino_engine
 
-    class NoBf16Units(openvino_engine.OpenvinoEngine):
-        def __init__(self, path, outputs, threads=None, inference_precision="f32"):
-            super().__init__(path, outputs, threads=threads, inference_precision="f32")
-            self.requested_precision = inference_precision
-
-    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", NoBf16Units)
+    monkeypatch.setattr(openvino_engine, "OpenvinoEngine", _without_bf16_units())
     (verdict, *_) = verify_folder(toy_model_dir, engines=["openvino"], precisions=["fp16"])
     assert "OpenVINO ran f32, not bf16, on this CPU" in verdict.line()
 

@@ -36,7 +36,7 @@ def openvino_available() -> bool:
     return True
 
 
-def _plugin_message(exc: Exception) -> str:
+def plugin_message(exc: Exception) -> str:
     """OpenVINO's error without its C++ call-site lines ("Exception from src/...cpp:117:"), on one line."""
     lines = [line.strip() for line in str(exc).splitlines()]
     kept = [line for line in lines if line and not line.startswith("Exception from ")]
@@ -66,7 +66,7 @@ class OpenvinoEngine:
         try:
             self.compiled = core.compile_model(core.read_model(graph_path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with a long C++ trace on bad graphs
-            raise EngineUnavailableError(f"OpenVINO cannot compile {graph_path}: {_plugin_message(exc)}") from exc
+            raise EngineUnavailableError(f"OpenVINO cannot compile {graph_path}: {plugin_message(exc)}") from exc
         # what the CPU plugin runs, which is not always what was asked: without bf16 units (avx512_bf16, amx_bf16) a
         # bf16 hint silently runs f32, so figures measured here would not be bf16's
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()

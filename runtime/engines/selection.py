@@ -112,22 +112,30 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
     return opened
 
 
+def engine_for(folder: ModelFolder, graph: GraphEntry, threads: int | None, device: str = "cpu",
+               session_options=None, io_binding: bool = False) -> Engine:
+    """The engine that runs `graph` of `folder`: OpenVINO for its own graphs, at the inference precision the entry
+    was measured at; onnxruntime for the folder's graphs."""
+    path = str(folder.path / graph.file)
+    if graph.engine == "openvino":
+        from .openvino_engine import OpenvinoEngine
+
+        return OpenvinoEngine(path, graph.outputs, threads=threads,
+                              inference_precision=str(graph.details.get("inference_precision", "f32")))
+    from .onnxruntime_engine import OnnxruntimeEngine
+
+    return OnnxruntimeEngine(path, graph.outputs, device=device, threads=threads, config=session_options,
+                             io_binding=io_binding)
+
+
 def _open(folder: ModelFolder, dim: int, precision: str, choice: EngineChoice, device: str, threads: int | None,
           session_options, io_binding: bool) -> Opened:
     if choice.engine == "openvino":
-        from .openvino_engine import OpenvinoEngine
-
         graph = openvino_graph(folder, dim, precision)
         assert graph is not None  # openvino_refusal said so
-        engine = OpenvinoEngine(str(folder.path / graph.file), graph.outputs, threads=threads,
-                                inference_precision=str(graph.details.get("inference_precision", "f32")))
-        return Opened(engine, graph, choice)
-    from .onnxruntime_engine import OnnxruntimeEngine
-
-    graph = folder.graph_for(dim, precision)
-    engine = OnnxruntimeEngine(str(folder.path / graph.file), graph.outputs, device=device, threads=threads,
-                               config=session_options, io_binding=io_binding)
-    return Opened(engine, graph, choice)
+    else:
+        graph = folder.graph_for(dim, precision)
+    return Opened(engine_for(folder, graph, threads, device, session_options, io_binding), graph, choice)
 
 
 def reopen(opened: Opened, folder: ModelFolder, dim: int, precision: str, device: str, threads: int | None,
