@@ -125,8 +125,8 @@ def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: 
 
 def bf16_rest_variant(int8_entry: dict) -> dict:
     """The OpenVINO int8 graph's second entry: the same file with its float parts (attention, softmax, LayerNorm,
-    GELU) at bf16, OpenVINO's default for an int8 model on a CPU with bf16 units. It ran 1.06x-1.22x the f32-rest
-    entry on AVX512-BF16 (Zen 4, wide toy: more on long documents, where attention dominates), and is held to the
+    GELU) at bf16, OpenVINO's default for an int8 model on a CPU with bf16 units. It ran 1.07x-1.21x the f32-rest
+    entry on AVX512-BF16 (Zen 4, wide toy: the most on long documents, where attention weighs more), and is held to the
     same int8 gates, measured apart (docs/engines.md): it missed them on the outlier trio where the f32 rest passed."""
     variant = {k: v for k, v in int8_entry.items() if k not in ("fidelity", "attempts")}
     return {**variant, "inference_precision": "bf16",
