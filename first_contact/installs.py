@@ -8,11 +8,11 @@ import pytest
 
 FIXTURES_ENV = "COLBERT_ONNX_FIRST_CONTACT"
 INSTALL_ENV = "COLBERT_ONNX_INSTALL"
-INSTALLS = ("runtime", "server")
+INSTALLS = ("runtime", "server", "openvino")
 
 
 def install_kind() -> str | None:
-    """``runtime`` or ``server`` in a CI clean venv; None in the development environment."""
+    """``runtime``, ``server`` or ``openvino`` in a CI clean venv; None in the development environment."""
     kind = os.environ.get(INSTALL_ENV)
     if kind is not None and kind not in INSTALLS:
         raise pytest.UsageError(f"{INSTALL_ENV}={kind!r}: expected one of {', '.join(INSTALLS)}")

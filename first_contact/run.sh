@@ -3,6 +3,7 @@
 #   1. fixtures: build_references.py in the full environment (.venv: torch, onnx) -> $OUT/data
 #   2. runtime: a fresh venv with `pip install .` (+ pytest) runs test_installed_env/_runtime.py
 #   3. server:  a fresh venv with `pip install '.[server]'` (+ pytest) runs test_installed_env/_server.py
+#   4. openvino: a fresh venv with `pip install '.[openvino]'` (+ pytest) runs test_installed_env/_openvino.py
 # `.` is a copy of the checkout's tracked and untracked-but-not-ignored files, as a fresh clone would have
 # them: no build/ or *.egg-info left by earlier builds (setuptools reuses an old SOURCES.txt, which once
 # shipped files that pyproject.toml no longer declared). Versions are pinned to the development venv's
@@ -25,7 +26,7 @@ timed() {  # timed NAME COMMAND...: run it, then log its wall time
     start=$(date +%s.%N)
     "$@"
     end=$(date +%s.%N)
-    awk -v n="$name" -v s="$start" -v e="$end" 'BEGIN { printf "first-contact %-13s %6.1f s\n", n, e - s }' \
+    awk -v n="$name" -v s="$start" -v e="$end" 'BEGIN { printf "first-contact %-14s %6.1f s\n", n, e - s }' \
         | tee -a "$OUT/timings.txt"
 }
 
@@ -66,3 +67,6 @@ timed runtime-tests run_tests runtime first_contact/test_installed_env.py first_
 
 timed server-venv make_venv server ".[server]"
 timed server-tests run_tests server first_contact/test_installed_env.py first_contact/test_installed_server.py
+
+timed openvino-venv make_venv openvino ".[openvino]"
+timed openvino-tests run_tests openvino first_contact/test_installed_env.py first_contact/test_installed_openvino.py

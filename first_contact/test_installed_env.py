@@ -1,6 +1,7 @@
 """The installed package itself: what it requires, what it ships, and what it never imports.
 
-Runs in both clean venvs (runtime and server). In the development venv the checks that are about
+Runs in every clean venv (runtime, server, openvino); importing the runtime loads openvino nowhere, not
+even where it is installed. In the development venv the checks that are about
 a clean install are skipped (that venv has the [export] extra by design).
 """
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from installs import require_install
+from installs import install_kind, require_install
 from packaging.requirements import Requirement  # pytest's and onnxruntime's dependency
 from packaging.utils import canonicalize_name
 
@@ -22,13 +23,22 @@ from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
 
 FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvino", "nncf")
 EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson"},
-          "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"}}
+          "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"},
+          # the exporter writes the OpenVINO engine's graphs by default (docs/engines.md): openvino comes with it
+          "export": {"torch", "safetensors", "onnx", "huggingface-hub", "optimum", "onnx-ir", "openvino", "nncf"}}
 
 
 def test_forbidden_packages_are_not_installed():
     require_install()
-    found = {name: importlib.util.find_spec(name).origin for name in FORBIDDEN if importlib.util.find_spec(name)}
+    allowed = {"openvino"} if install_kind() == "openvino" else set()  # what that install is for
+    found = {name: importlib.util.find_spec(name).origin for name in FORBIDDEN
+             if name not in allowed and importlib.util.find_spec(name)}
     assert not found, f"a clean `pip install .` venv must not hold these: {found}"
+
+
+def test_openvino_is_installed_exactly_where_its_extra_was_asked_for():
+    require_install()
+    assert (importlib.util.find_spec("openvino") is not None) == (install_kind() == "openvino")
 
 
 def test_package_is_installed_from_a_built_wheel_not_the_checkout():
