@@ -9,7 +9,7 @@ MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 EXPORT_ARGS ?=
 
-.PHONY: setup demo test test-install test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep
+.PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ test: setup
 
 # The runtime alone (`pip install .`) and the server (`pip install '.[server]'`) in fresh venvs, against model
 # folders and references built here in .venv (first_contact/run.sh; docs/install.md). Output in build/first-contact.
+# The default suite as on an AMX Xeon and as on an AVX2-only CPU (Zen 3): what the code reads about the CPU is
+# replaced (tests/cpu_class.py), the kernels stay this CPU's. The amx run needs avx512_vnni and avx512_bf16; ~20 min.
+test-cpu-classes: setup
+	COLBERT_ONNX_CPU_CLASS=avx2 PYTHONPATH=tests $(PY) -m pytest -q -p cpu_class
+	COLBERT_ONNX_CPU_CLASS=amx PYTHONPATH=tests $(PY) -m pytest -q -p cpu_class
+
 test-install: setup
 	PY=$(PY) PYTHON=$(PYTHON) bash first_contact/run.sh
 
