@@ -68,5 +68,13 @@ timed runtime-tests run_tests runtime first_contact/test_installed_env.py first_
 timed server-venv make_venv server ".[server]"
 timed server-tests run_tests server first_contact/test_installed_env.py first_contact/test_installed_server.py
 
-timed openvino-venv make_venv openvino ".[openvino]"
-timed openvino-tests run_tests openvino first_contact/test_installed_env.py first_contact/test_installed_openvino.py
+# The openvino job needs fixtures with OpenVINO graphs: the development venv (make setup) has openvino, so they have
+# them; exported where openvino could not be imported, the job is not run, and this says so.
+if "$PY" -c "import json, sys; sys.exit(not json.load(open(sys.argv[1])).get('engine_graphs'))" \
+        "$OUT/data/toy-onnx/manifest.json"; then
+    timed openvino-venv make_venv openvino ".[openvino]"
+    timed openvino-tests run_tests openvino first_contact/test_installed_env.py first_contact/test_installed_openvino.py
+else
+    echo "first-contact openvino: NOT RUN: the fixtures were exported where openvino could not be imported, so they" \
+        "hold no OpenVINO graph (manifest engine_graphs_not_written)" | tee -a "$OUT/timings.txt"
+fi
