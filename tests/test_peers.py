@@ -207,3 +207,22 @@ def test_length_mix_table_gives_each_engine_against_ours_int8():
     assert "| ours-int8 | 259 | 0.8% | 2.15x | 1.00x |" in text
     assert "| openvino-f32, greedy padded batches | 70 | 42.9% | 1.00x | 3.70x |" in text
     assert _mix_table({}) == []
+
+
+def test_peer_fidelity_rows_judge_every_gate_with_the_metrics_compare_gives(monkeypatch) -> None:
+    """`make fidelity-peers` read a fixed metric list and died (KeyError) once the int8 gates gained the worst-text
+    mean; its rows now take every metric compare() gives, so each gate of int8 and fp16 is judged."""
+    import benchmarks.peer_fidelity as pf
+    from colbert_onnx.fidelity import GATES
+
+    metrics = {key: 1.0 for gates in GATES.values() for key in gates}
+    monkeypatch.setattr(pf, "collect", lambda run, fset: {128: None, 64: None})
+    monkeypatch.setattr(pf, "compare", lambda ref, got: {**metrics, "finite": True})
+    case = pf.Case("case", None, {128: None, 64: None}, [128, 64], Path("."), [])
+    row = pf.worst(case, run=None)
+    assert row["int8_gates"] and row["fp16_gates"]
+    one_text_off = {**metrics, "worst_text_mean_token_cosine": 0.9, "finite": True}
+    monkeypatch.setattr(pf, "compare", lambda ref, got: one_text_off)
+    row = pf.worst(case, run=None)
+    assert not row["int8_gates"] and row["fp16_gates"]
+    assert "| 0.90000 |" in pf.to_markdown([{"case": "case", "engine": "e", **row}])
