@@ -10,6 +10,11 @@ the outlier toy trio (docs/runs/2026-12-06-openvino-int8.md):
 - SmoothQuant at its transformer default alpha 0.95 leaves the outlier tokens at 0.92; 0.5 (the alpha of our
   onnxruntime int8) passes. So alphas are tried in SMOOTH_ALPHAS order and the first that passes every gate on
   every head is kept; when none does, no OpenVINO int8 graph is written and the manifest says why.
+- on trained weights (all-MiniLM-L6-v2) no alpha passes with every MatMul int8: the input of the MLP's down
+  projection (fc2, after GELU) carries the outliers. So when no alpha passes, the alphas are tried again with the
+  fc2 MatMuls kept float (KEPT_FLOAT_STAGES), which passes there (docs/runs/2026-12-06-openvino-trained.md). Such a
+  graph ran 0.72x onnxruntime's int8 with f32 float parts and 1.15x with bf16 ones (wide toy, Zen 4), so its entry
+  says `faster_only_with_bf16_float_parts` and `auto` runs it only where its float parts run bf16.
 NNCF's own accuracy-control loop (`quantize_with_accuracy_control`) was tried and is not used: with SmoothQuant
 on, reverting one MatMul to float left its smoothing scale on the activation and broke the model (cosines ~0).
 """
@@ -34,6 +39,10 @@ from .precisions import variant_file
 ENGINE = "openvino"
 SMOOTH_ALPHAS = (0.5, 0.65, 0.35, 0.8, 0.95)  # ours first; NNCF's transformer default (0.95) last
 KEPT_FLOAT_TYPES = ("Gather",)  # the embedding table: per-row int8 of its outlier columns breaks outlier checkpoints
+# MatMuls kept float (NNCF ignored-scope name patterns), one stage after another: every MatMul int8, then the MLP
+# down projections (fc2) float; each stage tries every alpha before the next starts
+FC2_MATMULS = r".*/mlp/fc2/MatMul"
+KEPT_FLOAT_STAGES: tuple[tuple[str, ...], ...] = ((), (FC2_MATMULS,))
 
 
 def nncf_available() -> bool:
@@ -51,8 +60,9 @@ def gate_margin(fidelity: dict[str, dict]) -> float:
     return min(metrics[key] - bound for metrics in fidelity.values() for key, bound in GATES["int8"].items())
 
 
-def quantize(graph: Path, calibration: Sequence[dict], alpha: float):
-    """NNCF's int8 (an ov.Model) of the plain graph file `graph`: SmoothQuant `alpha`, the embedding kept float."""
+def quantize(graph: Path, calibration: Sequence[dict], alpha: float, kept_float: Sequence[str] = ()):
+    """NNCF's int8 (an ov.Model) of the plain graph file `graph`: SmoothQuant `alpha`, the embedding kept float, and
+    the MatMuls whose names match a `kept_float` pattern (NNCF refuses a pattern that matches none)."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
@@ -63,19 +73,20 @@ def quantize(graph: Path, calibration: Sequence[dict], alpha: float):
         return nncf.quantize(
             model, nncf.Dataset(list(calibration)), model_type=nncf.ModelType.TRANSFORMER,
             preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration),
-            ignored_scope=nncf.IgnoredScope(types=list(KEPT_FLOAT_TYPES)),
+            ignored_scope=nncf.IgnoredScope(types=list(KEPT_FLOAT_TYPES), patterns=list(kept_float)),
             advanced_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)))
 
 
 def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], measure: Callable[[Path], dict],
-                        alphas: Sequence[float] = SMOOTH_ALPHAS, budget_seconds: float = SEARCH_SECONDS
-                        ) -> tuple[dict | None, dict]:
+                        alphas: Sequence[float] = SMOOTH_ALPHAS, budget_seconds: float = SEARCH_SECONDS,
+                        stages: Sequence[Sequence[str]] = KEPT_FLOAT_STAGES) -> tuple[dict | None, dict]:
     """The engine_graphs entry of the OpenVINO int8 graph of `entry` (the plain-ops fp32 graph), or None when no
-    alpha passed the int8 gates; and a record of every attempt (alpha, gate margin, verdict) for the manifest.
+    (stage, alpha) pair passed the int8 gates; and a record of every attempt (alpha, MatMuls kept float, gate margin,
+    verdict) for the manifest. Stages (`stages`: MatMul name patterns kept float) are tried in order, every alpha each.
     NNCF or OpenVINO failing on the graph ends the search with its error recorded: the int8 graph is optional.
     `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates.
-    No alpha is started after `budget_seconds` (the onnxruntime int8 search's budget: one NNCF run and one
+    No attempt is started after `budget_seconds` (the onnxruntime int8 search's budget: one NNCF run and one
     measurement take minutes at full size)."""
     import openvino as ov
 
@@ -83,28 +94,31 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
     xml, weights = out / file, (out / file).with_suffix(".bin")
     attempts: list[dict] = []
     start = time.perf_counter()
-    for alpha in alphas:
+    plan = [(tuple(kept), alpha) for kept in stages for alpha in alphas]
+    for kept, alpha in plan:
         if attempts and time.perf_counter() - start > budget_seconds:
             break
+        tried = {"smooth_alpha": alpha, **({"kept_float_matmuls": list(kept)} if kept else {})}
         try:
-            ov.save_model(quantize(out / entry["file"], calibration, alpha), str(xml), compress_to_fp16=False)
+            ov.save_model(quantize(out / entry["file"], calibration, alpha, kept), str(xml), compress_to_fp16=False)
             fidelity = measure(xml)
         except Exception as exc:  # NNCF or the CPU plugin failed here: no OpenVINO int8, the export goes on
-            attempts.append({"smooth_alpha": alpha, "passed": False,
-                             "error": f"{type(exc).__name__}: {plugin_message(exc)}"})
+            attempts.append({**tried, "passed": False, "error": f"{type(exc).__name__}: {plugin_message(exc)}"})
             break
         passed = all(m["passed"] for m in fidelity.values())
-        attempts.append({"smooth_alpha": alpha, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
+        attempts.append({**tried, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
         if passed:
             import nncf
 
+            floats = "embedding Gather" + (f" and MatMuls {', '.join(kept)}" if kept else "")
             return {
                 "file": file, "external_data": weights.name, "precision": "int8", "inference_precision": "f32",
                 "outputs": dict(entry["outputs"]), "backbone_sha256": entry.get("backbone_sha256"),
                 "bytes": xml.stat().st_size + weights.stat().st_size, "engine": ENGINE,
                 "method": f"NNCF {nncf.__version__} post-training int8 (model_type=TRANSFORMER, SmoothQuant alpha "
-                          f"{alpha}, embedding Gather kept float) of {entry['file']}, saved as OpenVINO IR",
+                          f"{alpha}, {floats} kept float) of {entry['file']}, saved as OpenVINO IR",
                 "smooth_alpha": alpha, "kept_float_types": list(KEPT_FLOAT_TYPES), "attempts": attempts,
+                **({"kept_float_matmuls": list(kept), "faster_only_with_bf16_float_parts": True} if kept else {}),
                 "measured_with_int8_units": [f for f in EXACT_INT8_FEATURES if f in cpu_features()],
                 "fidelity": fidelity,
             }, {"written": file, "attempts": attempts}
@@ -112,10 +126,11 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
     weights.unlink(missing_ok=True)
     if attempts and "error" in attempts[-1]:
         reason = f"NNCF's int8 failed at SmoothQuant alpha {attempts[-1]['smooth_alpha']}: {attempts[-1]['error']}"
-    elif len(attempts) == len(alphas):
-        reason = "no SmoothQuant alpha passed the int8 gates on every head"
+    elif len(attempts) == len(plan):
+        reason = "no SmoothQuant alpha passed the int8 gates on every head" + (
+            ", with every MatMul int8 or with the MLP down projections (fc2) kept float" if len(stages) > 1 else "")
     else:
         reason = (f"no SmoothQuant alpha passed the int8 gates on every head within the {budget_seconds:.0f} s "
-                  f"budget ({len(attempts)} of {len(alphas)} tried)")
+                  f"budget ({len(attempts)} of {len(plan)} tried)")
     return None, {"written": None, "reason": reason, "attempts": attempts,
                   "seconds": round(time.perf_counter() - start, 1)}

@@ -163,9 +163,52 @@ def _search_that_never_passes(source: Path, tmp_path: Path, **options) -> tuple[
 
 @needs_nncf
 def test_without_a_passing_alpha_no_openvino_int8_graph_is_written(outlier_folder: Path, tmp_path: Path) -> None:
+    from colbert_onnx.export.openvino_int8 import FC2_MATMULS
+
     folder, graph, record = _search_that_never_passes(outlier_folder, tmp_path, alphas=(0.5, 0.8))
-    assert graph is None and record["written"] is None and [a["smooth_alpha"] for a in record["attempts"]] == [0.5, 0.8]
+    assert graph is None and record["written"] is None
+    assert [(a["smooth_alpha"], a.get("kept_float_matmuls")) for a in record["attempts"]] == [
+        (0.5, None), (0.8, None), (0.5, [FC2_MATMULS]), (0.8, [FC2_MATMULS])]
+    assert "MLP down projections (fc2) kept float" in record["reason"]
     assert not (folder / "model-openvino-int8.xml").exists() and not (folder / "model-openvino-int8.bin").exists()
+
+
+def _mlp_matmul_inputs(xml: Path) -> dict[str, set[str]]:
+    """fc1 / fc2 -> the op types feeding the MLP MatMuls of an OpenVINO IR (FakeQuantize: NNCF quantized it)."""
+    import openvino as ov
+
+    inputs: dict[str, set[str]] = {"fc1": set(), "fc2": set()}
+    for op in ov.Core().read_model(str(xml)).get_ops():
+        name = op.get_friendly_name()
+        if op.get_type_name() == "MatMul" and "/mlp/fc" in name:
+            inputs[name.split("/")[-2]].add(op.input_value(0).get_node().get_type_name())
+    return inputs
+
+
+@needs_nncf
+def test_when_no_alpha_passes_with_every_matmul_int8_the_mlp_down_projections_stay_float(outlier_folder: Path,
+                                                                                         tmp_path: Path) -> None:
+    """Trained weights (all-MiniLM-L6-v2) pass only with fc2 float: the measurement here passes exactly the graphs
+    whose fc2 MatMuls NNCF left float, so the search must reach that stage and write it, with fc1 still int8."""
+    from colbert_onnx.export.openvino_int8 import FC2_MATMULS, build_openvino_int8
+
+    def passes_with_fc2_float(xml: Path) -> dict:
+        passed = "FakeQuantize" not in _mlp_matmul_inputs(xml)["fc2"]
+        return {"128": {"passed": passed, **{k: float(passed) for k in (
+            "mean_token_cosine", "worst_text_mean_token_cosine", "min_token_cosine", "top10_overlap", "spearman")}}}
+
+    folder = shutil.copytree(outlier_folder, tmp_path / "model")
+    for suffix in (".xml", ".bin"):
+        (folder / f"model-openvino-int8{suffix}").unlink(missing_ok=True)
+    calibration = [{"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}]
+    graph, record = build_openvino_int8(folder, {"file": "model-openvino.onnx", "outputs": {"128": "vectors_128"}},
+                                        calibration, passes_with_fc2_float, alphas=(0.5, 0.8))
+    assert [(a["smooth_alpha"], a.get("kept_float_matmuls")) for a in record["attempts"]] == [
+        (0.5, None), (0.8, None), (0.5, [FC2_MATMULS])]
+    assert graph["kept_float_matmuls"] == [FC2_MATMULS] and graph["faster_only_with_bf16_float_parts"]
+    assert "fc2" in graph["method"] and record["written"] == graph["file"]
+    inputs = _mlp_matmul_inputs(folder / graph["file"])
+    assert inputs["fc1"] == {"FakeQuantize"} and inputs["fc2"] and "FakeQuantize" not in inputs["fc2"]
 
 
 @needs_nncf
@@ -272,6 +315,30 @@ def test_int8_on_openvino_runs_bf16_float_parts_only_on_bf16_units_where_they_pa
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(features))
     folder = _Folder(_int8_entry("f32", True), _int8_entry("bf16", bf16_passed))
     assert selection.openvino_graph(folder, 128, "int8").details["inference_precision"] == runs
+
+
+def _fc2_float_entry(inference: str, passed: bool | None) -> GraphEntry:
+    entry = _int8_entry(inference, passed)
+    return dataclasses.replace(entry, details={**entry.details, "faster_only_with_bf16_float_parts": True})
+
+
+@pytest.mark.parametrize(("features", "bf16_passed", "runs"), [
+    (ZEN4, True, "bf16"), (SAPPHIRE_RAPIDS, True, "bf16"), (ZEN4, False, None), (ZEN4, None, None),
+    (ICE_LAKE, True, None)],
+    ids=["bf16-cpu", "amx", "bf16-rest-missed", "bf16-rest-not-measured", "no-bf16-units"])
+def test_auto_runs_an_fc2_float_int8_graph_only_with_its_float_parts_at_bf16(features, bf16_passed, runs,
+                                                                            monkeypatch) -> None:
+    """0.72x onnxruntime's int8 with f32 float parts, 1.15x with bf16 ones (Zen 4): auto never picks the slower one."""
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(features))
+    folder = _Folder(_fc2_float_entry("f32", True), _fc2_float_entry("bf16", bf16_passed))
+    monkeypatch.setattr("colbert_onnx.engines.openvino_engine.openvino_available", lambda: True)  # fed entries only
+    refusal = selection.openvino_refusal(folder, 128, "int8", "cpu", auto=True)
+    if runs is None:
+        assert refusal and "MLP down projections float" in refusal
+        assert selection.openvino_refusal(folder, 128, "int8", "cpu") is None  # forced: runs the passing f32 entry
+    else:
+        assert refusal is None
+        assert selection.openvino_graph(folder, 128, "int8").details["inference_precision"] == runs
 
 
 def test_int8_on_openvino_without_a_passing_entry_names_the_first_for_its_refusal(monkeypatch) -> None:

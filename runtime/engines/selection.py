@@ -24,21 +24,36 @@ class Opened:
     choice: EngineChoice
 
 
+def _bf16_here() -> bool:
+    return bool(set(cpu_features()) & set(BF16_FEATURES))
+
+
+def faster_here(graph: GraphEntry, bf16_here: bool) -> bool:
+    """Whether `graph` is one auto may run for speed on this CPU: an int8 graph with its MLP down projections kept
+    float (export/openvino_int8.py) is faster than onnxruntime's int8 only with its float parts at bf16 (0.72x with
+    f32 ones, 1.15x with bf16 ones, Zen 4), so only its bf16 entry on a CPU with bf16 units."""
+    if not graph.details.get("faster_only_with_bf16_float_parts"):
+        return True
+    return bf16_here and graph.details.get("inference_precision") == "bf16"
+
+
 def openvino_graph(folder: ModelFolder, dim: int, precision: str) -> GraphEntry | None:
-    """The OpenVINO graph for head `dim` at `precision` on this CPU. Among the entries that passed their gates: the one
-    whose float parts run bf16 where this CPU has bf16 units (int8: OpenVINO's own default there, faster where
-    attention dominates), else the f32 one (a bf16 entry would run f32 there, not what was measured). When none
-    passed, the first entry, whose refusal says why."""
+    """The OpenVINO graph for head `dim` at `precision` on this CPU. Among the entries that passed their gates: first
+    one that is faster here (faster_here), then the one whose float parts run bf16 where this CPU has bf16 units
+    (int8: OpenVINO's own default there, faster where attention dominates), else the f32 one (a bf16 entry would run
+    f32 there, not what was measured). When none passed, the first entry, whose refusal says why."""
     graphs = folder.engine_graphs_for("openvino", dim, precision)
     passing = [g for g in graphs if g.passed_gates(dim)]
     if not passing:
         return graphs[0] if graphs else None
-    bf16_here = bool(set(cpu_features()) & set(BF16_FEATURES))
-    return max(passing, key=lambda g: (g.details.get("inference_precision") == "bf16") == bf16_here)
+    bf16_here = _bf16_here()
+    return max(passing, key=lambda g: (faster_here(g, bf16_here),
+                                       (g.details.get("inference_precision") == "bf16") == bf16_here))
 
 
-def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str) -> str | None:
-    """Why the OpenVINO engine cannot serve head `dim` at `precision` from `folder` here; None when it can."""
+def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str, auto: bool = False) -> str | None:
+    """Why the OpenVINO engine cannot serve head `dim` at `precision` from `folder` here; None when it can. With
+    `auto`, also why it would not be the faster engine here (a forced engine runs it anyway)."""
     from .openvino_engine import openvino_available
 
     if device != "cpu":
@@ -58,6 +73,11 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str)
                 + (f" ({why})" if why else "") + " (run `colbert-onnx verify --engine openvino` to measure it here)")
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
+    if auto and not faster_here(graph, _bf16_here()):
+        return (f"the OpenVINO graph {graph.file} keeps the MLP down projections float and is faster than "
+                f"onnxruntime's {precision} only with its float parts at bf16, which "
+                + ("did not pass the gates at export (missed or not measured)" if _bf16_here()
+                   else "this CPU cannot run (no bf16 units)"))
     return None
 
 
@@ -96,7 +116,7 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
             raise EngineUnavailableError(f"engine='openvino' cannot run: {refusal}")
         choice = EngineChoice("openvino", "asked for (engine='openvino')")
     else:
-        refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device)}
+        refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device, auto=True)}
         choice = choose_engine(cpu_features(), precision,
                                lambda engine: refusals[engine]() if engine in refusals else None)
     try:
