@@ -162,7 +162,8 @@ def test_auto_runs_onnxruntime_where_its_openvino_pick_cannot_compile_and_says_w
     from colbert_onnx.engines import openvino_engine
 
     monkeypatch.setattr(selection, "cpu_features", lambda: ZEN4)
-    monkeypatch.setattr(selection, "openvino_refusal", lambda *args: None)  # its graph passed: auto picks OpenVINO
+    # its graph passed: auto picks OpenVINO
+    monkeypatch.setattr(selection, "openvino_refusal", lambda *args, **kwargs: None)
     monkeypatch.setattr(openvino_engine, "OpenvinoEngine", _plugin_refusing(("f32", "bf16")))
     described = ColbertEncoder(toy_model_dir, precision="fp16").describe()
     assert described["engine"] == "onnxruntime" and "OpenVINO failed here" in described["engine_reason"]
