@@ -151,7 +151,10 @@ def measure_case(case: Case) -> list[dict]:
 
 
 def _gate_margin(row: dict) -> float:
-    return min(row[k] - bound for k, bound in GATES["int8"].items()) if row["finite"] else float("-inf")
+    """The exporter's gate margin (export/openvino_int8.gate_margin) of a worst-head row; -inf where not finite."""
+    from colbert_onnx.export.openvino_int8 import gate_margin
+
+    return gate_margin({"worst": row}) if row["finite"] else float("-inf")
 
 
 def exporter_openvino_int8_rows(case: Case, graph: Path) -> list[dict]:

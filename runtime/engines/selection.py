@@ -73,10 +73,11 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
                 + (f" ({why})" if why else "") + " (run `colbert-onnx verify --engine openvino` to measure it here)")
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
-    if auto and not faster_here(graph, _bf16_here()):
+    bf16_here = _bf16_here()
+    if auto and not faster_here(graph, bf16_here):
         return (f"the OpenVINO graph {graph.file} keeps the MLP down projections float and is faster than "
                 f"onnxruntime's {precision} only with its float parts at bf16, which "
-                + ("did not pass the gates at export (missed or not measured)" if _bf16_here()
+                + ("did not pass the gates at export (missed or not measured)" if bf16_here
                    else "this CPU cannot run (no bf16 units)"))
     return None
 
