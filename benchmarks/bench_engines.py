@@ -7,7 +7,9 @@ width with 4 of its 24 layers; full: 24 x 1024; vocabulary of the toy tokenizer)
 times, in turns, every engine on 16 x 256 tokens, on one 2048-token document (`--shapes` adds others, such as issue
 25's one 8192-token document) and on make bench's length mix (64 documents, the encoder's batch plan), for calm
 weights and for sharp attention (q/k weights x8: ~16 % of the softmax probabilities subnormal), onnxruntime with and
-without subnormal flushing. Prints a Markdown table with the machine named. Usage:
+without subnormal flushing. Prints a Markdown table with the machine named, then, per precision, whether
+`engine="auto"` runs the fastest of the timed graphs that passed that precision's gates here (the rule of
+docs/engines.md checked on this CPU: "holds", or which passing row was faster, by how much, where). Usage:
     python -m benchmarks.bench_engines [--size small|wide|full] [--weights calm,sharp] [--rounds 5] [--threads 2]
         [--shapes 16x256,1x2048,1x8192] [--engines 'onnxruntime int8,OpenVINO bf16'] [--workdir DIR]
 """
@@ -36,6 +38,7 @@ SIZES = {
 WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
 SHAPES = ((16, 256), (1, 2048))  # (documents, tokens) per timed run; --shapes replaces them
 MIX, MIX_DOCS = "mix", 64  # the length mix of make bench (log-normal, median ~150 tokens), real tokens per second
+NOISE = 1.05  # turn-to-turn timing noise: auto's row within 5 % of the fastest passing row counts as the fastest
 
 
 def export(root: Path, size: str, factor: float) -> Path:
@@ -67,9 +70,9 @@ def ungated_openvino_int8(folder: Path, plain: str) -> Path:
     return path
 
 
-def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict:
-    """name -> engine for the engines of the comparison named in `wanted` (default all), each built only when timed:
-    the ungated NNCF int8 costs a quantization run."""
+def factories(folder: Path, threads: int) -> dict:
+    """name -> a builder of that row's engine, for every engine of the comparison (built only when timed: the
+    ungated NNCF int8 costs a quantization run)."""
     from colbert_onnx.engines.openvino_engine import OpenvinoEngine
     from colbert_onnx.manifest import read_manifest
 
@@ -81,7 +84,7 @@ def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict
     graph = graphs[0]
     path = str(folder / graph.file)
     int8 = [g for g in graphs if g.precision == "int8"]
-    factories = {
+    built = {
         "onnxruntime fp32": lambda: ort("fp32", True),
         "onnxruntime fp32, no flush": lambda: ort("fp32", False),
         "onnxruntime int8": lambda: ort("int8", True),
@@ -91,20 +94,77 @@ def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict
         "OpenVINO bf16": lambda: OpenvinoEngine(path, graph.outputs, threads=threads, inference_precision="bf16"),
     }
     if int8:
-        factories["OpenVINO int8 (NNCF)"] = lambda: OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
-                                                                   threads=threads)
-        factories["OpenVINO int8 (NNCF), bf16 float parts"] = lambda: OpenvinoEngine(
+        built["OpenVINO int8 (NNCF)"] = lambda: OpenvinoEngine(str(folder / int8[0].file), int8[0].outputs,
+                                                               threads=threads)
+        built["OpenVINO int8 (NNCF), bf16 float parts"] = lambda: OpenvinoEngine(
             str(folder / int8[0].file), int8[0].outputs, threads=threads, inference_precision="bf16")
     else:  # the export wrote none (it missed the int8 gates): still timed, for speed only, and labelled so
-        factories["OpenVINO int8 (NNCF alpha 0.5, missed the gates: speed only)"] = lambda: OpenvinoEngine(
+        built["OpenVINO int8 (NNCF alpha 0.5, missed the gates: speed only)"] = lambda: OpenvinoEngine(
             str(ungated_openvino_int8(folder, graph.file)), graph.outputs, threads=threads)
-    engines = {name: build() for name, build in factories.items()
+    return built
+
+
+def runners(folder: Path, threads: int, wanted: list[str] | None = None) -> dict:
+    """name -> engine for the engines of the comparison named in `wanted` (default all)."""
+    engines = {name: build() for name, build in factories(folder, threads).items()
                if wanted is None or any(name == w or name.startswith(f"{w} (") for w in wanted)}
     for name in [n for n, e in engines.items() if getattr(e, "requested_precision", None) == "bf16"]:
         if engines[name].inference_precision != "bf16":  # no bf16 units: no row rather than a mislabelled one
             print(f"skip {name}: OpenVINO runs it at {engines[name].inference_precision} on this CPU")
             del engines[name]
     return engines
+
+
+def row_name(graph) -> str:
+    """The row of runners() that runs manifest entry `graph`."""
+    if graph.engine == "onnxruntime":
+        return f"onnxruntime {graph.precision}"
+    bf16 = graph.details.get("inference_precision") == "bf16"
+    if graph.precision == "int8":
+        return "OpenVINO int8 (NNCF)" + (", bf16 float parts" if bf16 else "")
+    return "OpenVINO bf16" if bf16 else "OpenVINO f32"
+
+
+def rule_tiers(folder: Path, dim: int = 128) -> dict[str, dict]:
+    """Per precision of the folder: the row `engine="auto"` runs on this CPU and the rows whose graphs passed that
+    precision's gates at export (the candidates the rule chooses among)."""
+    from colbert_onnx.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    tiers: dict[str, dict] = {}
+    for graph in [*manifest.graphs, *manifest.engine_graphs]:
+        passing = tiers.setdefault(graph.precision, {"passing": []})["passing"]
+        if graph.passed_gates(dim):
+            passing.append(row_name(graph))
+    for precision, tier in tiers.items():
+        tier["auto"] = row_name(ColbertEncoder(folder, precision=precision, dim=dim).graph)
+    return tiers
+
+
+def rule_verdicts(tiers: dict[str, dict], times: dict, shapes: tuple[tuple[int, int], ...]) -> list[str]:
+    """One line per precision: the row auto runs, the passing rows timed, and whether auto's row was the fastest of
+    them (within NOISE) at every shape and on the length mix, or which row beat it, by how much, where."""
+    lines = []
+    for precision, tier in tiers.items():
+        pick, timed = tier["auto"], [r for r in tier["passing"] if (r, MIX) in times]
+        head = f"- {precision}: auto runs {pick}"
+        if (pick, MIX) not in times:
+            lines.append(f"{head}: not timed here (--engines), no verdict")
+            continue
+        if not timed:
+            lines.append(f"{head}: no row that passed the {precision} gates was timed, no verdict")
+            continue
+        missed = "" if pick in timed else " (its graph missed the gates: no passing row to run instead)"
+        beaten = []
+        for shape in [*shapes, MIX]:
+            best = min(timed, key=lambda row: times[row, shape])
+            if times[pick, shape] > NOISE * times[best, shape]:
+                where = "the length mix" if shape == MIX else f"{shape[0]} x {shape[1]}"
+                beaten.append(f"{best} {times[pick, shape] / times[best, shape]:.2f}x faster on {where}")
+        verdict = "holds (fastest passing row, within 5 %, everywhere timed)" if not beaten else (
+            "DOES NOT HOLD: " + "; ".join(beaten))
+        lines.append(f"{head}{missed}; passing rows timed: {', '.join(timed)}; the rule {verdict}")
+    return lines
 
 
 def _mix_pass(engine, docs: list[np.ndarray]) -> None:
@@ -165,6 +225,7 @@ def main() -> None:
     print("\n| weights | engine | " + " | ".join(f"{b} x {n} (s)" for b, n in shapes)
           + f"{rate} | length mix ({MIX_DOCS} docs, {real} tokens) real tokens/s |")
     print("|---|---|" + "---|" * (len(shapes) + 1 + bool(rate)))
+    verdicts = []
     for label in args.weights.split(","):
         folder = export(root, args.size, WEIGHTS[label])
         engines = runners(folder, args.threads, [w.strip() for w in args.engines.split(",")] if args.engines else None)
@@ -174,6 +235,8 @@ def main() -> None:
             cells = " | ".join(f"{times[name, s]:.3f}" for s in shapes)
             per_s = f" | {peer[0] * peer[1] / times[name, peer]:.0f}" if rate else ""
             print(f"| {label} | {name} | {cells}{per_s} | {real / times[name, MIX]:.0f} |", flush=True)
+        verdicts += [f"\n{label} weights:", *rule_verdicts(rule_tiers(folder), times, shapes)]
+    print("\n### engine=\"auto\" on this CPU: the fastest timed row that passed the gates?", *verdicts, sep="\n")
 
 
 if __name__ == "__main__":

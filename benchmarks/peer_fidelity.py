@@ -150,35 +150,37 @@ def measure_case(case: Case) -> list[dict]:
     return [{"case": case.name, **r} for r in rows]
 
 
-def _gate_margin(row: dict) -> float:
-    """The exporter's gate margin (export/openvino_int8.gate_margin) of a worst-head row; -inf where not finite."""
-    from colbert_onnx.export.openvino_int8 import gate_margin
-
-    return gate_margin({"worst": row}) if row["finite"] else float("-inf")
-
-
 def exporter_openvino_int8_rows(case: Case, graph: Path) -> list[dict]:
-    """The OpenVINO int8 the exporter ships (export/openvino_int8.py: the embedding kept float, SmoothQuant alphas
-    tried in order with every MatMul int8, then with the MLP down projections float; the first passing the int8 gates
-    kept, here on the case's worst head), its float parts at f32 and, where this CPU runs bf16, at bf16. When none
-    passes, the attempt nearest the gates, said so."""
+    """The OpenVINO int8 the exporter ships, made by the exporter's own search
+    (export/openvino_int8.build_openvino_int8: its stages, alphas, order and budget; the MLP down projections named as
+    this case names them), judged on the case's worst head, its float parts at f32 and, where this CPU runs bf16, at
+    bf16. When none passes, the attempt nearest the gates, rebuilt (the exporter deletes a graph that missed)."""
     label = "ours OpenVINO int8 (the exporter's recipe)"
     if reason := missing_peer("openvino-int8"):
         return [{"engine": label, "skipped": reason}]
-    from colbert_onnx.export.openvino_int8 import SMOOTH_ALPHAS, quantize
+    from colbert_onnx.export.openvino_int8 import FC2_MATMULS, KEPT_FLOAT_STAGES, build_openvino_int8, quantize
 
-    tried = []
-    for kept in ((), (case.mlp_down,)):
-        for alpha in SMOOTH_ALPHAS:
-            model = quantize(graph, case.calibration, alpha, kept)
-            tried.append((alpha, kept, model, worst(case, OpenVinoEngine(model, "f32"))))
-            if tried[-1][3]["int8_gates"]:
-                break
-        if tried[-1][3]["int8_gates"]:
-            break
-    alpha, kept, model, row = max(tried, key=lambda t: (t[3]["int8_gates"], _gate_margin(t[3])))
-    verdict = "first passing" if row["int8_gates"] else f"none of {len(tried)} passed; nearest the gates"
-    what = f"{label}, SmoothQuant alpha {alpha}" + (", MLP down projections float" if kept else "")
+    stages = [tuple(case.mlp_down if kept == FC2_MATMULS else kept for kept in stage) for stage in KEPT_FLOAT_STAGES]
+    judged: list[dict] = []  # each attempt's worst-head row, in the exporter's order
+
+    def measure(xml: Path) -> dict:
+        judged.append(worst(case, OpenVinoEngine(xml, "f32")))
+        return {"worst": {**judged[-1], "passed": judged[-1]["int8_gates"]}}
+
+    entry, record = build_openvino_int8(graph.parent, {"file": graph.name, "outputs": {}}, case.calibration, measure,
+                                        stages=stages)
+    attempts = record["attempts"]
+    if entry is not None:
+        model, row, verdict = graph.parent / entry["file"], judged[-1], "first passing"
+    else:
+        if not attempts or "error" in attempts[-1]:
+            return [{"engine": label, "skipped": record["reason"]}]
+        nearest = max(attempts, key=lambda a: a["gate_margin"])
+        model = quantize(graph, case.calibration, nearest["smooth_alpha"], nearest.get("kept_float_matmuls", ()))
+        row, verdict = worst(case, OpenVinoEngine(model, "f32")), f"none of {len(attempts)} passed; nearest the gates"
+    last = attempts[-1] if entry is not None else nearest
+    what = f"{label}, SmoothQuant alpha {last['smooth_alpha']}" + (
+        ", MLP down projections float" if last.get("kept_float_matmuls") else "")
     rows = [{"engine": f"{what} ({verdict}), float parts f32", **row}]
     if cpu_has_bf16():
         rows.append({"engine": f"{what}, float parts bf16", **worst(case, OpenVinoEngine(model, "bf16"))})

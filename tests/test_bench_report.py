@@ -87,3 +87,71 @@ def test_bench_engines_reads_the_shapes_it_times_including_one_long_document():
     for bad in ("16x", "1x0", "sixteen"):
         with pytest.raises(argparse.ArgumentTypeError, match="shapes"):
             parse_shapes(bad)
+
+
+def _int8_times(openvino: float) -> dict:
+    """Seconds per call at 16 x 256 and on the length mix: onnxruntime int8 1.0 s, OpenVINO int8 `openvino` s."""
+    from benchmarks.bench_engines import MIX
+
+    return {(row, shape): seconds for row, seconds in (("onnxruntime int8", 1.0), ("OpenVINO int8 (NNCF)", openvino))
+            for shape in ((16, 256), MIX)}
+
+
+def test_bench_engines_says_the_rule_holds_where_auto_runs_the_fastest_passing_row():
+    from benchmarks.bench_engines import rule_verdicts
+
+    tiers = {"int8": {"auto": "OpenVINO int8 (NNCF)", "passing": ["onnxruntime int8", "OpenVINO int8 (NNCF)"]}}
+    (line,) = rule_verdicts(tiers, _int8_times(0.7), ((16, 256),))
+    assert line.startswith("- int8: auto runs OpenVINO int8 (NNCF);") and "the rule holds" in line
+    (line,) = rule_verdicts(tiers, _int8_times(1.03), ((16, 256),))  # within the turn-to-turn noise
+    assert "the rule holds" in line
+
+
+def test_bench_engines_names_the_faster_passing_row_where_the_rule_does_not_hold():
+    from benchmarks.bench_engines import rule_verdicts
+
+    tiers = {"int8": {"auto": "OpenVINO int8 (NNCF)", "passing": ["onnxruntime int8", "OpenVINO int8 (NNCF)"]}}
+    (line,) = rule_verdicts(tiers, _int8_times(1.5), ((16, 256),))
+    assert "DOES NOT HOLD: onnxruntime int8 1.50x faster on 16 x 256; onnxruntime int8 1.50x faster on the length " \
+           "mix" in line
+
+
+def test_bench_engines_judges_auto_only_against_rows_that_passed_the_gates():
+    from benchmarks.bench_engines import rule_verdicts
+
+    # OpenVINO's int8 is faster, but its graph missed the gates: not a candidate, so auto's onnxruntime holds
+    tiers = {"int8": {"auto": "onnxruntime int8", "passing": ["onnxruntime int8"]}}
+    (line,) = rule_verdicts(tiers, _int8_times(0.5), ((16, 256),))
+    assert "passing rows timed: onnxruntime int8;" in line and "the rule holds" in line
+    (line,) = rule_verdicts({"int8": {"auto": "onnxruntime int8", "passing": []}}, _int8_times(0.5), ((16, 256),))
+    assert "no row that passed the int8 gates was timed, no verdict" in line
+
+
+def test_bench_engines_names_the_row_that_runs_each_manifest_entry():
+    from benchmarks.bench_engines import row_name
+    from colbert_onnx.manifest import GraphEntry
+
+    def entry(precision: str, **details) -> GraphEntry:
+        return GraphEntry("g", precision, {128: "o"}, 1, details=details)
+
+    assert row_name(entry("int8")) == "onnxruntime int8"
+    assert row_name(entry("fp32", engine="openvino", inference_precision="f32")) == "OpenVINO f32"
+    assert row_name(entry("fp16", engine="openvino", inference_precision="bf16")) == "OpenVINO bf16"
+    assert row_name(entry("int8", engine="openvino", inference_precision="f32")) == "OpenVINO int8 (NNCF)"
+    assert row_name(entry("int8", engine="openvino", inference_precision="bf16")) == \
+        "OpenVINO int8 (NNCF), bf16 float parts"
+
+
+def test_bench_engines_judges_auto_on_this_cpu_among_rows_it_times(toy_model_dir):
+    """On a default export: every graph's row and auto's pick per precision are rows bench_engines times, and
+    auto's pick passed its gates (the toy passes every precision)."""
+    import pytest
+
+    pytest.importorskip("openvino", reason="the OpenVINO rows need the [openvino] extra (openvino)")
+    from benchmarks.bench_engines import factories, rule_tiers
+
+    tiers, rows = rule_tiers(toy_model_dir), set(factories(toy_model_dir, threads=1))
+    assert set(tiers) == {"fp32", "int8", "fp16"}
+    for precision, tier in tiers.items():
+        assert set(tier["passing"]) <= rows and tier["auto"] in tier["passing"], (precision, tier)
+    assert "OpenVINO f32" in tiers["fp32"]["passing"] and "onnxruntime fp32" in tiers["fp32"]["passing"]

@@ -226,3 +226,63 @@ def test_peer_fidelity_rows_judge_every_gate_with_the_metrics_compare_gives(monk
     row = pf.worst(case, run=None)
     assert not row["int8_gates"] and row["fp16_gates"]
     assert "| 0.90000 |" in pf.to_markdown([{"case": "case", "engine": "e", **row}])
+
+
+def _fake_exporter_search(monkeypatch, passing: bool) -> dict:
+    """The harness's collaborators replaced: the exporter's search (recording the stages it is given), OpenVINO,
+    and the fidelity rows (attempt i's worst-head row has gate margin `margins[i]`)."""
+    import benchmarks.peer_fidelity as pf
+    import colbert_onnx.export.openvino_int8 as oi
+
+    seen: dict = {"stages": None, "quantized": []}
+    margins = [-0.5, -0.1, 0.2] if passing else [-0.5, -0.1, -0.3]
+
+    def search(out, entry, calibration, measure, stages):
+        seen["stages"] = [tuple(s) for s in stages]
+        attempts = []
+        for i, (alpha, kept) in enumerate([(0.5, ()), (0.65, ()), (0.5, stages[1])]):
+            fidelity = measure(out / "model-int8.xml")
+            attempts.append({"smooth_alpha": alpha, **({"kept_float_matmuls": list(kept)} if kept else {}),
+                             "gate_margin": margins[i], "passed": fidelity["worst"]["passed"]})
+        if passing:
+            return {"file": "model-int8.xml"}, {"attempts": attempts}
+        return None, {"reason": "no SmoothQuant alpha passed", "attempts": attempts}
+
+    rows = iter(range(10))
+
+    def fake_worst(case, run):
+        i = next(rows)
+        return {"attempt": i, "int8_gates": margins[i] >= 0 if i < 3 else False, "finite": True}
+
+    monkeypatch.setattr(oi, "KEPT_FLOAT_STAGES", ((), (oi.FC2_MATMULS,)))
+    monkeypatch.setattr(oi, "build_openvino_int8", search)
+    monkeypatch.setattr(oi, "quantize", lambda graph, cal, alpha, kept: seen["quantized"].append((alpha, kept)))
+    monkeypatch.setattr(pf, "missing_peer", lambda name: None)
+    monkeypatch.setattr(pf, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(pf, "OpenVinoEngine", lambda model, hint: None)
+    monkeypatch.setattr(pf, "worst", fake_worst)
+    case = pf.Case("case", None, {}, [128], Path("."), [], mlp_down=r".*layer\.\d+/output/dense/MatMul")
+    seen["rows"] = pf.exporter_openvino_int8_rows(case, Path("peer/onnx/model.onnx"))
+    seen["case"] = case
+    return seen
+
+
+def test_peer_fidelity_openvino_int8_rows_run_the_exporters_own_search(monkeypatch) -> None:
+    """The harness's OpenVINO int8 row is the exporter's search (its stages, the fc2 pattern renamed to the case's
+    MLP down projections), so a change to the exporter's order reaches it; its row is the passing attempt's."""
+    seen = _fake_exporter_search(monkeypatch, passing=True)
+    assert seen["stages"] == [(), (seen["case"].mlp_down,)]
+    (row,) = seen["rows"]
+    assert row["attempt"] == 2
+    assert "alpha 0.5, MLP down projections float (first passing)" in row["engine"]
+    assert seen["quantized"] == []
+
+
+def test_peer_fidelity_openvino_int8_rows_rebuild_the_attempt_nearest_the_gates_when_none_passes(monkeypatch) -> None:
+    """The exporter deletes a graph that missed; the harness rebuilds the attempt with the largest gate margin and
+    says none passed."""
+    seen = _fake_exporter_search(monkeypatch, passing=False)
+    assert seen["quantized"] == [(0.65, ())]
+    (row,) = seen["rows"]
+    assert row["attempt"] == 3
+    assert "alpha 0.65 (none of 3 passed; nearest the gates)" in row["engine"]
