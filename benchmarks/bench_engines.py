@@ -20,13 +20,14 @@ import argparse
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.length_mix import documents, run_planned
 from benchmarks.machine import describe
-from colbert_onnx import ColbertEncoder
+from colbert_onnx import ColbertEncoder, FidelityWarning
 from colbert_onnx.planning import plan_batches
 from colbert_onnx.session import SessionConfig
 
@@ -38,7 +39,9 @@ SIZES = {
 WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
 SHAPES = ((16, 256), (1, 2048))  # (documents, tokens) per timed run; --shapes replaces them
 MIX, MIX_DOCS = "mix", 64  # the length mix of make bench (log-normal, median ~150 tokens), real tokens per second
-NOISE = 1.05  # turn-to-turn timing noise: auto's row within 5 % of the fastest passing row counts as the fastest
+# turn-to-turn timing noise: auto's row within 10 % of the fastest passing row counts as the fastest (one graph
+# loaded twice and timed in turns differed by up to 14 % at 3 rounds on a 2-core Zen 4 VM)
+NOISE = 1.10
 
 
 def export(root: Path, size: str, factor: float) -> Path:
@@ -137,7 +140,10 @@ def rule_tiers(folder: Path, dim: int = 128) -> dict[str, dict]:
         if graph.passed_gates(dim):
             passing.append(row_name(graph))
     for precision, tier in tiers.items():
-        tier["auto"] = row_name(ColbertEncoder(folder, precision=precision, dim=dim).graph)
+        with warnings.catch_warnings():  # an fp32-equivalent int8 warns; the verdict line says it instead
+            warnings.simplefilter("ignore", FidelityWarning)
+            graph = ColbertEncoder(folder, precision=precision, dim=dim).graph
+        tier["auto"], tier["fp32_equivalent"] = row_name(graph), graph.fp32_equivalent
     return tiers
 
 
@@ -147,7 +153,8 @@ def rule_verdicts(tiers: dict[str, dict], times: dict, shapes: tuple[tuple[int, 
     lines = []
     for precision, tier in tiers.items():
         pick, timed = tier["auto"], [r for r in tier["passing"] if (r, MIX) in times]
-        head = f"- {precision}: auto runs {pick}"
+        head = f"- {precision}: auto runs {pick}" + (" (the fp32 graph: fp32-equivalent)" if tier.get("fp32_equivalent")
+                                                     else "")
         if (pick, MIX) not in times:
             lines.append(f"{head}: not timed here (--engines), no verdict")
             continue
@@ -161,7 +168,7 @@ def rule_verdicts(tiers: dict[str, dict], times: dict, shapes: tuple[tuple[int, 
             if times[pick, shape] > NOISE * times[best, shape]:
                 where = "the length mix" if shape == MIX else f"{shape[0]} x {shape[1]}"
                 beaten.append(f"{best} {times[pick, shape] / times[best, shape]:.2f}x faster on {where}")
-        verdict = "holds (fastest passing row, within 5 %, everywhere timed)" if not beaten else (
+        verdict = "holds (fastest passing row, within 10 %, everywhere timed)" if not beaten else (
             "DOES NOT HOLD: " + "; ".join(beaten))
         lines.append(f"{head}{missed}; passing rows timed: {', '.join(timed)}; the rule {verdict}")
     return lines

@@ -27,7 +27,7 @@ from .fidelity import (
     judge,
     ort_runner,
 )
-from .mixed_precision import SEARCH_SECONDS, relative_speed, search_float_nodes
+from .mixed_precision import NO_INT8_GEMM_LEFT, SEARCH_SECONDS, int8_gemms_left, relative_speed, search_float_nodes
 from .modeling import BackboneConfig, MultiHeadColbert
 from .optimize import FUSION_METHOD, optimize_fp32, save_graph
 from .quantize import DEFAULT_INT8_METHOD, convert_fp16, quantize_int8
@@ -157,8 +157,8 @@ def build_int8(
 
     A method the user named is written as asked. The default (int8_method None) is the per-token graph;
     where it misses a gate, its most sensitive nodes stay fp32 until every gate passes on every head
-    (mixed_precision.py), and where nothing short of fp32 passes, the int8 precision *is* the fp32 graph
-    (`fp32_equivalent`), said so in the manifest and at load.
+    (mixed_precision.py), and where nothing with an int8 GEMM left passes, the int8 precision *is* the fp32 graph
+    (`fp32_equivalent`: the same vectors or better, and faster), said so in the manifest and at load.
     """
     chosen_by = "default" if int8_method is None else "user"
     method = DEFAULT_INT8_METHOD if int8_method is None else int8_method
@@ -181,7 +181,7 @@ def build_int8(
             record["outcome"] = "fp32-equivalent"
             record["reason"] = search.reason or "the mixed graph missed a gate once rebuilt"
             fp32 = {k: entry[k] for k in ("file", "outputs", "backbone_sha256", "external_data", "bytes")}
-            mixed = {**fp32, "precision": "int8", "method": "fp32 graph (no int8 graph passed the gates)",
+            mixed = {**fp32, "precision": "int8", "method": "fp32 graph (no graph with int8 GEMMs passed the gates)",
                      "fp32_equivalent": True, "method_chosen_by": chosen_by,
                      "fidelity": measure_fidelity(out / entry["file"], dims, reference, fset, "int8")}
         record["speed_vs_pure_int8"] = round(relative_speed(out / mixed["file"], pure, fset), 3)
@@ -194,6 +194,9 @@ def _mixed_graph(out: Path, entry: dict, optimized, calibration: list, dims: lis
     order where the rebuilt graph misses a gate the search graph passed. None when none passes."""
     count = len(search.float_nodes)
     for k in range(count, min(count + extra_tries, len(search.order)) + 1):
+        if not int8_gemms_left(search.order[:k], search.kinds):  # no faster than the fp32 graph
+            search.reason = NO_INT8_GEMM_LEFT
+            return None
         keep = frozenset(search.order[:k])
         info = quantize_int8(optimized, out / file, calibration, keep_float=keep)
         graph = {**_base(entry, file, "int8", out), **info, "method_chosen_by": "default"}

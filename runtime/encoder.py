@@ -38,9 +38,9 @@ __all__ = ["LONG_DOCUMENT_MODES", "ColbertEncoder", "EncoderConfig", "plan_batch
 def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
     if graph.fp32_equivalent and precision != "fp32":
         warnings.warn(
-            f"{precision} of {folder.path} is the fp32 graph: at export no {precision} graph passed the fidelity "
-            "gates on this checkpoint (manifest.json, graphs[].mixed_precision); vectors are fp32's, and so is "
-            "the speed",
+            f"{precision} of {folder.path} is the fp32 graph: at export no graph computing in {precision} passed "
+            "the fidelity gates on this checkpoint (manifest.json, graphs[].mixed_precision says why); vectors are "
+            "fp32's, and so is the speed",
             FidelityWarning,
             stacklevel=3,
         )

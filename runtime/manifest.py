@@ -84,7 +84,7 @@ class GraphEntry:
     bytes: int
     external_data: str | None = None
     backbone_sha256: str | None = None
-    fp32_equivalent: bool = False  # an int8 precision that is the fp32 graph: no int8 graph passed the gates
+    fp32_equivalent: bool = False  # an int8 precision that is the fp32 graph: no graph with int8 GEMMs passed the gates
     fidelity: dict[str, dict] | None = None
     mixed_precision: dict | None = None
     details: dict[str, Any] = field(default_factory=dict)

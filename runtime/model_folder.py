@@ -24,8 +24,8 @@ def mixed_precision_summary(manifest: Manifest) -> list[str]:
         speed = record.get("speed_vs_pure_int8")
         cost = f", {speed:.2f}x the pure int8 speed" if speed else ""
         if record["outcome"] == "fp32-equivalent":
-            lines.append(f"int8 ({graph.file}): no int8 graph passed the gates ({record.get('reason')}); the "
-                         f"fp32 graph serves int8 (min token cosine of pure int8 {before:.4f}; search "
+            lines.append(f"int8 ({graph.file}): no graph with int8 GEMMs passed the gates ({record.get('reason')}); "
+                         f"the fp32 graph serves int8 (min token cosine of pure int8 {before:.4f}; search "
                          f"{record['search_seconds']:.0f} s)")
         elif record["outcome"] == "mixed":
             lines.append(f"int8 ({graph.file}): {len(record['float_nodes'])} of {record['candidates']} nodes kept "

@@ -125,6 +125,9 @@ def test_bench_engines_judges_auto_only_against_rows_that_passed_the_gates():
     assert "passing rows timed: onnxruntime int8;" in line and "the rule holds" in line
     (line,) = rule_verdicts({"int8": {"auto": "onnxruntime int8", "passing": []}}, _int8_times(0.5), ((16, 256),))
     assert "no row that passed the int8 gates was timed, no verdict" in line
+    fp32_served = {"int8": {"auto": "onnxruntime int8", "passing": ["onnxruntime int8"], "fp32_equivalent": True}}
+    (line,) = rule_verdicts(fp32_served, _int8_times(0.5), ((16, 256),))
+    assert line.startswith("- int8: auto runs onnxruntime int8 (the fp32 graph: fp32-equivalent);")
 
 
 def test_bench_engines_names_the_row_that_runs_each_manifest_entry():
