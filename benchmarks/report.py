@@ -98,7 +98,8 @@ def _peers_table(results: dict) -> list[str]:
         first = next(iter(peers.values()))
         lines += [f"\n### Against the peers: {first['docs']} documents x {first['length']} tokens",
                   "",
-                  "Same weights, same batch, all engines timed in turns (median of 3 calls after a warm-up); "
+                  "Same weights, same batch, all engines timed in turns "
+                  f"(median of {first.get('rounds', 3)} calls after a warm-up); "
                   "fastembed is given the texts, the others their ids. docs/peers.md has the method and the "
                   "fidelity of each configuration.",
                   "",

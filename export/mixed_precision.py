@@ -313,8 +313,8 @@ def search_float_nodes(
 
 def int8_gemms_left(float_nodes: Sequence[str], kinds: dict[str, str]) -> bool:
     """Whether a graph with `float_nodes` in fp32 still has an int8 GEMM (a node of kind "int8"). Without one it
-    is the fp32 graph plus the int8 graph's extra passes (bias kept apart, per-token plumbing): no faster anywhere,
-    so the fp32 graph serves int8 instead (measured: 0.83x-0.96x the fp32 graph's speed, sharp-attention toy, Zen 4)."""
+    is the fp32 graph plus the int8 graph's extra passes (bias kept apart, per-token plumbing) in a second fp32-sized
+    file: no faster (0.84x-1.03x the fp32 graph, three sharp-attention toys, Zen 4), so the fp32 graph serves int8."""
     kept = set(float_nodes)
     return any(kind == "int8" and name not in kept for name, kind in kinds.items())
 
