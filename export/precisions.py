@@ -158,7 +158,7 @@ def build_int8(
     A method the user named is written as asked. The default (int8_method None) is the per-token graph;
     where it misses a gate, its most sensitive nodes stay fp32 until every gate passes on every head
     (mixed_precision.py), and where nothing with an int8 GEMM left passes, the int8 precision *is* the fp32 graph
-    (`fp32_equivalent`: the same vectors or better, and faster), said so in the manifest and at load.
+    (`fp32_equivalent`: the same vectors or better, no slower, no second file), said so in the manifest and at load.
     """
     chosen_by = "default" if int8_method is None else "user"
     method = DEFAULT_INT8_METHOD if int8_method is None else int8_method
