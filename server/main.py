@@ -17,21 +17,28 @@ log = logging.getLogger("colbert_onnx.server")
 # Seconds the server drains after SIGTERM/SIGINT (requests in flight finish, new ones get 503), then again
 # the most uvicorn waits for open connections before closing them.
 GRACEFUL_SHUTDOWN_S = 30
+# Once nothing is in flight, the drain goes on answering 503 this long before the listener closes: a client whose
+# request just got its 200 and reconnects at once gets a 503 to retry, not a connection reset unanswered
+DRAIN_QUIET_S = 0.5
 
 
 class GracefulServer(uvicorn.Server):
     """uvicorn.Server whose first SIGTERM/SIGINT drains instead of closing the listening socket at once.
 
     Draining: new requests get 503 with Retry-After (a load balancer retries them elsewhere), the requests in
-    flight run to the end; once none is left (or after `drain_s`), uvicorn's own graceful shutdown runs and the
-    process exits with status 0. A second signal skips the drain (uvicorn's handling: a second SIGINT forces).
+    flight run to the end; once none has been left for `quiet_s` (or after `drain_s`), uvicorn's own graceful
+    shutdown runs and the process exits with status 0. A second signal skips the drain (uvicorn's handling: a
+    second SIGINT forces).
     """
 
-    def __init__(self, config: uvicorn.Config, drain, drain_s: float = GRACEFUL_SHUTDOWN_S) -> None:
+    def __init__(self, config: uvicorn.Config, drain, drain_s: float = GRACEFUL_SHUTDOWN_S,
+                 quiet_s: float = DRAIN_QUIET_S) -> None:
         super().__init__(config)
         self.drain = drain
         self.drain_s = drain_s
+        self.quiet_s = quiet_s
         self._drain_deadline: float | None = None
+        self._idle_since: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_deadline is not None or self.should_exit:
@@ -44,7 +51,12 @@ class GracefulServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_deadline is not None and not self.should_exit:
-            if self.drain.in_flight == 0 or time.monotonic() > self._drain_deadline:
+            now = time.monotonic()
+            if self.drain.in_flight:
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = now
+            if (self._idle_since is not None and now - self._idle_since >= self.quiet_s) or now > self._drain_deadline:
                 self.should_exit = True
         return await super().on_tick(counter)
 

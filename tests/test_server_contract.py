@@ -327,6 +327,28 @@ def test_sigterm_drains_in_flight_requests_refuses_new_ones_then_stops(toy_model
     assert stopped, "the server did not stop once nothing was in flight"
 
 
+def test_the_drain_answers_503_for_a_quiet_moment_after_the_last_request_in_flight(toy_model_dir, encoder) -> None:
+    """A client whose in-flight request gets its 200 and reconnects at once gets a 503 to retry, not a connection
+    that the closing listener resets unanswered: the drain ends only after `quiet_s` with nothing in flight."""
+    held = HeldEncoder(encoder)
+    config = ServerConfig(model_dir=toy_model_dir, dims=(128,), retry_after_s=3)
+    with live_server(config, encoder_factory=lambda dim: held) as live, ThreadPoolExecutor(1) as pool:
+        url = live.base
+        live.server.quiet_s = 3.0  # wide enough for a loaded machine; the default is DRAIN_QUIET_S
+        in_flight = pool.submit(httpx.post, f"{url}/v1/multi-vector", json={"input": ["Berlin"]}, timeout=60)
+        assert held.running.wait(10)
+        live.server.handle_exit(signal.SIGTERM, None)
+        held.release.set()
+        done = in_flight.result(timeout=30)
+        time.sleep(0.5)  # several of uvicorn's 0.1 s ticks: without the quiet moment the listener is closed by now
+        after = httpx.post(f"{url}/v1/multi-vector", json={"input": ["Paris"]}, timeout=10)
+        live.thread.join(15)
+        stopped = not live.thread.is_alive()
+    assert done.status_code == 200
+    assert after.status_code == 503 and after.headers["retry-after"] == "3"
+    assert stopped, "the server did not stop after the quiet moment"
+
+
 def test_sigterm_under_load_completes_what_is_in_flight_and_exits_0(toy_model_dir) -> None:
     docs = [" ".join(f"token{j}" for j in range(300))] * 8
     records: list[tuple[float, float, int | str]] = []
@@ -341,6 +363,11 @@ def test_sigterm_under_load_completes_what_is_in_flight_and_exits_0(toy_model_di
                 assert r.status_code != 503 or r.headers["retry-after"]
             except httpx.ConnectError:
                 outcome = "refused"  # the listener is closed: the drain is over
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # connected as the drain ended: the kernel had queued the connection, uvicorn closed the listener
+                # without accepting it, so it was reset unanswered (retried like a refusal). Seen once in CI right
+                # after the last in-flight request's 200, before the drain's quiet moment (docs/server.md)
+                outcome = "reset"
             records.append((start, time.monotonic(), outcome))
             if outcome != 200:
                 return
@@ -358,7 +385,7 @@ def test_sigterm_under_load_completes_what_is_in_flight_and_exits_0(toy_model_di
     assert rc == 0
     assert exit_s < 30
     outcomes = {o for _, _, o in records}
-    assert outcomes <= {200, 503, "refused"}, outcomes
+    assert outcomes <= {200, 503, "refused", "reset"}, outcomes
     spanning = [o for start, end, o in records if start < signalled < end]
     assert 200 in spanning, f"requests in flight at the signal: {spanning}"
     # A request sent just before the signal may still sit in the socket when the drain starts (a new request
@@ -366,6 +393,9 @@ def test_sigterm_under_load_completes_what_is_in_flight_and_exits_0(toy_model_di
     refused_early = [(round(signalled - start, 3), o) for start, _, o in records
                      if start < signalled - 1.0 and o != 200]
     assert not refused_early, f"requests sent well before the signal and not completed: {refused_early}"
+    # a reset is a connection the drain's end never accepted: only a request sent after the signal can meet one
+    reset_before = [round(signalled - start, 3) for start, _, o in records if o == "reset" and start <= signalled]
+    assert not reset_before, f"requests sent before the signal and reset: {reset_before}"
 
 
 @pytest.mark.slow
