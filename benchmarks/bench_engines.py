@@ -161,14 +161,14 @@ def rule_verdicts(tiers: dict[str, dict], times: dict, shapes: tuple[tuple[int, 
         if not timed:
             lines.append(f"{head}: no row that passed the {precision} gates was timed, no verdict")
             continue
-        missed = "" if pick in timed else " (its graph missed the gates: no passing row to run instead)"
+        missed = "" if pick in timed else " (its graph did not pass the gates at export)"
         beaten = []
         for shape in [*shapes, MIX]:
             best = min(timed, key=lambda row: times[row, shape])
             if times[pick, shape] > NOISE * times[best, shape]:
                 where = "the length mix" if shape == MIX else f"{shape[0]} x {shape[1]}"
                 beaten.append(f"{best} {times[pick, shape] / times[best, shape]:.2f}x faster on {where}")
-        verdict = "holds (fastest passing row, within 10 %, everywhere timed)" if not beaten else (
+        verdict = f"holds (fastest passing row, within {NOISE - 1:.0%}, everywhere timed)" if not beaten else (
             "DOES NOT HOLD: " + "; ".join(beaten))
         lines.append(f"{head}{missed}; passing rows timed: {', '.join(timed)}; the rule {verdict}")
     return lines

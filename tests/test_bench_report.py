@@ -125,6 +125,11 @@ def test_bench_engines_judges_auto_only_against_rows_that_passed_the_gates():
     assert "passing rows timed: onnxruntime int8;" in line and "the rule holds" in line
     (line,) = rule_verdicts({"int8": {"auto": "onnxruntime int8", "passing": []}}, _int8_times(0.5), ((16, 256),))
     assert "no row that passed the int8 gates was timed, no verdict" in line
+    # auto's graph missed while a passing one ran faster: the rule is refuted here
+    missed = {"int8": {"auto": "onnxruntime int8", "passing": ["OpenVINO int8 (NNCF)"]}}
+    (line,) = rule_verdicts(missed, _int8_times(0.5), ((16, 256),))
+    assert "(its graph did not pass the gates at export)" in line
+    assert "DOES NOT HOLD: OpenVINO int8 (NNCF) 2.00x faster on 16 x 256" in line
     fp32_served = {"int8": {"auto": "onnxruntime int8", "passing": ["onnxruntime int8"], "fp32_equivalent": True}}
     (line,) = rule_verdicts(fp32_served, _int8_times(0.5), ((16, 256),))
     assert line.startswith("- int8: auto runs onnxruntime int8 (the fp32 graph: fp32-equivalent);")
