@@ -40,7 +40,7 @@ WEIGHTS = {"calm": 1.0, "sharp": 8.0}  # q/k weight factor (sharpen_attention)
 SHAPES = ((16, 256), (1, 2048))  # (documents, tokens) per timed run; --shapes replaces them
 MIX, MIX_DOCS = "mix", 64  # the length mix of make bench (log-normal, median ~150 tokens), real tokens per second
 # turn-to-turn timing noise: auto's row within 10 % of the fastest passing row counts as the fastest (one graph
-# loaded twice and timed in turns differed by up to 14 % at 3 rounds on a 2-core Zen 4 VM)
+# loaded twice and timed in turns differed by 14-21 % at 3 rounds on a 2-core Zen 4 VM: time 5 rounds or more)
 NOISE = 1.10
 
 

@@ -124,7 +124,7 @@ def _precisions(bench_model) -> list[str]:
 
 
 PEER_DOCS, PEER_LENGTH = 16, 256  # the comparison: 16 documents of 256 tokens
-# timed calls per engine at 16 x 256: on a 2-core VM one graph timed twice in turns differed by up to 14 % at 3
+# timed calls per engine at 16 x 256: on a 2-core VM one graph timed twice in turns differed by 14-21 % at 3
 # rounds (docs/runs/2026-12-06-rule-check.md), so small sizes, whose calls take ~0.1 s, time more of them
 PEER_ROUNDS = {"full": 3}
 PEER_ROUNDS_SMALL = 11
