@@ -40,8 +40,8 @@ from .quantize import DEFAULT_INT8_METHOD, prepare_int8, quantizable_nodes, rewr
 
 Feeds = dict[str, np.ndarray]
 SEARCH_SECONDS = 600.0  # default time budget of one search (per graph of the export)
-NO_INT8_GEMM_LEFT = ("only with every int8 GEMM kept fp32 do the gates pass: such a graph computes in fp32 and is "
-                     "slower than the fp32 graph, which therefore serves int8")
+NO_INT8_GEMM_LEFT = ("only with every int8 GEMM kept fp32 do the gates pass: such a graph computes in fp32, no faster "
+                     "than the fp32 graph, which therefore serves int8")
 FLAG_PREFIX = "colbert_int8_flag_"
 INT8_SIDE, FLOAT_SIDE = "_switch_int8", "_switch_float"  # the two paths' outputs (names unused elsewhere)
 
