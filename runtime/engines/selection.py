@@ -37,16 +37,17 @@ def faster_here(graph: GraphEntry, bf16_here: bool) -> bool:
     return bf16_here and graph.details.get("inference_precision") == "bf16"
 
 
-def openvino_graph(folder: ModelFolder, dim: int, precision: str) -> GraphEntry | None:
+def openvino_graph(folder: ModelFolder, dim: int, precision: str, bf16_here: bool | None = None) -> GraphEntry | None:
     """The OpenVINO graph for head `dim` at `precision` on this CPU. Among the entries that passed their gates: first
     one that is faster here (faster_here), then the one whose float parts run bf16 where this CPU has bf16 units
     (int8: OpenVINO's own default there, faster where attention dominates), else the f32 one (a bf16 entry would run
-    f32 there, not what was measured). When none passed, the first entry, whose refusal says why."""
+    f32 there, not what was measured). When none passed, the first entry, whose refusal says why. `bf16_here`: this
+    CPU's bf16 units, where the caller has read them already."""
     graphs = folder.engine_graphs_for("openvino", dim, precision)
     passing = [g for g in graphs if g.passed_gates(dim)]
     if not passing:
         return graphs[0] if graphs else None
-    bf16_here = _bf16_here()
+    bf16_here = _bf16_here() if bf16_here is None else bf16_here
     return max(passing, key=lambda g: (faster_here(g, bf16_here),
                                        (g.details.get("inference_precision") == "bf16") == bf16_here))
 
@@ -60,7 +61,8 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
         return f"the OpenVINO engine runs on the CPU only, device={device!r} was asked"
     if not openvino_available():
         return "the openvino package is not installed (pip install 'colbert-onnx[openvino]')"
-    graph = openvino_graph(folder, dim, precision)
+    bf16_here = _bf16_here()
+    graph = openvino_graph(folder, dim, precision, bf16_here)
     if graph is None:
         skipped = (folder.manifest.extra.get("engine_graphs_not_written") or {}).get("openvino")
         why = (f"at export: {skipped}" if skipped else "an export with the openvino extra installed writes one; at "
@@ -73,7 +75,6 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
                 + (f" ({why})" if why else "") + " (run `colbert-onnx verify --engine openvino` to measure it here)")
     if not passed:
         return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
-    bf16_here = _bf16_here()
     if auto and not faster_here(graph, bf16_here):
         return (f"the OpenVINO graph {graph.file} keeps the MLP down projections float and is faster than "
                 f"onnxruntime's {precision} only with its float parts at bf16, which "
