@@ -171,16 +171,15 @@ def exporter_openvino_int8_rows(case: Case, graph: Path) -> list[dict]:
                                         stages=stages)
     attempts = record["attempts"]
     if entry is not None:
-        model, row, verdict = graph.parent / entry["file"], judged[-1], "first passing"
+        chosen, model, row, verdict = attempts[-1], graph.parent / entry["file"], judged[-1], "first passing"
     else:
         if not attempts or "error" in attempts[-1]:
             return [{"engine": label, "skipped": record["reason"]}]
-        nearest = max(attempts, key=lambda a: a["gate_margin"])
-        model = quantize(graph, case.calibration, nearest["smooth_alpha"], nearest.get("kept_float_matmuls", ()))
+        chosen = max(attempts, key=lambda a: a["gate_margin"])
+        model = quantize(graph, case.calibration, chosen["smooth_alpha"], chosen.get("kept_float_matmuls", ()))
         row, verdict = worst(case, OpenVinoEngine(model, "f32")), f"none of {len(attempts)} passed; nearest the gates"
-    last = attempts[-1] if entry is not None else nearest
-    what = f"{label}, SmoothQuant alpha {last['smooth_alpha']}" + (
-        ", MLP down projections float" if last.get("kept_float_matmuls") else "")
+    what = f"{label}, SmoothQuant alpha {chosen['smooth_alpha']}" + (
+        ", MLP down projections float" if chosen.get("kept_float_matmuls") else "")
     rows = [{"engine": f"{what} ({verdict}), float parts f32", **row}]
     if cpu_has_bf16():
         rows.append({"engine": f"{what}, float parts bf16", **worst(case, OpenVinoEngine(model, "bf16"))})

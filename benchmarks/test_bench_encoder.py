@@ -126,8 +126,7 @@ def _precisions(bench_model) -> list[str]:
 PEER_DOCS, PEER_LENGTH = 16, 256  # the comparison: 16 documents of 256 tokens
 # timed calls per engine at 16 x 256: on a 2-core VM one graph timed twice in turns differed by 14-21 % at 3
 # rounds (docs/runs/2026-12-06-rule-check.md), so small sizes, whose calls take ~0.1 s, time more of them
-PEER_ROUNDS = {"full": 3}
-PEER_ROUNDS_SMALL = 11
+PEER_ROUNDS = {"full": 3, "small": 11}  # by BENCH_SIZE (benchmarks/sizes.py)
 
 
 @pytest.fixture(scope="session")
@@ -246,7 +245,7 @@ def test_documents_against_peers(benchmark, bench_model, bench_size, engines, pe
         if name != "fastembed":
             candidates[name] = partial(engine.first, ids, mask)
             described[name] = what
-    rounds = int(os.environ.get("BENCH_PEER_ROUNDS", PEER_ROUNDS.get(bench_size, PEER_ROUNDS_SMALL)))
+    rounds = int(os.environ.get("BENCH_PEER_ROUNDS", PEER_ROUNDS[bench_size]))
     medians = interleaved_medians(candidates, rounds=rounds)
     for name, seconds in medians.items():
         record("peers", name, docs_per_s=PEER_DOCS / seconds, tokens_per_s=ids.size / seconds, engine=described[name],
