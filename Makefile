@@ -53,7 +53,8 @@ serve: setup
 	$(VENV)/bin/colbert-onnx serve $(MODEL_DIR) $(SERVE_ARGS)
 
 # Encoder benchmarks (pytest-benchmark) on the full-size architecture with random weights (cached under
-# models/bench-full); BENCH_SIZE=small for a quick run. Writes docs/benchmarks.md and a PNG plot.
+# models/bench-full); BENCH_SIZE=wide (4 x 1024: the real GEMM shapes, int8 that passes the gates) or small
+# (4 x 256) for a quicker run. Writes docs/benchmarks.md and a PNG plot.
 BENCH_SIZE ?= full
 bench: setup
 	$(PY) -m pip install --quiet -e ".[peers]" || echo "peers extra not installed: make bench skips fastembed and OpenVINO rows"

@@ -27,14 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.machine import describe
+from benchmarks.sizes import SIZES
 from colbert_onnx import ColbertEncoder
 from colbert_onnx import arrow as ca
 from colbert_onnx import ray as cr
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "bench-corpus"
-SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024,
-         "vocab_size": 250004}  # benchmarks/conftest.py's BENCH_SIZE=small
+SMALL = SIZES["small"]  # make bench's BENCH_SIZE=small
 
 
 def bench_model() -> Path:

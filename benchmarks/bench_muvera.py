@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe
+from benchmarks.sizes import SIZES
 from colbert_onnx import ColbertEncoder
 from colbert_onnx.muvera import Muvera, parse_output
 from colbert_onnx.packed import PackedDocuments
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "bench-muvera"
-SMALL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024,
-         "vocab_size": 250004}  # benchmarks/conftest.py's BENCH_SIZE=small
+SMALL = SIZES["small"]  # make bench's BENCH_SIZE=small
 SPECS = ("muvera:k_sim=3,dim_proj=8,r_reps=10", "muvera:k_sim=4,dim_proj=8,r_reps=10",
          "muvera:k_sim=4,dim_proj=16,r_reps=20", "muvera")  # the last: fastembed's defaults, 10240 values
 CANDIDATES = (100, 1000)

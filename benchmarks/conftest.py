@@ -1,8 +1,9 @@
 """`make bench`: the encoder benchmark suite. Models are generated once and cached under models/.
 
 BENCH_SIZE=full (default): the full jina-colbert-v2 architecture (24 x 1024, 16 heads, vocab 250004)
-with random weights; BENCH_SIZE=small: 4 x 256 for a quick look. Results are collected per run and
-written to docs/benchmarks.md (section "Encoder") plus docs/benchmarks-encoder.png at the end.
+with random weights; BENCH_SIZE=wide: 4 x 1024, its width with 4 of its layers (where random weights pass the int8
+gates, so the int8 graphs are timed at the real GEMM shapes); BENCH_SIZE=small: 4 x 256 for a quick look. Results
+are collected per run and written to docs/benchmarks.md (section "Encoder") plus docs/benchmarks-encoder.png at the end.
 """
 
 from __future__ import annotations

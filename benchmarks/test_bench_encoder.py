@@ -124,9 +124,14 @@ def _precisions(bench_model) -> list[str]:
 
 
 PEER_DOCS, PEER_LENGTH = 16, 256  # the comparison: 16 documents of 256 tokens
-# timed calls per engine at 16 x 256: on a 2-core VM one graph timed twice in turns differed by 14-21 % at 3
-# rounds (docs/runs/2026-12-06-rule-check.md), so small sizes, whose calls take ~0.1 s, time more of them
-PEER_ROUNDS = {"full": 3, "small": 11}  # by BENCH_SIZE (benchmarks/sizes.py)
+# timed calls per engine, by BENCH_SIZE (benchmarks/sizes.py) and row: on a 2-core VM one graph timed twice in turns
+# differed by 14-21 % at 3 rounds (docs/runs/2026-12-06-rule-check.md), so the sizes whose calls are short time more
+# of them. One 8192-token document at full size is about a minute a call on 2 cores, a full-size mix round ~12 min.
+ROUNDS_BY_SIZE = {
+    "full": {"peers": 3, "long@2048": 3, "long@8192": 1, "mix": 1},
+    "wide": {"peers": 7, "long@2048": 5, "long@8192": 3, "mix": 3},
+    "small": {"peers": 11, "long@2048": 7, "long@8192": 7, "mix": 5},
+}
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +250,7 @@ def test_documents_against_peers(benchmark, bench_model, bench_size, engines, pe
         if name != "fastembed":
             candidates[name] = partial(engine.first, ids, mask)
             described[name] = what
-    rounds = int(os.environ.get("BENCH_PEER_ROUNDS", PEER_ROUNDS[bench_size]))
+    rounds = int(os.environ.get("BENCH_PEER_ROUNDS", ROUNDS_BY_SIZE[bench_size]["peers"]))
     medians = interleaved_medians(candidates, rounds=rounds)
     for name, seconds in medians.items():
         record("peers", name, docs_per_s=PEER_DOCS / seconds, tokens_per_s=ids.size / seconds, engine=described[name],
@@ -273,8 +278,7 @@ def test_one_long_document_against_openvinos_default(benchmark, bench_size, benc
     if "ours-int8" in engines:
         candidates["ours-int8"] = partial(engines["ours-int8"], ids, mask)
         described["ours-int8"] = "onnxruntime int8 (engine='onnxruntime')"
-    # one 8192-token document at full size is about a minute a call on 2 cores: one timed round there
-    rounds = int(os.environ.get("BENCH_LONG_ROUNDS", ("1" if length > 2048 else "3") if bench_size == "full" else "7"))
+    rounds = int(os.environ.get("BENCH_LONG_ROUNDS", ROUNDS_BY_SIZE[bench_size][f"long@{length}"]))
     medians = interleaved_medians(candidates, rounds=rounds)
     for name, seconds in medians.items():
         record("long", f"{name}@{length}", seconds=seconds, tokens_per_s=length / seconds, length=length,
@@ -465,8 +469,7 @@ def test_length_mix_throughput(benchmark, bench_size, bench_model, engines, peer
     enc = ColbertEncoder(bench_model["onnx"], precision="int8", engine="onnxruntime")
     docs = documents(MIX_DOCS, marker=enc.preprocessor.special.document_marker)
     real = sum(len(d) for d in docs)
-    # A full-size round with every peer takes ~12 min, so full size defaults to one (each pass is minutes of work).
-    rounds = int(os.environ.get("BENCH_MIX_ROUNDS", "1" if bench_size == "full" else "5"))
+    rounds = int(os.environ.get("BENCH_MIX_ROUNDS", ROUNDS_BY_SIZE[bench_size]["mix"]))
     plain, budget = f"greedy padded batches of {PLAIN_MIX_TOKENS} tokens", enc.config.max_batch_tokens
     plans = {"ours-int8": (enc._run, plan_batches, budget),
              f"ours-int8, {BEFORE}": (_masked_attention_run(enc), plan_padded_batches, budget),

@@ -163,3 +163,41 @@ def test_bench_engines_judges_auto_on_this_cpu_among_rows_it_times(toy_model_dir
     for precision, tier in tiers.items():
         assert set(tier["passing"]) <= rows and tier["auto"] in tier["passing"], (precision, tier)
     assert "OpenVINO f32" in tiers["fp32"]["passing"] and "onnxruntime fp32" in tiers["fp32"]["passing"]
+
+
+class _Engine:
+    """A fed engine for bench_engines: records the document lengths it is run on."""
+
+    def __init__(self, attention_fused: bool) -> None:
+        self.attention_fused, self.lengths = attention_fused, []
+
+    def run(self, ids, mask, dims=None):
+        self.lengths.append(ids.shape[1])
+        return {}
+
+
+def test_bench_engines_does_not_run_long_documents_on_an_engine_whose_attention_is_not_fused():
+    """Unfused attention holds heads x n x n floats: one 8192-token document took 17 GB (wide size, OpenVINO int8 on
+    an AVX2 Zen 3) and the run was killed for memory. Such cells are skipped, saying why; the rest are timed."""
+    from benchmarks.bench_engines import MIX, time_engines, unsafe_shapes
+
+    engines = {"fused": _Engine(True), "unfused": _Engine(False)}
+    shapes = ((16, 256), (1, 8192))
+    skip = unsafe_shapes(engines, shapes)
+    assert list(skip) == [("unfused", (1, 8192))] and "attention not fused" in skip["unfused", (1, 8192)]
+    times = time_engines(engines, 1, marker=3, shapes=shapes, skip=skip)
+    assert max(engines["unfused"].lengths) <= 2048 and max(engines["fused"].lengths) == 8192
+    assert ("unfused", (1, 8192)) not in times
+    assert {("unfused", (16, 256)), ("unfused", MIX), ("fused", (1, 8192))} <= set(times)
+
+
+def test_bench_engines_judges_each_shape_among_the_rows_timed_there():
+    from benchmarks.bench_engines import MIX, rule_verdicts
+
+    times = {**_int8_times(0.7), ("onnxruntime int8", (1, 8192)): 1.0}  # OpenVINO's row was not timed at 8192
+    tiers = {"int8": {"auto": "OpenVINO int8 (NNCF)", "passing": ["onnxruntime int8", "OpenVINO int8 (NNCF)"]}}
+    (line,) = rule_verdicts(tiers, times, ((16, 256), (1, 8192)))
+    assert "the rule holds" in line and "auto's row not timed at 1 x 8192: attention not fused there" in line
+    slower = {**times, ("OpenVINO int8 (NNCF)", MIX): 2.0}
+    (line,) = rule_verdicts(tiers, slower, ((16, 256), (1, 8192)))
+    assert "DOES NOT HOLD: onnxruntime int8 2.00x faster on the length mix" in line

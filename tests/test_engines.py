@@ -230,6 +230,29 @@ def both(toy_model_dir):
     return ColbertEncoder(toy_model_dir, engine="onnxruntime"), ColbertEncoder(toy_model_dir, engine="openvino")
 
 
+def test_openvino_fuses_the_attention_of_its_plain_graph_and_says_nothing_of_it(both) -> None:
+    engine = both[1].engine
+    assert engine.attention_fused is True and "not fused" not in engine.describe()
+
+
+def test_an_attention_the_plugin_leaves_unfused_is_reported(toy_model_dir, both) -> None:
+    """Unfused attention holds heads x n x n floats per document of n tokens (17 GB at 8192 tokens, 16 heads):
+    describe() and the engine log line say so. The plugin keeps Softmax when its snippets are off."""
+    import openvino as ov
+
+    from colbert_onnx.engines.openvino_engine import attention_fused
+
+    core = ov.Core()
+    graph = str(toy_model_dir / read_manifest(toy_model_dir).engine_graphs[0].file)
+    assert attention_fused(core.compile_model(core.read_model(graph), "CPU", {"SNIPPETS_MODE": "DISABLE"})) is False
+    engine = both[1].engine
+    engine.attention_fused = False
+    try:
+        assert "attention not fused by the CPU plugin here" in engine.describe()
+    finally:
+        engine.attention_fused = True
+
+
 def test_exporter_writes_an_openvino_graph_without_com_microsoft_operators(toy_model_dir, both) -> None:
     onnx = pytest.importorskip("onnx")
     graph = read_manifest(toy_model_dir).engine_graphs[0]

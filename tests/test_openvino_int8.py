@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -90,6 +91,27 @@ def openvino_int8_folder(outlier_folder: Path) -> Path:
         (record,) = json.loads((outlier_folder / "manifest.json").read_text())["openvino_int8"]
         pytest.skip(f"no OpenVINO int8 on this CPU without VNNI/AMX: {record.get('reason')} {record.get('attempts')}")
     return outlier_folder
+
+
+@needs_nncf
+def test_openvinos_int8_attention_is_fused_only_on_cpus_with_int8_dot_product_units(outlier_folder: Path) -> None:
+    """NNCF quantizes Q and K; OpenVINO's CPU plugin fuses int8 attention only with VNNI or AMX. Unfused, one
+    document of n tokens holds heads x n x n floats (17 GB at 8192 tokens, 16 heads, on an AVX2 Zen 3): one more
+    reason `auto` keeps onnxruntime's int8 there, and what describe() says when the engine is forced."""
+    import openvino as ov
+
+    from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
+    from colbert_onnx.engines.openvino_engine import attention_fused
+    from colbert_onnx.export.openvino_int8 import SMOOTH_ALPHAS, quantize
+    from colbert_onnx.export.precisions import calibration_feeds
+
+    if "ONEDNN_MAX_CPU_ISA" in os.environ:
+        pytest.skip("ONEDNN_MAX_CPU_ISA caps the plugin's ISA below this CPU's flags")
+    plain = outlier_folder / read_manifest(outlier_folder).engine_graphs[0].file
+    model = quantize(plain, calibration_feeds(ColbertEncoder(outlier_folder).preprocessor), SMOOTH_ALPHAS[0])
+    real = cpu_features("/proc/cpuinfo")  # the kernels' CPU, also under tests/cpu_class.py
+    fused = attention_fused(ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}))
+    assert fused is bool(real & set(EXACT_INT8_FEATURES))
 
 
 @needs_nncf
