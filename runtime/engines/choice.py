@@ -17,8 +17,9 @@ BF16_FEATURES = ("amx_bf16", "avx512_bf16")
 # int8 dot-product units on which OpenVINO's int8 (NNCF) measured faster than onnxruntime's: AMX-INT8 (issue 25: NNCF
 # int8 2.9x our onnxruntime int8 at 16 x 256 on a Sapphire Rapids class Xeon) and AVX512-VNNI (docs/engines.md:
 # 1.40x at 16 x 256 and 1.36x at 2048 tokens on AMD Zen 4, 4 x 1024). Not AVX-VNNI (256-bit, client CPUs) or plain
-# AVX2: not measured faster (NNCF int8 ran 0.63x onnxruntime's int8 at 16 x 256 on a Zen 3, small size), and there
-# OpenVINO's CPU plugin does not fuse its int8 attention (17 GB for one 8192-token document): onnxruntime stays.
+# AVX2: not measured faster (NNCF int8 ran 0.54x-0.62x onnxruntime's int8 at 16 x 256 on a Zen 3, small and wide),
+# and there OpenVINO's CPU plugin does not fuse its int8 attention (17 GB for one 8192-token document): onnxruntime
+# stays.
 INT8_FEATURES = ("amx_int8", "avx512_vnni")
 # int8 dot products that sum u8 x s8 in int32 without saturating (where an int8 graph's figures carry over)
 EXACT_INT8_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni")

@@ -48,8 +48,11 @@ def attention_fused(compiled) -> bool:
     Unfused, the scores of one document of n tokens take heads x n x n floats per buffer: NNCF's int8 quantizes Q and
     K, and the plugin fuses int8 attention only with VNNI or AMX (one 8192-token document, 16 heads: 17 GB peak on
     an AVX2 Zen 3, against 1.3 GB for the f32 graph)."""
-    layers = (op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
-    return "Softmax" not in set(layers)
+    def kind(op) -> str:
+        info = op.get_rt_info()
+        return info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+
+    return all(kind(op) != "Softmax" for op in compiled.get_runtime_model().get_ops())
 
 
 class OpenvinoEngine:
