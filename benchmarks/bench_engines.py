@@ -201,7 +201,7 @@ def unsafe_shapes(engines: dict, shapes: tuple[tuple[int, int], ...]) -> dict[tu
     wide size took 17 GB with OpenVINO's int8 on an AVX2 Zen 3, and the run was killed for memory)."""
     return {(name, shape): (f"{name} at {shape[0]} x {shape[1]}: attention not fused by the CPU plugin here, "
                             "memory grows with tokens squared")
-            for name, engine in engines.items() if getattr(engine, "attention_fused", True) is False
+            for name, engine in engines.items() if not engine.attention_fused
             for shape in shapes if shape[1] > UNFUSED_MAX_TOKENS}
 
 
@@ -214,20 +214,18 @@ def time_engines(engines: dict, rounds: int, marker: int, shapes: tuple[tuple[in
     docs = documents(MIX_DOCS, marker=marker)
     calls = {s: (lambda engine, ids=ids: engine.run(ids, np.ones_like(ids), (128,))) for s, ids in feeds.items()}
     calls[MIX] = lambda engine: _mix_pass(engine, docs)
+    timed = [(name, shape) for shape in calls for name in engines if (name, shape) not in skip]
     for name, engine in engines.items():
         for shape, ids in feeds.items():
-            if (name, shape) not in skip:
+            if (name, shape) in timed:
                 engine.run(ids, np.ones_like(ids), (128,))
         _mix_pass(engine, docs[:8])
-    samples: dict = {(n, s): [] for n in engines for s in calls if (n, s) not in skip}
+    samples: dict = {key: [] for key in timed}
     for _ in range(rounds):
-        for shape, call in calls.items():
-            for name, engine in engines.items():
-                if (name, shape) in skip:
-                    continue
-                start = time.perf_counter()
-                call(engine)
-                samples[name, shape].append(time.perf_counter() - start)
+        for name, shape in timed:
+            start = time.perf_counter()
+            calls[shape](engines[name])
+            samples[name, shape].append(time.perf_counter() - start)
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -262,8 +260,8 @@ def main() -> None:
         times = time_engines(engines, args.rounds, marker, shapes, skip)
         for name in engines:
             cells = " | ".join(f"{times[name, s]:.3f}" if (name, s) in times else "not timed" for s in shapes)
-            per_s = f" | {peer[0] * peer[1] / times[name, peer]:.0f}" if rate and (name, peer) in times else (
-                " | " if rate else "")
+            per_s = " | " + (f"{peer[0] * peer[1] / times[name, peer]:.0f}" if (name, peer) in times else "") \
+                if rate else ""
             print(f"| {label} | {name} | {cells}{per_s} | {real / times[name, MIX]:.0f} |", flush=True)
         verdicts += [f"\n{label} weights:", *rule_verdicts(rule_tiers(folder), times, shapes)]
     print("\n### engine=\"auto\" on this CPU: the fastest timed row that passed the gates?", *verdicts, sep="\n")

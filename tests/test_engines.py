@@ -235,7 +235,7 @@ def test_openvino_fuses_the_attention_of_its_plain_graph_and_says_nothing_of_it(
     assert engine.attention_fused is True and "not fused" not in engine.describe()
 
 
-def test_an_attention_the_plugin_leaves_unfused_is_reported(toy_model_dir, both) -> None:
+def test_an_attention_the_plugin_leaves_unfused_is_reported(toy_model_dir, both, monkeypatch) -> None:
     """Unfused attention holds heads x n x n floats per document of n tokens (17 GB at 8192 tokens, 16 heads):
     describe() and the engine log line say so. The plugin keeps Softmax when its snippets are off."""
     import openvino as ov
@@ -245,12 +245,8 @@ def test_an_attention_the_plugin_leaves_unfused_is_reported(toy_model_dir, both)
     core = ov.Core()
     graph = str(toy_model_dir / read_manifest(toy_model_dir).engine_graphs[0].file)
     assert attention_fused(core.compile_model(core.read_model(graph), "CPU", {"SNIPPETS_MODE": "DISABLE"})) is False
-    engine = both[1].engine
-    engine.attention_fused = False
-    try:
-        assert "attention not fused by the CPU plugin here" in engine.describe()
-    finally:
-        engine.attention_fused = True
+    monkeypatch.setattr(both[1].engine, "attention_fused", False)
+    assert "attention not fused by the CPU plugin here" in both[1].engine.describe()
 
 
 def test_exporter_writes_an_openvino_graph_without_com_microsoft_operators(toy_model_dir, both) -> None:

@@ -85,9 +85,9 @@ def openvino_int8_folder(outlier_folder: Path) -> Path:
     """The outlier folder, which has an OpenVINO int8 graph on CPUs with int8 dot-product units (measured on
     AVX512-VNNI). Elsewhere OpenVINO's int8 runs other kernels (AVX2's u8 x s8 pairs saturate in int16) and the
     export may rightly write none: then the tests that need the graph skip, saying so."""
-    from colbert_onnx.engines.choice import cpu_features
+    from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
 
-    if not _openvino_int8(outlier_folder) and not cpu_features() & {"amx_int8", "avx512_vnni", "avx_vnni"}:
+    if not _openvino_int8(outlier_folder) and not cpu_features() & set(EXACT_INT8_FEATURES):
         (record,) = json.loads((outlier_folder / "manifest.json").read_text())["openvino_int8"]
         pytest.skip(f"no OpenVINO int8 on this CPU without VNNI/AMX: {record.get('reason')} {record.get('attempts')}")
     return outlier_folder

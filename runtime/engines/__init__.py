@@ -23,6 +23,8 @@ class Engine(Protocol):
 
     name: str
     outputs: dict[int, str]
+    # False where the engine holds heads x n x n attention scores for a document of n tokens (memory grows with n^2)
+    attention_fused: bool
 
     def run(self, ids: np.ndarray, mask: np.ndarray, dims: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         """The vectors of every head in `dims` (None: every head of the graph). Thread-safe."""

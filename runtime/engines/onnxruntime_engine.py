@@ -14,6 +14,7 @@ class OnnxruntimeEngine:
     """A graph on onnxruntime: the session of session.create_session (subnormals flushed by default)."""
 
     name = "onnxruntime"
+    attention_fused = True  # the exported graphs run attention as MultiHeadAttention, in query steps (docs/memory.md)
 
     def __init__(self, graph_path: str, outputs: Mapping[int, str], device: str = "cpu", threads: int | None = None,
                  config: SessionConfig | None = None, io_binding: bool = False) -> None:
