@@ -4,12 +4,14 @@ Refused, with an `InvalidTextError` naming the item: lone or reversed surrogates
 with ``surrogateescape``, UTF-16 cut mid-pair), NUL (binary data, or UTF-16 read as 8-bit text) and texts
 longer than `MAX_TEXT_CHARS`. Normalized before tokenization, so they encode: the byte order mark and the
 bidi controls are removed (invisible marks that carry no words), the other control characters become a space
-(TAB, LF, VT, FF and CR are whitespace and stay). docs/text-input.md gives the reasons.
+(TAB, LF, VT, FF and CR are whitespace and stay). The length limit holds after the tokenizer's NFKC as well.
+docs/text-input.md gives the reasons.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from .errors import InvalidTextError
@@ -17,6 +19,11 @@ from .errors import InvalidTextError
 # Past this many characters a text is refused before tokenization: 1 Mi characters take ~1 s and ~100 MB to
 # tokenize (docs/text-input.md), about 30 times the longest document the model reads by default.
 MAX_TEXT_CHARS = 1 << 20
+# The tokenizer normalizes with NFKC (XLM-RoBERTa's precompiled nmt_nfkc map; the toy's NFKC) before it counts
+# anything, and NFKC turns one character into up to 18 (U+FDFA): 1 Mi of them took 63 s and 11 GB in the server.
+# So the limit holds after NFKC too, checked only on texts long enough to cross it.
+NFKC_MAX_EXPANSION = 18
+_NFKC_CHUNK = 1 << 16
 
 _SURROGATES = "\ud800-\udfff"
 _REFUSED = re.compile(f"[\x00{_SURROGATES}]")
@@ -33,12 +40,27 @@ _TABLE = {**dict.fromkeys(map(ord, REMOVED_CHARS)), **dict.fromkeys(map(ord, SPA
 TEXT_JSON_SCHEMA = {"type": "string", "maxLength": MAX_TEXT_CHARS, "pattern": "^[^\\u0000]*$"}
 
 
+def nfkc_length(text: str, stop: int) -> int:
+    """How many characters `text` has under NFKC, counted 64 Ki characters at a time (memory stays bounded) and
+    no further than past `stop`. Chunk edges may split a combining sequence: a count, not the normalized text."""
+    count = 0
+    for start in range(0, len(text), _NFKC_CHUNK):
+        chunk = text[start:start + _NFKC_CHUNK]
+        count += len(chunk) if unicodedata.is_normalized("NFKC", chunk) else len(unicodedata.normalize("NFKC", chunk))
+        if count > stop:
+            break
+    return count
+
+
 def text_problem(text: str) -> str | None:
     """Why `text` is refused (a phrase naming the character and its position), or None when it is usable."""
     if len(text) > MAX_TEXT_CHARS:
         return f"has {len(text):,} characters, over the {MAX_TEXT_CHARS:,} a text may have; split it"
     match = _REFUSED.search(text)
     if match is None:
+        if len(text) * NFKC_MAX_EXPANSION > MAX_TEXT_CHARS and nfkc_length(text, MAX_TEXT_CHARS) > MAX_TEXT_CHARS:
+            return (f"has {len(text):,} characters that the tokenizer's Unicode normalization (NFKC) expands past "
+                    f"the {MAX_TEXT_CHARS:,} a text may have (U+FDFA alone becomes 18); split it")
         return None
     char, at = match.group(), match.start()
     if char == "\x00":

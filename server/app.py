@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.message
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -56,6 +57,15 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None, **ex
     return json_response({"detail": detail, **extra}, status, headers)
 
 
+def parsed_as_json(content_type: bytes) -> bool:
+    """Whether FastAPI parses a body declared `content_type` as JSON: application/json or application/*+json, as
+    its request routing decides (text/json or application/jsonx it would hand over as bytes, and answer 422)."""
+    message = email.message.Message()
+    message["content-type"] = content_type.decode("latin-1")
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 class BodyLimitMiddleware:
     """Rejects request bodies over `max_bytes` with 413 before the app reads them (any transfer encoding)."""
 
@@ -68,7 +78,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if b"json" not in headers.get(b"content-type", b""):
+        if not parsed_as_json(headers.get(b"content-type", b"")):
             # The API only speaks JSON: parse it as such whatever the client declared (curl -d sends form).
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]

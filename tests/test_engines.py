@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from openvino_fusion import openvino_attention_fuses_here
 
 from colbert_onnx import ColbertEncoder, EngineUnavailableError, FidelityWarning, InvalidInputError
 from colbert_onnx.engines import choice as choice_module
@@ -131,20 +132,26 @@ def test_openvino_graph_that_missed_its_gates_is_refused(toy_model_dir, tmp_path
         ColbertEncoder(folder, engine="openvino")
 
 
-def test_auto_fp16_where_the_bf16_graph_missed_its_gates_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(ov_engine, "openvino_available", lambda: True)  # with or without the package
-    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
-    folder = shutil.copytree(toy_model_dir, tmp_path / "bf16-missed")
+def _with_bf16_entry(toy_model_dir: Path, tmp_path: Path, passed: bool) -> Path:
+    """The toy folder with its OpenVINO bf16 entry (fp16) given the f32 entry's figures, marked `passed` or missed:
+    auto's input on a bf16 CPU whatever this CPU could measure at export."""
+    folder = shutil.copytree(toy_model_dir, tmp_path / "bf16-entry")
     manifest = read_manifest(folder)
     if not any(g.precision == "fp16" for g in manifest.engine_graphs):
         pytest.skip("the toy folder has no OpenVINO graph: openvino was not installed at export")
-    # the f32 entry's figures, marked missed: measured whether or not this CPU could run bf16 at export
-    missed = {d: {**m, "passed": False} for d, m in next(g for g in manifest.engine_graphs
-                                                          if g.precision == "fp32").fidelity.items()}
-    graphs = tuple(dataclasses.replace(g, fidelity=missed, details={k: v for k, v in g.details.items()
-                                                                    if k != "fidelity_not_measured"})
+    figures = {d: {**m, "passed": passed} for d, m in next(g for g in manifest.engine_graphs
+                                                            if g.precision == "fp32").fidelity.items()}
+    graphs = tuple(dataclasses.replace(g, fidelity=figures, details={k: v for k, v in g.details.items()
+                                                                     if k != "fidelity_not_measured"})
                    if g.precision == "fp16" else g for g in manifest.engine_graphs)
     write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    return folder
+
+
+def test_auto_fp16_where_the_bf16_graph_missed_its_gates_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ov_engine, "openvino_available", lambda: True)  # with or without the package
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
+    folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=False)
     described = ColbertEncoder(folder, precision="fp16").describe()
     assert described["engine"] == "onnxruntime" and "missed the fidelity gates" in described["engine_reason"]
 
@@ -189,6 +196,40 @@ def test_auto_fp16_on_a_bf16_cpu_runs_the_openvino_bf16_graph_where_it_passed(to
     assert "inference precision bf16" in described["engine_detail"]
 
 
+@needs_openvino
+def test_auto_runs_onnxruntime_where_the_plugin_leaves_openvinos_attention_unfused(toy_model_dir, tmp_path,
+                                                                                   monkeypatch, caplog) -> None:
+    """Unfused, one document holds heads x n x n floats per layer (17 GB at 8192 tokens): whatever the CPU's flags
+    promised, auto runs onnxruntime and says why."""
+    folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=True)
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
+    monkeypatch.setattr(ov_engine, "attention_fused", lambda compiled: False)
+    with caplog.at_level(logging.WARNING, logger="colbert_onnx"):
+        described = ColbertEncoder(folder, precision="fp16").describe()
+    assert described["engine"] == "onnxruntime"
+    assert "did not fuse the graph's attention here" in described["engine_reason"]
+    assert any("did not fuse" in r.getMessage() for r in caplog.records)
+
+
+@needs_openvino
+def test_a_forced_openvino_with_unfused_attention_runs_and_says_so(toy_model_dir, tmp_path, monkeypatch) -> None:
+    folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=True)
+    monkeypatch.setattr(ov_engine, "attention_fused", lambda compiled: False)
+    described = ColbertEncoder(folder, precision="fp16", engine="openvino").describe()
+    assert described["engine"] == "openvino" and "attention not fused" in described["engine_detail"]
+
+
+@needs_openvino
+def test_auto_runs_openvino_where_the_plugin_fuses_its_attention(toy_model_dir, tmp_path, monkeypatch) -> None:
+    """The plain graph's f32 attention fuses on every CPU met (AVX2 included); with bf16 units it runs bf16."""
+    folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=True)
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FidelityWarning)  # figures from other bf16 units than this CPU's
+        described = ColbertEncoder(folder, precision="fp16").describe()
+    assert described["engine"] == "openvino", described["engine_reason"]
+
+
 def test_auto_fp16_without_an_openvino_graph_runs_onnxruntime(toy_model_dir, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(ov_engine, "openvino_available", lambda: True)  # with or without the package
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
@@ -196,15 +237,18 @@ def test_auto_fp16_without_an_openvino_graph_runs_onnxruntime(toy_model_dir, tmp
     assert described["engine"] == "onnxruntime" and "has no OpenVINO graph" in described["engine_reason"]
 
 
-def test_auto_int8_on_an_amx_cpu_runs_openvino_only_where_its_int8_graph_was_written(toy_model_dir, monkeypatch):
+def test_auto_int8_on_an_amx_cpu_runs_openvino_only_where_its_int8_graph_was_written_and_fuses(toy_model_dir,
+                                                                                              monkeypatch):
     """OpenVINO's CPU plugin cannot run our onnxruntime int8 graph; its own (NNCF) int8 is written at export where
-    nncf and openvino are installed and it passes the gates (tests/test_openvino_int8.py); else onnxruntime."""
+    nncf and openvino are installed and it passes the gates (tests/test_openvino_int8.py), and runs where the plugin
+    fuses its attention on this CPU (VNNI or AMX for int8; not on an AVX2 Zen 3); else onnxruntime."""
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
     written = any(g.precision == "int8" for g in read_manifest(toy_model_dir).engine_graphs)
+    runs = written and ov_engine.openvino_available() and openvino_attention_fuses_here(toy_model_dir, "int8")
     with warnings.catch_warnings():  # bf16 figures from this CPU's units on fed AMX flags: test_openvino_int8's subject
         warnings.simplefilter("ignore", FidelityWarning)
         described = ColbertEncoder(toy_model_dir, precision="int8").describe()
-    assert described["engine"] == ("openvino" if written and ov_engine.openvino_available() else "onnxruntime")
+    assert described["engine"] == ("openvino" if runs else "onnxruntime"), described["engine_reason"]
 
 
 def test_fp32_auto_does_not_import_openvino(toy_model_dir) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import string
@@ -14,6 +15,7 @@ import onnx  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 import colbert_onnx.export.exporter as exporter  # noqa: E402
+import colbert_onnx.export.optimize as optimize  # noqa: E402
 import colbert_onnx.export.parity as parity  # noqa: E402
 from benchmarks.profiling import kernel_runs  # noqa: E402
 from colbert_onnx import ColbertEncoder  # noqa: E402
@@ -121,6 +123,30 @@ def test_toy_tokenizer_uses_xlmr_special_ids_and_appends_markers(toy_trio):
     config = json.loads((toy_trio[128] / "config.json").read_text())
     assert config["vocab_size"] == size
     assert np.all(np.array(tok.encode("Berlin!", add_special_tokens=False).ids) < size)
+
+
+def _nodes(optimized) -> list[tuple]:
+    return [(n.op_type, tuple(n.input), tuple(n.output)) for n in optimized.model.graph.node]
+
+
+def test_the_fp32_optimizer_writes_the_same_graph_without_its_symbolic_shape_inference(toy_trio, tmp_path,
+                                                                                       monkeypatch):
+    """The inference only guards SkipLayerNormalization's broadcasting and no-op Casts, and takes minutes at 24
+    layers (export/optimize.py): the exporter skips it, which must not change a node."""
+    real = optimize.optimize_model
+    pairs = []
+
+    def both(model, **kwargs):
+        assert kwargs["optimization_options"].enable_shape_inference is False
+        inferred = real(copy.deepcopy(model), **{**kwargs, "optimization_options": None})
+        skipped = real(model, **kwargs)
+        pairs.append((_nodes(inferred), _nodes(skipped)))
+        return skipped
+
+    monkeypatch.setattr(optimize, "optimize_model", both)
+    export_model([toy_trio[128], toy_trio[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime",
+                 check_parity=False)
+    assert pairs and all(inferred == skipped for inferred, skipped in pairs)
 
 
 def _subgraphs(node):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from openvino_fusion import openvino_attention_fuses_here
 
 from colbert_onnx import ColbertEncoder, FidelityWarning, verify_folder
 from colbert_onnx.engines import selection
@@ -264,11 +265,18 @@ def test_nncf_or_openvino_failing_ends_the_int8_search_with_its_error_and_no_fil
 # --- the runtime -------------------------------------------------------------------------------------------------
 
 @needs_nncf
-def test_auto_int8_on_an_avx512_vnni_cpu_runs_the_openvino_int8_graph(openvino_int8_folder, monkeypatch) -> None:
+def test_auto_int8_on_an_avx512_vnni_cpu_runs_the_openvino_int8_graph_where_its_attention_fuses(
+        openvino_int8_folder, monkeypatch) -> None:
+    """Fed a Zen 4's flags, auto picks OpenVINO's int8; the plugin compiling it on this CPU decides whether it runs:
+    on a real VNNI or AMX CPU attention fuses and it does, on an AVX2 CPU it does not and onnxruntime runs."""
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(ZEN4))
+    fused = openvino_attention_fuses_here(openvino_int8_folder, "int8")
     described = ColbertEncoder(openvino_int8_folder, precision="int8").describe()
-    assert (described["engine"], described["graph"], described["passed_gates"]) == (
-        "openvino", "model-openvino-int8.xml", True)
+    if fused:
+        assert (described["engine"], described["graph"], described["passed_gates"]) == (
+            "openvino", "model-openvino-int8.xml", True)
+    else:
+        assert described["engine"] == "onnxruntime" and "did not fuse" in described["engine_reason"]
 
 
 @needs_nncf

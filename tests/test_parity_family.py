@@ -17,8 +17,9 @@ pytest.importorskip("torch", reason="exporting is part of the [export] extra")
 from colbert_onnx.export import export_model  # noqa: E402
 from colbert_onnx.export.outlier_family import build_member, draw_member  # noqa: E402
 
-DEFAULT_SEEDS = (0, 1, 2, 3)
-WIDE_SEEDS = tuple(range(4, 16))
+# 11 and 5: the smallest module medians of the family (2e-9 to 8e-9), where the median's floor binds
+DEFAULT_SEEDS = (0, 1, 2, 3, 5, 11)
+WIDE_SEEDS = (4, *range(6, 11), *range(12, 16))
 
 
 DEEP_SEEDS = (3, 7, 10)  # sharp attention in all or some layers, and the widest hidden size, calmer

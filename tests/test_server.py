@@ -278,9 +278,14 @@ def test_bad_requests_get_a_clear_4xx_never_a_500(client: httpx.Client, path, pa
     assert isinstance(detail, str) and message in detail
 
 
-def test_form_encoded_json_from_curl_is_still_parsed(client: httpx.Client) -> None:
-    r = client.post("/v1/multi-vector", content=json.dumps({"input": "hi"}), headers={"content-type": "text/plain"})
-    assert r.status_code == 200 and len(r.json()["data"]) == 1
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "text/json",
+                                          "application/jsonx", "application/json-seq", "text/json; charset=utf-8",
+                                          "application/vnd.api+json", "application/json; charset=utf-8", ""])
+def test_a_json_body_is_parsed_whatever_content_type_the_client_declared(client: httpx.Client,
+                                                                         content_type: str) -> None:
+    """curl -d sends form; some clients say text/json: the API only speaks JSON and parses it as such."""
+    r = client.post("/v1/multi-vector", content=json.dumps({"input": "hi"}), headers={"content-type": content_type})
+    assert r.status_code == 200 and len(r.json()["data"]) == 1, r.text
 
 
 def test_empty_documents_rerank_returns_no_results(client: httpx.Client) -> None:

@@ -126,6 +126,15 @@ def test_a_text_over_the_length_limit_is_a_422_naming_it(base) -> None:
     assert r.status_code == 422 and r.json()["detail"].startswith(f"texts[2] has {MAX_TEXT_CHARS + 1:,} characters")
 
 
+def test_a_text_that_nfkc_expands_past_the_length_limit_is_a_422_naming_it(base) -> None:
+    """2 x 1 Mi x U+FDFA fit the 8 MiB body and expand to 36 Mi characters in the tokenizer: 63 s and 11 GB before."""
+    expands = "\ufdfa" * 60_000
+    r = post(base, "/v1/multi-vector", {"input": ["ok", expands]})
+    assert r.status_code == 422 and r.json()["detail"].startswith("input[1] has 60,000 characters that"), r.text
+    r = post(base, "/v2/rerank", {"model": NAMES[0], "query": expands, "documents": ["ok"]})
+    assert r.status_code == 422 and r.json()["detail"].startswith("query has 60,000 characters that"), r.text
+
+
 @EXAMPLES
 @given(texts=st.lists(usable_texts, min_size=1, max_size=4))
 def test_every_other_text_gets_the_vectors_of_a_direct_call(base, encoder, texts) -> None:

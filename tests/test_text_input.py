@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,37 @@ def test_texts_longer_than_the_limit_are_refused_before_tokenization(toy_encoder
             toy_encoder.encode_documents(["ok", text])
     else:
         assert text_problem(text) is None
+
+
+# Characters NFKC expands, and by how much: U+FDFA (18, the most any character expands), U+FDFB, U+3315, U+2474
+EXPANDING = {c: len(unicodedata.normalize("NFKC", c)) for c in ("\ufdfa", "\ufdfb", "\u3315", "\u2474")}
+
+
+def _expanding_text(char: str, copies: int, placement: str) -> str:
+    filler = "Berlin ist die Hauptstadt. " * 1000
+    run = char * copies
+    return {"start": run + filler, "end": filler + run, "spread": (filler[:50] + char * 50) * (copies // 50)
+            + char * (copies % 50)}[placement]
+
+
+@pytest.mark.parametrize("placement", ["start", "end", "spread"])
+@pytest.mark.parametrize("char", list(EXPANDING), ids=[f"U+{ord(c):04X}" for c in EXPANDING])
+def test_a_text_that_nfkc_expands_past_the_limit_is_refused_before_tokenization(char, placement) -> None:
+    """The tokenizer normalizes before it cuts: 1 Mi x U+FDFA took 63 s and 11 GB to tokenize (18 Mi characters)."""
+    text = _expanding_text(char, MAX_TEXT_CHARS // EXPANDING[char] + 1, placement)
+    assert len(text) <= MAX_TEXT_CHARS < len(unicodedata.normalize("NFKC", text))
+    assert "Unicode normalization (NFKC) expands past" in text_problem(text)
+
+
+@pytest.mark.parametrize("char", list(EXPANDING), ids=[f"U+{ord(c):04X}" for c in EXPANDING])
+def test_a_text_that_nfkc_expands_to_the_limit_is_usable(char) -> None:
+    text = char * (MAX_TEXT_CHARS // EXPANDING[char])
+    assert len(unicodedata.normalize("NFKC", text)) <= MAX_TEXT_CHARS and text_problem(text) is None
+
+
+def test_an_nfkc_expanding_text_is_refused_naming_the_item(toy_encoder) -> None:
+    with pytest.raises(InvalidTextError, match=r"documents\[1\] has 60,000 characters that .* \(NFKC\)"):
+        toy_encoder.encode_documents(["ok", "\ufdfa" * 60_000])
 
 
 def test_invalid_text_error_is_an_invalid_input_error_and_pickles() -> None:
