@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -56,6 +59,28 @@ def fusion_options() -> FusionOptions:
     return options
 
 
+class _ShapeInferenceOffNotice(logging.Filter):
+    """Drops the optimizer's "symbolic shape inference disabled or failed." warning: disabled on purpose here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("symbolic shape inference disabled")
+
+
+@contextlib.contextmanager
+def _without_shape_inference_notice() -> Iterator[None]:
+    # the optimizer imports its fusions both as onnxruntime.transformers.X and as X (its own sys.path entry)
+    loggers = [logging.getLogger(name) for name in ("fusion_skiplayernorm",
+                                                     "onnxruntime.transformers.fusion_skiplayernorm")]
+    notice = _ShapeInferenceOffNotice()
+    for logger in loggers:
+        logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice)
+
+
 def optimize_fp32(src: Path, dst: Path, cfg: BackboneConfig) -> tuple[onnx.ModelProto, dict[str, int]]:
     """Fuse LayerNorm/SkipLayerNorm/BiasGelu (and attention where it applies) offline.
 
@@ -70,14 +95,15 @@ def optimize_fp32(src: Path, dst: Path, cfg: BackboneConfig) -> tuple[onnx.Model
         cwd = os.getcwd()
         os.chdir(tmp)  # the optimizer reads the few constant values it checks relative to the cwd
         try:
-            optimized = optimize_model(
-                light,
-                model_type="bert",
-                num_heads=cfg.num_attention_heads,
-                hidden_size=cfg.hidden_size,
-                opt_level=0,
-                optimization_options=fusion_options(),
-            )
+            with _without_shape_inference_notice():
+                optimized = optimize_model(
+                    light,
+                    model_type="bert",
+                    num_heads=cfg.num_attention_heads,
+                    hidden_size=cfg.hidden_size,
+                    opt_level=0,
+                    optimization_options=fusion_options(),
+                )
         finally:
             os.chdir(cwd)
         load_external_data_for_model(optimized.model, tmp)
