@@ -32,9 +32,9 @@ PARITY_MARGIN = 4.0
 # The median's floor, far below the max's: the median abs diff is typical rounding, untouched by the few near-tied
 # tokens that set the max on sharp checkpoints, so a small systematic defect (GELU's tanh form: 5x to 400x the
 # module's median on most members) shows there even where it hides under the max criterion. Faithful graphs: 3e-9 to
-# 6e-8, 1.02x-1.72x the module's (Zen 3 and Zen 4, 12 outlier members, 4 sharp, 4 toys). The floor only binds where
-# the module's median is under 5e-9; at 1e-7 it let GELU's tanh form through on outlier members 2 and 9 (4.8x-7.6x
-# the module's median; docs/export.md).
+# 6e-8, 1.02x-1.72x the module's (12 outlier members and 4 toys on Zen 3, sharp members on Zen 3 and Zen 4). The
+# floor only binds where the module's median is under 5e-9; at 1e-7 it let GELU's tanh form through on outlier
+# members 2 and 9 (4.8x-7.6x the module's median; docs/export.md).
 MEDIAN_FLOOR = 2e-8
 FP32_MEAN_TOKEN_COSINE = GATES["fp32"]["mean_token_cosine"]
 BATCHES = ("queries", "documents", "long")

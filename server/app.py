@@ -78,7 +78,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if not parsed_as_json(headers.get(b"content-type", b"")):
+        # the first Content-Type, as Starlette reads it (dict() would keep the last of several)
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        if not parsed_as_json(content_type):
             # The API only speaks JSON: parse it as such whatever the client declared (curl -d sends form).
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]

@@ -204,11 +204,33 @@ def test_auto_runs_onnxruntime_where_the_plugin_leaves_openvinos_attention_unfus
     folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=True)
     monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
     monkeypatch.setattr(ov_engine, "attention_fused", lambda compiled: False)
-    with caplog.at_level(logging.WARNING, logger="colbert_onnx"):
+    with caplog.at_level(logging.INFO, logger="colbert_onnx"):
         described = ColbertEncoder(folder, precision="fp16").describe()
     assert described["engine"] == "onnxruntime"
     assert "did not fuse the graph's attention here" in described["engine_reason"]
-    assert any("did not fuse" in r.getMessage() for r in caplog.records)
+    assert any("did not fuse" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any(r.getMessage().startswith("colbert-onnx engine: onnxruntime (") for r in caplog.records)
+
+
+@needs_openvino
+def test_where_onnxruntime_cannot_open_either_auto_keeps_the_unfused_openvino_engine_saying_both(
+        toy_model_dir, tmp_path, monkeypatch, caplog) -> None:
+    from colbert_onnx.engines import onnxruntime_engine
+
+    folder = _with_bf16_entry(toy_model_dir, tmp_path, passed=True)
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(SAPPHIRE_RAPIDS))
+    monkeypatch.setattr(ov_engine, "attention_fused", lambda compiled: False)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no onnxruntime session here")
+
+    monkeypatch.setattr(onnxruntime_engine.OnnxruntimeEngine, "__init__", refuse)
+    with caplog.at_level(logging.INFO, logger="colbert_onnx"):
+        described = ColbertEncoder(folder, precision="fp16").describe()
+    assert described["engine"] == "openvino"
+    assert "not fused here, but onnxruntime failed too (RuntimeError: no onnxruntime session here)" in (
+        described["engine_reason"])
+    assert any(r.getMessage().startswith("colbert-onnx engine: openvino") for r in caplog.records)
 
 
 @needs_openvino

@@ -288,6 +288,12 @@ def test_a_json_body_is_parsed_whatever_content_type_the_client_declared(client:
     assert r.status_code == 200 and len(r.json()["data"]) == 1, r.text
 
 
+def test_a_json_body_with_two_content_types_is_parsed_as_json(client: httpx.Client) -> None:
+    headers = [("content-type", "text/plain"), ("content-type", "application/json")]
+    r = client.post("/v1/multi-vector", content=json.dumps({"input": "hi"}), headers=headers)
+    assert r.status_code == 200 and len(r.json()["data"]) == 1, r.text
+
+
 def test_empty_documents_rerank_returns_no_results(client: httpx.Client) -> None:
     r = client.post("/v1/rerank", json={"query": QUERY, "documents": []})
     assert r.status_code == 200 and r.json()["results"] == []

@@ -139,6 +139,23 @@ def test_a_text_that_nfkc_expands_to_the_limit_is_usable(char) -> None:
     assert len(unicodedata.normalize("NFKC", text)) <= MAX_TEXT_CHARS and text_problem(text) is None
 
 
+def _normalized_to(target: int, sequence: str, at: int) -> str:
+    """A text whose NFKC length is exactly `target`: ASCII, then `sequence` (characters NFKC composes or reorders)
+    starting at `at`, U+FDFA to expand, ASCII to fill."""
+    head = "a" * at + sequence + "\ufdfa" * 50_000
+    return head + "a" * (target - len(unicodedata.normalize("NFKC", head)))
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1])
+@pytest.mark.parametrize("sequence", ["e\u0301", "A\u0307\u0304\u0323", "\u1100\u1161\u11a8", "\u0f71\u0f72"],
+                         ids=["e+acute", "A+marks-reordered", "hangul-jamo", "tibetan-vowels"])
+def test_the_nfkc_limit_is_exact_whatever_composes_where(sequence, shift) -> None:
+    """Counted by 64 Ki pieces, a composition across a cut was off by one either way (a review found both)."""
+    at = (1 << 16) + shift
+    assert text_problem(_normalized_to(MAX_TEXT_CHARS, sequence, at)) is None
+    assert "(NFKC) expands past" in text_problem(_normalized_to(MAX_TEXT_CHARS + 1, sequence, at))
+
+
 def test_an_nfkc_expanding_text_is_refused_naming_the_item(toy_encoder) -> None:
     with pytest.raises(InvalidTextError, match=r"documents\[1\] has 60,000 characters that .* \(NFKC\)"):
         toy_encoder.encode_documents(["ok", "\ufdfa" * 60_000])

@@ -132,14 +132,31 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
         logger.warning("colbert-onnx engine: %s", choice.reason)
         opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
     if engine == "auto" and not opened.engine.attention_fused:
-        # the rule reads the CPU's flags; what the plugin compiled is the fact (docs/engines.md, "Attention is fused
-        # only with VNNI or AMX"): a forced engine="openvino" still runs it, saying so in describe()
-        choice = EngineChoice("onnxruntime", f"{choice.reason}; but OpenVINO's CPU plugin did not fuse the graph's "
-                                             "attention here (one document of n tokens would hold heads x n x n "
-                                             "floats per layer), so onnxruntime")
-        logger.warning("colbert-onnx engine: %s", choice.reason)
+        unfused_reason = opened.choice.reason
+        del opened  # one compiled graph in memory at a time
+        opened = _instead_of_unfused(unfused_reason, folder, dim, precision, device, threads, session_options,
+                                     io_binding)
+    logger.info("colbert-onnx engine: %s (%s); %s", opened.choice.engine, opened.engine.describe(),
+                opened.choice.reason)
+    return opened
+
+
+def _instead_of_unfused(unfused_reason: str, folder: ModelFolder, dim: int, precision: str, device: str,
+                        threads: int | None, session_options, io_binding: bool) -> Opened:
+    """onnxruntime in place of auto's OpenVINO pick whose attention the CPU plugin left unfused here. The rule reads
+    the CPU's flags; what the plugin compiled is the fact (docs/engines.md, "Attention is fused only with VNNI or
+    AMX"). Where onnxruntime cannot open either, the OpenVINO engine runs after all, both reasons logged."""
+    choice = EngineChoice("onnxruntime", f"{unfused_reason}; but OpenVINO's CPU plugin did not fuse the graph's "
+                                         "attention here (one document of n tokens would hold heads x n x n floats "
+                                         "per layer), so onnxruntime")
+    try:
         opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
-    logger.info("colbert-onnx engine: %s (%s); %s", choice.engine, opened.engine.describe(), choice.reason)
+    except Exception as exc:  # noqa: BLE001 - any failure of the fallback leaves the faithful OpenVINO engine
+        choice = EngineChoice("openvino", f"{unfused_reason}; its attention is not fused here, but onnxruntime "
+                                          f"failed too ({type(exc).__name__}: {exc}), so OpenVINO after all")
+        logger.warning("colbert-onnx engine: %s", choice.reason)
+        return _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+    logger.warning("colbert-onnx engine: %s", choice.reason)
     return opened
 
 
