@@ -9,10 +9,9 @@ from pathlib import Path
 def openvino_attention_fuses_here(folder: Path, precision: str, dim: int = 128) -> bool:
     """Compile the OpenVINO graph auto would pick for head `dim` at `precision` and read the plugin's verdict."""
     from colbert_onnx.engines import selection
-    from colbert_onnx.engines.openvino_engine import OpenvinoEngine
     from colbert_onnx.model_folder import open_model_folder
 
-    graph = selection.openvino_graph(open_model_folder(folder), dim, precision)
+    model_folder = open_model_folder(folder)
+    graph = selection.openvino_graph(model_folder, dim, precision)
     assert graph is not None, f"{folder} has no OpenVINO graph at {precision}"
-    return OpenvinoEngine(str(folder / graph.file), graph.outputs,
-                          inference_precision=str(graph.details.get("inference_precision", "f32"))).attention_fused
+    return selection.engine_for(model_folder, graph, threads=None).attention_fused

@@ -128,9 +128,8 @@ def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, devi
         if engine != "auto" or choice.engine == "onnxruntime":
             raise
         # auto's pick could not be compiled on this CPU (its plugin refused the graph): the faithful fallback runs
-        choice = EngineChoice("onnxruntime", f"{choice.reason}; but OpenVINO failed here ({exc}), so onnxruntime")
-        logger.warning("colbert-onnx engine: %s", choice.reason)
-        opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+        opened = _onnxruntime_instead(f"{choice.reason}; but OpenVINO failed here ({exc}), so onnxruntime", folder,
+                                      dim, precision, device, threads, session_options, io_binding)
     if engine == "auto" and not opened.engine.attention_fused:
         unfused_reason = opened.choice.reason
         del opened  # one compiled graph in memory at a time
@@ -146,18 +145,23 @@ def _instead_of_unfused(unfused_reason: str, folder: ModelFolder, dim: int, prec
     """onnxruntime in place of auto's OpenVINO pick whose attention the CPU plugin left unfused here. The rule reads
     the CPU's flags; what the plugin compiled is the fact (docs/engines.md, "Attention is fused only with VNNI or
     AMX"). Where onnxruntime cannot open either, the OpenVINO engine runs after all, both reasons logged."""
-    choice = EngineChoice("onnxruntime", f"{unfused_reason}; but OpenVINO's CPU plugin did not fuse the graph's "
-                                         "attention here (one document of n tokens would hold heads x n x n floats "
-                                         "per layer), so onnxruntime")
     try:
-        opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+        return _onnxruntime_instead(f"{unfused_reason}; but OpenVINO's CPU plugin did not fuse the graph's attention "
+                                    "here (one document of n tokens would hold heads x n x n floats per layer), so "
+                                    "onnxruntime", folder, dim, precision, device, threads, session_options, io_binding)
     except Exception as exc:  # noqa: BLE001 - any failure of the fallback leaves the faithful OpenVINO engine
         choice = EngineChoice("openvino", f"{unfused_reason}; its attention is not fused here, but onnxruntime "
                                           f"failed too ({type(exc).__name__}: {exc}), so OpenVINO after all")
         logger.warning("colbert-onnx engine: %s", choice.reason)
         return _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
-    logger.warning("colbert-onnx engine: %s", choice.reason)
-    return opened
+
+
+def _onnxruntime_instead(reason: str, folder: ModelFolder, dim: int, precision: str, device: str, threads: int | None,
+                         session_options, io_binding: bool) -> Opened:
+    """onnxruntime where auto's OpenVINO pick cannot or should not run here; `reason` says why (logged)."""
+    logger.warning("colbert-onnx engine: %s", reason)
+    return _open(folder, dim, precision, EngineChoice("onnxruntime", reason), device, threads, session_options,
+                 io_binding)
 
 
 def engine_for(folder: ModelFolder, graph: GraphEntry, threads: int | None, device: str = "cpu",
