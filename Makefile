@@ -9,7 +9,7 @@ MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 EXPORT_ARGS ?=
 
-.PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep
+.PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep fuzz-server
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ test-install: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# schemathesis (`--checks all`) against a live server with FUZZ_EXAMPLES cases per operation (the default suite: 40)
+FUZZ_EXAMPLES ?= 1000
+fuzz-server: setup
+	COLBERT_ONNX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_server_contract.py -k schemathesis
 
 export: setup
 	$(VENV)/bin/colbert-onnx export $(if $(MODEL),$(MODEL),$(SOURCES)) --out $(OUT) $(EXPORT_ARGS)

@@ -40,6 +40,7 @@ from .quantize import DEFAULT_INT8_METHOD, prepare_int8, quantizable_nodes, rewr
 
 Feeds = dict[str, np.ndarray]
 SEARCH_SECONDS = 600.0  # default time budget of one search (per graph of the export)
+RANKINGS = ("restore-one", "restore-one-sampled", "local")  # how the search orders the nodes (search_float_nodes)
 NO_INT8_GEMM_LEFT = ("only with every int8 GEMM kept fp32 do the gates pass: such a graph computes in fp32, no faster "
                      "than the fp32 graph, which therefore serves int8")
 FLAG_PREFIX = "colbert_int8_flag_"
@@ -62,6 +63,7 @@ class SearchResult:
     pure_fidelity: dict[str, dict]
     trace: list[dict] = field(default_factory=list)
     reason: str = ""
+    ranking_sample: str = ""  # what restore-one measured on: the whole set or a sample of it
 
     def manifest(self) -> dict:
         """The manifest record: outcome, each float node with its measured sensitivity, search cost."""
@@ -69,6 +71,7 @@ class SearchResult:
         record = {
             "outcome": outcome,
             "ranking": self.ranking,
+            **({"ranking_sample": self.ranking_sample} if self.ranking_sample else {}),
             "candidates": len(self.kinds),
             "evaluations": self.evaluations,
             "search_seconds": round(self.seconds, 2),
@@ -229,11 +232,62 @@ def build_switchable(optimized: onnx.ModelProto, calibration: Sequence[Feeds], d
     return SwitchableSession(after, flags, dims, work), kinds
 
 
+def ranking_sample(fset: FidelitySet, reference: dict[int, Outputs],
+                   every: int) -> tuple[FidelitySet, dict[int, Outputs]]:
+    """The queries and every `every`-th document batch of `fset` (0: the queries only), with the reference's tokens
+    of those batches. The batches are sorted by length, so a stride keeps every length represented."""
+    if every == 1:
+        return fset, reference
+    picked = range(0, len(fset.documents), every) if every else range(0)
+    counts = np.array([int(feed["attention_mask"].astype(bool).sum()) for feed in fset.documents])
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    sample = FidelitySet(fset.queries, [fset.documents[i] for i in picked], [fset.keep[i] for i in picked])
+    tokens = {dim: Outputs(out.queries, np.concatenate([out.doc_tokens[:0]] + [out.doc_tokens[starts[i]:ends[i]]
+                                                                               for i in picked]), [])
+              for dim, out in reference.items()}
+    return sample, tokens
+
+
+def sample_share(fset: FidelitySet, every: int) -> float:
+    """The share of the set's (padded) tokens that `ranking_sample(fset, ..., every)` runs: its share of the cost."""
+    sizes = [feed["input_ids"].size for feed in fset.documents]
+    picked = sizes[::every] if every else []
+    return (fset.queries["input_ids"].size + sum(picked)) / (fset.queries["input_ids"].size + sum(sizes))
+
+
+def sampled_stride(fset: FidelitySet, nodes: int, per_eval: float, seconds: float) -> int | None:
+    """The smallest stride (1: the whole set, 0: the queries only) whose restore-one over `nodes` nodes fits in
+    `seconds`, given one evaluation of the whole set took `per_eval`; None when not even the queries fit."""
+    for every in [*range(1, len(fset.documents) + 1), 0]:
+        if (nodes + 1) * per_eval * sample_share(fset, every) <= seconds:
+            return every
+    return None
+
+
+def ranking_score(run: Callable[[Feeds], dict[int, np.ndarray]], reference: dict[int, Outputs],
+                  sample: FidelitySet) -> float:
+    """error_score of one configuration on `sample` (reference: its tokens): token cosines only, without the MaxSim
+    rankings a verdict needs."""
+    queries = run(sample.queries)
+    runs = [run(feed) for feed in sample.documents]
+    cosines = {}
+    for dim, ref in reference.items():
+        tokens = [np.asarray(out[dim], np.float32)[feed["attention_mask"].astype(bool)]
+                  for feed, out in zip(sample.documents, runs, strict=True)]
+        got = Outputs(np.asarray(queries[dim], np.float32), np.concatenate([ref.doc_tokens[:0], *tokens]), [])
+        cosines[dim] = ({}, token_cosines(ref, got))
+    return error_score(cosines)
+
+
 def restore_one_sensitivity(session: SwitchableSession, reference: dict[int, Outputs], fset: FidelitySet,
-                            base: dict[int, tuple[dict, np.ndarray]] | None = None) -> dict[str, float]:
-    """Node -> drop of the error score when that node alone is restored to fp32 (higher: more sensitive)."""
-    base_score = error_score(base or evaluate(session.runner(set()), reference, fset))
-    return {n: base_score - error_score(evaluate(session.runner({n}), reference, fset)) for n in session.flags}
+                            base: dict[int, tuple[dict, np.ndarray]] | None = None, every: int = 1) -> dict[str, float]:
+    """Node -> drop of the error score when that node alone is restored to fp32 (higher: more sensitive), measured
+    on the queries and every `every`-th document batch (1: the whole set; 0: the queries only). `base`: the pure
+    graph's evaluation of the whole set, when at hand."""
+    sample, tokens = ranking_sample(fset, reference, every)
+    base_score = error_score(base) if base and every == 1 else ranking_score(session.runner(set()), tokens, sample)
+    return {n: base_score - ranking_score(session.runner({n}), tokens, sample) for n in session.flags}
 
 
 def search_float_nodes(
@@ -247,9 +301,10 @@ def search_float_nodes(
     method: str = DEFAULT_INT8_METHOD,
 ) -> SearchResult:
     """The fewest nodes (in sensitivity order) to keep in fp32 so that the per-token int8 graph passes
-    every gate on every head; `ranking` forces "restore-one" or "local" (default: by the budget)."""
-    if ranking not in (None, "restore-one", "local"):
-        raise ValueError(f"ranking must be 'restore-one' or 'local', got {ranking!r}")
+    every gate on every head. `ranking` forces one of RANKINGS; by default, restore-one on the whole set where it
+    fits in half the budget, else on the largest sample of the set that fits (restore-one-sampled), else local."""
+    if ranking not in (None, *RANKINGS):
+        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
     start = time.perf_counter()
     session, kinds = build_switchable(optimized, calibration, sorted(reference, reverse=True), work, method)
     names = sorted(kinds)
@@ -271,9 +326,16 @@ def search_float_nodes(
     if not _all_pass(measure(set(names))):  # every node in fp32 first: if even that misses, no order helps
         return _finish(result, start, evaluations,
                        "not even every node in fp32 passes the gates (the fp32 graph itself misses them)")
-    result.ranking = ranking or ("restore-one" if (len(names) + 1) * per_eval <= budget_seconds / 2 else "local")
-    if result.ranking == "restore-one":
-        result.sensitivity = restore_one_sensitivity(session, reference, fset, base)
+    every = sampled_stride(fset, len(names), per_eval, budget_seconds / 2)
+    if ranking is None:
+        ranking = "local" if every is None else ("restore-one" if every == 1 else "restore-one-sampled")
+    result.ranking = ranking
+    if ranking.startswith("restore-one"):
+        every = 1 if ranking == "restore-one" else (max(every, 2) if every else 0)
+        result.sensitivity = restore_one_sensitivity(session, reference, fset, base, every)
+        result.ranking_sample = (f"the queries and {len(range(0, len(fset.documents), every)) if every else 0} of "
+                                 f"{len(fset.documents)} document batches ({sample_share(fset, every):.0%} of the "
+                                 "tokens)")
         evaluations += len(names)
         order = sorted(names, key=lambda n: -result.sensitivity[n])
     else:

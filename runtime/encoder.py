@@ -19,7 +19,7 @@ import numpy as np
 
 from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
-from .engines.selection import kernel_warning, open_engine, reopen
+from .engines.selection import EngineRequest, kernel_warning, open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
@@ -99,9 +99,12 @@ class ColbertEncoder:
         )
         self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
         c = self.config
-        self._opened = open_engine(self.folder, c.dim, c.precision, c.engine, c.device, c.threads, c.session_options,
-                                   self.io_binding)
+        self._opened = open_engine(self._engine_request(), c.engine)
         _warn_if_gates_missed(self.folder, self.graph, c.dim, c.precision)
+
+    def _engine_request(self) -> EngineRequest:
+        c = self.config
+        return EngineRequest(self.folder, c.dim, c.precision, c.device, c.threads, c.session_options, self.io_binding)
 
     @property
     def engine(self):
@@ -136,9 +139,7 @@ class ColbertEncoder:
         self.folder.graph_for(dim, self.precision)
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, dim=dim)
-        c = other.config
-        other._opened = reopen(self._opened, self.folder, dim, c.precision, c.device, c.threads, c.session_options,
-                               self.io_binding)
+        other._opened = reopen(self._opened, other._engine_request())
         _warn_if_gates_missed(self.folder, other.graph, dim, self.precision)
         return other
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -76,23 +77,34 @@ def pure_min_cosine(toy_trio) -> float:
     return min(m["min_token_cosine"] for m in _int8(out)["fidelity"].values())
 
 
-def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_path, monkeypatch, pure_min_cosine):
+@pytest.mark.parametrize("ranking", ["restore-one", "restore-one-sampled"])
+def test_the_search_keeps_nodes_in_fp32_until_every_gate_passes(toy_trio, tmp_path, monkeypatch, pure_min_cosine,
+                                                                ranking):
+    """Restore-one on the whole set, which the budget picks on toys, and on a sample of it, which it picks where
+    that does not fit in half the budget (larger models, slower CPUs)."""
+    from colbert_onnx.export import mixed_precision, precisions
+
     # a gate halfway between the pure int8 graph and fp32: only a mixed graph can pass it
     gate = pure_min_cosine + (1.0 - pure_min_cosine) / 2
     monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": gate})
+    if ranking != "restore-one":
+        monkeypatch.setattr(precisions, "search_float_nodes",
+                            functools.partial(mixed_precision.search_float_nodes, ranking=ranking))
     with warnings.catch_warnings():
         warnings.simplefilter("error", FidelityWarning)
         out = export_model([toy_trio[128], toy_trio[64]], tmp_path / "mixed", precisions="fp32,int8",
                            engines="onnxruntime")
     entry = _int8(out)
     record = entry["mixed_precision"]
-    assert record["outcome"] == "mixed" and entry["method_chosen_by"] == "default"
+    assert record["outcome"] == "mixed" and entry["method_chosen_by"] == "default" and record["ranking"] == ranking
     assert 0 < len(record["float_nodes"]) < record["candidates"]
     assert sorted(n["node"] for n in record["float_nodes"]) == entry["float_nodes"]
     assert all(isinstance(n["sensitivity"], float) for n in record["float_nodes"])
     assert not any(m["passed"] for m in record["pure_int8_fidelity"].values())
     assert all(m["passed"] and m["min_token_cosine"] >= gate for m in entry["fidelity"].values())
     assert record["speed_vs_pure_int8"] > 0 and record["search_seconds"] > 0 and record["evaluations"] >= 2
+    assert ("% of the tokens" in record["ranking_sample"]) and ("100%" in record["ranking_sample"]) is (
+        ranking == "restore-one")
     (line,) = mixed_precision_summary(read_manifest(out))
     assert f"{len(record['float_nodes'])} of {record['candidates']} nodes kept fp32" in line
 
@@ -132,6 +144,71 @@ def test_a_search_that_passes_only_with_every_int8_gemm_fp32_gives_the_fp32_grap
     assert all(m["passed"] for m in entry["fidelity"].values())  # the fp32 graph meets the int8 gates
     assert any(step["passed"] for step in record["steps"])  # the search did find a passing graph: all in fp32
     assert not (out / "model-int8.onnx").exists()
+
+
+@pytest.mark.parametrize(("stride", "ranking"), [(3, "restore-one-sampled"), (0, "restore-one-sampled"),
+                                                  (None, "local")])
+def test_where_restore_one_does_not_fit_the_budget_a_sample_ranks_and_local_only_where_none_fits(
+        toy_trio, tmp_path, monkeypatch, pure_min_cosine, stride, ranking):
+    from colbert_onnx.export import mixed_precision
+
+    gate = pure_min_cosine + (1.0 - pure_min_cosine) / 2
+    monkeypatch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "min_token_cosine": gate})
+    monkeypatch.setattr(mixed_precision, "sampled_stride", lambda *_: stride)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FidelityWarning)
+        out = export_model([toy_trio[128], toy_trio[64]], tmp_path / "out", precisions="fp32,int8",
+                           engines="onnxruntime")
+    record = _int8(out)["mixed_precision"]
+    assert record["ranking"] == ranking
+    batches = {3: "the queries and 3 of ", 0: "the queries and 0 of "}
+    assert record.get("ranking_sample", "").startswith(batches[stride]) if stride is not None else (
+        "ranking_sample" not in record)
+
+
+def _vectors_of_ids(feeds: dict) -> dict[int, np.ndarray]:
+    """A stand-in graph: vectors that are a fixed function of the ids."""
+    ids = feeds["input_ids"].astype(np.float64)[..., None]
+    return {128: np.concatenate([np.sin(ids * k) + 1.5 for k in (0.1, 0.7, 1.3, 2.9)], axis=-1).astype(np.float32)}
+
+
+@pytest.mark.parametrize("every", [0, 2, 3, 100])
+def test_a_ranking_sample_holds_the_reference_tokens_of_its_own_batches(toy_model_dir, every):
+    from colbert_onnx.export.fidelity import collect
+    from colbert_onnx.export.mixed_precision import ranking_sample, ranking_score
+
+    _, fset = _inputs(toy_model_dir)
+    reference = collect(_vectors_of_ids, fset)
+    sample, tokens = ranking_sample(fset, reference, every)
+    assert len(sample.documents) == (len(range(0, len(fset.documents), every)) if every else 0)
+    if sample.documents:
+        np.testing.assert_array_equal(tokens[128].doc_tokens, collect(_vectors_of_ids, sample)[128].doc_tokens)
+    else:
+        assert tokens[128].doc_tokens.shape == (0, 4)
+    assert ranking_score(_vectors_of_ids, tokens, sample) == pytest.approx(0.0, abs=1e-9)
+
+    def noisy(feeds):
+        vectors = _vectors_of_ids(feeds)[128]
+        return {128: vectors * np.array([1.0, 1.0, 1.0, 0.8], np.float32)}
+
+    assert ranking_score(noisy, tokens, sample) > 0.1
+
+
+def test_the_sampled_stride_is_the_largest_sample_whose_restore_one_fits(toy_model_dir):
+    """The smallest stride (the most batches) whose N + 1 evaluations fit; the queries alone (0) before giving up."""
+    from colbert_onnx.export.mixed_precision import sample_share, sampled_stride
+
+    _, fset = _inputs(toy_model_dir)
+    nodes, per_eval = 9, 2.0
+    whole = (nodes + 1) * per_eval
+    strides = [*range(1, len(fset.documents) + 1), 0]
+    for fraction in (1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.12, 0.05, 0.01):
+        got = sampled_stride(fset, nodes, per_eval, whole * fraction)
+        fitting = [k for k in strides if sample_share(fset, k) <= fraction]
+        assert got == (fitting[0] if fitting else None), fraction
+    assert sampled_stride(fset, nodes, per_eval, whole) == 1
+    assert sampled_stride(fset, nodes, per_eval, whole * sample_share(fset, 0)) in strides
+    assert sampled_stride(fset, nodes, per_eval, whole * sample_share(fset, 0) * 0.999) is None
 
 
 def _reference_and_inputs(trio: dict[int, Path], folder: Path):

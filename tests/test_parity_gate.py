@@ -8,6 +8,7 @@ every CPU, while each defect of export/parity_defects.py fails on calm, outlier 
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 
@@ -165,18 +166,28 @@ def test_every_constructed_defect_fails_the_gate_on_sharp_members(defect, sharp_
 # --- a faithful checkpoint never dead-ends ---------------------------------------------------------------------
 
 
-def _export_sharp(seed: int, folder, deep: bool = False) -> tuple:
+def _export_sharp(seed: int, folder, deep: bool = False, ranking: str | None = None) -> tuple:
     """A sharp member exported at fp32 and int8, onnxruntime's graphs only: OpenVINO's int8 search tries every alpha
-    on sharp members and writes nothing (about a minute here); tests/test_openvino_int8.py covers that, marked slow."""
+    on sharp members and writes nothing (about a minute here); tests/test_openvino_int8.py covers that, marked slow.
+    `ranking`: the int8 search's node ranking, by its time budget when None (export/mixed_precision.py)."""
+    from colbert_onnx.export import mixed_precision, precisions
+
     member = draw_sharp_member(seed, deep=deep)
     trio = build_member(member, folder / "ckpt")
-    out = export_model([trio[d] for d in member.dims], folder / "onnx", precisions="fp32,int8", engines="onnxruntime")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precisions, "search_float_nodes",
+                      functools.partial(mixed_precision.search_float_nodes, ranking=ranking))
+        out = export_model([trio[d] for d in member.dims], folder / "onnx", precisions="fp32,int8",
+                           engines="onnxruntime")
     return member, trio, out, read_manifest(out)
 
 
 @pytest.fixture(scope="module")
 def sharp_export(tmp_path_factory):
-    return _export_sharp(SHARP_SEED, tmp_path_factory.mktemp("sharp"))
+    """The int8 search ranks nodes by each node's local error, as where not even restore-one on the queries fits its
+    budget (a full-size checkpoint on 2 cores): 26 s here against 63 s for restore-one, which, with its sampled form,
+    tests/test_mixed_precision.py covers."""
+    return _export_sharp(SHARP_SEED, tmp_path_factory.mktemp("sharp"), ranking="local")
 
 
 def _assert_every_head_passes(member, manifest) -> None:
@@ -224,6 +235,7 @@ def test_the_verdict_holds_whatever_thread_count_and_session_options_change_the_
 def test_default_int8_on_sharp_members_passes_its_gates_on_every_head(sharp_export):
     member, _, _, manifest = sharp_export
     int8 = next(g for g in manifest.graphs if g.precision == "int8")
+    assert int8.mixed_precision["ranking"] == "local"
     for dim, metrics in int8.fidelity.items():
         assert metrics["passed"], (member.describe(), dim, metrics)
         assert metrics["worst_text_mean_token_cosine"] >= 0.995, (member.describe(), dim, metrics)

@@ -105,63 +105,71 @@ def kernel_warning(graph: GraphEntry) -> str | None:
     return None
 
 
-def open_engine(folder: ModelFolder, dim: int, precision: str, engine: str, device: str, threads: int | None,
-                session_options, io_binding: bool) -> Opened:
-    """The engine `engine` (auto, onnxruntime or openvino) for head `dim` at `precision`; EngineUnavailableError
-    naming the reason when a forced engine cannot run. Where auto's OpenVINO pick fails to compile here, or compiles
-    with its attention unfused (heads x n x n floats per document: 17 GB at 8192 tokens), onnxruntime runs, and the
-    reason says why."""
+@dataclass(frozen=True)
+class EngineRequest:
+    """What an engine is opened for: head `dim` at `precision` from `folder`, on `device`, with the session
+    settings an EncoderConfig declares."""
+
+    folder: ModelFolder
+    dim: int
+    precision: str
+    device: str = "cpu"
+    threads: int | None = None
+    session_options: object = None
+    io_binding: bool = False
+
+
+def open_engine(request: EngineRequest, engine: str) -> Opened:
+    """The engine `engine` (auto, onnxruntime or openvino) for `request`; EngineUnavailableError naming the reason
+    when a forced engine cannot run. Where auto's OpenVINO pick fails to compile here, or compiles with its attention
+    unfused (heads x n x n floats per document: 17 GB at 8192 tokens), onnxruntime runs, and the reason says why."""
+    r = request
     if engine == "onnxruntime":
         choice = EngineChoice("onnxruntime", "asked for (engine='onnxruntime')")
     elif engine == "openvino":
-        refusal = openvino_refusal(folder, dim, precision, device)
+        refusal = openvino_refusal(r.folder, r.dim, r.precision, r.device)
         if refusal is not None:
             raise EngineUnavailableError(f"engine='openvino' cannot run: {refusal}")
         choice = EngineChoice("openvino", "asked for (engine='openvino')")
     else:
-        refusals = {"openvino": lambda: openvino_refusal(folder, dim, precision, device, auto=True)}
-        choice = choose_engine(cpu_features(), precision,
+        refusals = {"openvino": lambda: openvino_refusal(r.folder, r.dim, r.precision, r.device, auto=True)}
+        choice = choose_engine(cpu_features(), r.precision,
                                lambda engine: refusals[engine]() if engine in refusals else None)
     try:
-        opened = _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+        opened = _open(r, choice)
     except EngineUnavailableError as exc:
         if engine != "auto" or choice.engine == "onnxruntime":
             raise
         # auto's pick could not be compiled on this CPU (its plugin refused the graph): the faithful fallback runs
-        opened = _onnxruntime_instead(f"{choice.reason}; but OpenVINO failed here ({exc}), so onnxruntime", folder,
-                                      dim, precision, device, threads, session_options, io_binding)
+        opened = _onnxruntime_instead(r, f"{choice.reason}; but OpenVINO failed here ({exc}), so onnxruntime")
     if engine == "auto" and not opened.engine.attention_fused:
         unfused_reason = opened.choice.reason
         del opened  # one compiled graph in memory at a time
-        opened = _instead_of_unfused(unfused_reason, folder, dim, precision, device, threads, session_options,
-                                     io_binding)
+        opened = _instead_of_unfused(r, unfused_reason)
     logger.info("colbert-onnx engine: %s (%s); %s", opened.choice.engine, opened.engine.describe(),
                 opened.choice.reason)
     return opened
 
 
-def _instead_of_unfused(unfused_reason: str, folder: ModelFolder, dim: int, precision: str, device: str,
-                        threads: int | None, session_options, io_binding: bool) -> Opened:
+def _instead_of_unfused(request: EngineRequest, unfused_reason: str) -> Opened:
     """onnxruntime in place of auto's OpenVINO pick whose attention the CPU plugin left unfused here. The rule reads
     the CPU's flags; what the plugin compiled is the fact (docs/engines.md, "Attention is fused only with VNNI or
     AMX"). Where onnxruntime cannot open either, the OpenVINO engine runs after all, both reasons logged."""
     try:
-        return _onnxruntime_instead(f"{unfused_reason}; but OpenVINO's CPU plugin did not fuse the graph's attention "
-                                    "here (one document of n tokens would hold heads x n x n floats per layer), so "
-                                    "onnxruntime", folder, dim, precision, device, threads, session_options, io_binding)
+        return _onnxruntime_instead(request, f"{unfused_reason}; but OpenVINO's CPU plugin did not fuse the graph's "
+                                             "attention here (one document of n tokens would hold heads x n x n "
+                                             "floats per layer), so onnxruntime")
     except Exception as exc:  # noqa: BLE001 - any failure of the fallback leaves the faithful OpenVINO engine
         choice = EngineChoice("openvino", f"{unfused_reason}; its attention is not fused here, but onnxruntime "
                                           f"failed too ({type(exc).__name__}: {exc}), so OpenVINO after all")
         logger.warning("colbert-onnx engine: %s", choice.reason)
-        return _open(folder, dim, precision, choice, device, threads, session_options, io_binding)
+        return _open(request, choice)
 
 
-def _onnxruntime_instead(reason: str, folder: ModelFolder, dim: int, precision: str, device: str, threads: int | None,
-                         session_options, io_binding: bool) -> Opened:
+def _onnxruntime_instead(request: EngineRequest, reason: str) -> Opened:
     """onnxruntime where auto's OpenVINO pick cannot or should not run here; `reason` says why (logged)."""
     logger.warning("colbert-onnx engine: %s", reason)
-    return _open(folder, dim, precision, EngineChoice("onnxruntime", reason), device, threads, session_options,
-                 io_binding)
+    return _open(request, EngineChoice("onnxruntime", reason))
 
 
 def engine_for(folder: ModelFolder, graph: GraphEntry, threads: int | None, device: str = "cpu",
@@ -180,25 +188,24 @@ def engine_for(folder: ModelFolder, graph: GraphEntry, threads: int | None, devi
                              io_binding=io_binding)
 
 
-def _open(folder: ModelFolder, dim: int, precision: str, choice: EngineChoice, device: str, threads: int | None,
-          session_options, io_binding: bool) -> Opened:
-    if choice.engine == "openvino":
-        graph = openvino_graph(folder, dim, precision)
-        assert graph is not None  # openvino_refusal said so
-    else:
-        graph = folder.graph_for(dim, precision)
-    return Opened(engine_for(folder, graph, threads, device, session_options, io_binding), graph, choice)
+def _graph(request: EngineRequest, engine: str) -> GraphEntry | None:
+    if engine == "openvino":
+        return openvino_graph(request.folder, request.dim, request.precision)
+    return request.folder.graph_for(request.dim, request.precision)
 
 
-def reopen(opened: Opened, folder: ModelFolder, dim: int, precision: str, device: str, threads: int | None,
-           session_options, io_binding: bool) -> Opened:
+def _open(request: EngineRequest, choice: EngineChoice) -> Opened:
+    graph = _graph(request, choice.engine)
+    assert graph is not None  # openvino_refusal said so
+    r = request
+    return Opened(engine_for(r.folder, graph, r.threads, r.device, r.session_options, r.io_binding), graph, choice)
+
+
+def reopen(opened: Opened, request: EngineRequest) -> Opened:
     """The same engine for another head: the same loaded graph when it holds that head too."""
-    if opened.choice.engine == "openvino":
-        graph = openvino_graph(folder, dim, precision)
-        if graph is None or not graph.passed_gates(dim):
-            raise EngineUnavailableError(f"the OpenVINO engine has no graph passing the gates for head {dim}")
-    else:
-        graph = folder.graph_for(dim, precision)
+    graph = _graph(request, opened.choice.engine)
+    if opened.choice.engine == "openvino" and (graph is None or not graph.passed_gates(request.dim)):
+        raise EngineUnavailableError(f"the OpenVINO engine has no graph passing the gates for head {request.dim}")
     if graph.file == opened.graph.file:
         return Opened(opened.engine, graph, opened.choice)
-    return _open(folder, dim, precision, opened.choice, device, threads, session_options, io_binding)
+    return _open(request, opened.choice)
