@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import platform
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -375,3 +378,40 @@ def test_openvino_encoder_shared_by_four_threads_gives_serial_results(both) -> N
     for got, want in zip(threaded, serial * 2, strict=True):
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+# --- the caller's floating-point environment ------------------------------------------------------------------
+
+X86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                         reason="flush-to-zero / denormals-are-zero are the x86 MXCSR's")
+
+
+@needs_openvino
+@X86
+def test_the_openvino_engine_leaves_the_callers_subnormals_alone(toy_model_dir: Path) -> None:
+    """OpenVINO's CPU plugin sets FTZ/DAZ on the thread that compiles (CPU_DENORMALS_OPTIMIZATION): without
+    float_environment, 1e-310 * 1.0 was 0.0 in the user's own numpy after loading the engine. A fresh interpreter,
+    whose thread starts without them."""
+    script = ("import numpy as np, sys\n"
+              "from colbert_onnx import ColbertEncoder\n"
+              "tiny = lambda: float((np.array([1e-310]) * 1.0)[0])\n"
+              "before = tiny()\n"
+              "encoder = ColbertEncoder(sys.argv[1], engine='openvino')\n"
+              "loaded = tiny()\n"
+              "encoder.encode_documents(['Berlin ist die Hauptstadt Deutschlands.'])\n"
+              "print(before, loaded, tiny())\n")
+    result = subprocess.run([sys.executable, "-c", script, str(toy_model_dir)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1e-310"] * 3
+
+
+@needs_openvino
+@X86
+def test_the_openvino_engines_runs_keep_the_flush_mode_it_was_compiled_with(toy_model_dir: Path) -> None:
+    from colbert_onnx.engines import float_environment
+
+    engine = ColbertEncoder(toy_model_dir, engine="openvino").engine
+    with float_environment.kept():
+        float_environment.restore(engine._flushing)
+        assert float((np.array([1e-310]) * 1.0)[0]) == 0.0  # subnormals flushed inside each run, as compiled
