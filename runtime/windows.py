@@ -23,9 +23,12 @@ class DocumentWindows:
         if self.window_of_token is None:
             (only,) = outputs
             return only
-        stacked = np.stack(outputs)  # every window has the same length
-        body = stacked[self.window_of_token, 2 + self.offset_in_window]
-        return np.concatenate([outputs[0][:2], body, outputs[-1][-1:]], axis=0)
+        # each window's tokens are one run of the body (window_of_token never decreases): slices, no stacked copy
+        changes = np.flatnonzero(np.diff(self.window_of_token)) + 1
+        runs = zip(np.concatenate([[0], changes]), np.concatenate([changes, [len(self.window_of_token)]]), strict=True)
+        body = [outputs[self.window_of_token[a]][2 + self.offset_in_window[a] : 2 + self.offset_in_window[b - 1] + 1]
+                for a, b in runs]
+        return np.concatenate([outputs[0][:2], *body, outputs[-1][-1:]], axis=0)
 
 
 def split_windows(ids: np.ndarray, max_length: int, stride: int) -> DocumentWindows:

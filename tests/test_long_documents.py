@@ -72,6 +72,9 @@ def test_every_token_comes_from_its_most_central_window_whatever_the_lengths_and
     np.testing.assert_array_equal(doc.window_of_token, _most_central_by_definition(starts, window, body))
     taken = np.stack(doc.sequences)[doc.window_of_token, 2 + doc.offset_in_window]
     np.testing.assert_array_equal(taken, ids[2:-1])
+    outputs = [np.stack([np.full(len(s), w), np.arange(len(s))], axis=1) for w, s in enumerate(doc.sequences)]
+    stacked = np.stack(outputs)[doc.window_of_token, 2 + doc.offset_in_window]
+    np.testing.assert_array_equal(doc.merge(outputs), np.concatenate([outputs[0][:2], stacked, outputs[-1][-1:]]))
 
 
 def test_windows_of_a_megabyte_document_are_planned_in_linear_memory():
