@@ -235,7 +235,7 @@ def build_switchable(optimized: onnx.ModelProto, calibration: Sequence[Feeds], d
 def ranking_sample(fset: FidelitySet, reference: dict[int, Outputs],
                    every: int) -> tuple[FidelitySet, dict[int, Outputs]]:
     """The queries and every `every`-th document batch of `fset` (0: the queries only), with the reference's tokens
-    of those batches. The batches are sorted by length, so a stride keeps every length represented."""
+    of those batches. The batches are sorted by length, so a stride spreads the sample over the lengths."""
     if every == 1:
         return fset, reference
     picked = range(0, len(fset.documents), every) if every else range(0)
@@ -257,12 +257,12 @@ def sample_share(fset: FidelitySet, every: int) -> float:
 
 
 def sampled_stride(fset: FidelitySet, nodes: int, per_eval: float, seconds: float) -> int | None:
-    """The smallest stride (1: the whole set, 0: the queries only) whose restore-one over `nodes` nodes fits in
-    `seconds`, given one evaluation of the whole set took `per_eval`; None when not even the queries fit."""
-    for every in [*range(1, len(fset.documents) + 1), 0]:
-        if (nodes + 1) * per_eval * sample_share(fset, every) <= seconds:
-            return every
-    return None
+    """The stride (1: the whole set, 0: the queries only) of the largest sample, in tokens, whose restore-one over
+    `nodes` nodes fits in `seconds`, given one evaluation of the whole set took `per_eval`; the smaller stride on ties
+    (a share does not fall steadily with the stride); None when not even the queries fit."""
+    fitting = [every for every in [*range(1, len(fset.documents) + 1), 0]
+               if (nodes + 1) * per_eval * sample_share(fset, every) <= seconds]
+    return max(fitting, key=lambda every: sample_share(fset, every), default=None)
 
 
 def ranking_score(run: Callable[[Feeds], dict[int, np.ndarray]], reference: dict[int, Outputs],
@@ -336,7 +336,7 @@ def search_float_nodes(
         result.ranking_sample = (f"the queries and {len(range(0, len(fset.documents), every)) if every else 0} of "
                                  f"{len(fset.documents)} document batches ({sample_share(fset, every):.0%} of the "
                                  "tokens)")
-        evaluations += len(names)
+        evaluations += len(names) + (every != 1)  # a sample scores the pure graph again; runs on a sample count
         order = sorted(names, key=lambda n: -result.sensitivity[n])
     else:
         order = sorted(names, key=lambda n: -result.local_error[n])

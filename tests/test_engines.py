@@ -3,6 +3,7 @@ OpenVINO engine's vectors against onnxruntime's and against the float64 referenc
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import logging
@@ -19,8 +20,8 @@ from openvino_fusion import openvino_attention_fuses_here
 
 from colbert_onnx import ColbertEncoder, EngineUnavailableError, FidelityWarning, InvalidInputError
 from colbert_onnx.engines import choice as choice_module
+from colbert_onnx.engines import float_environment, selection
 from colbert_onnx.engines import openvino_engine as ov_engine
-from colbert_onnx.engines import selection
 from colbert_onnx.engines.choice import choose_engine, cpu_features
 from colbert_onnx.manifest import read_manifest, write_manifest
 
@@ -384,34 +385,59 @@ def test_openvino_encoder_shared_by_four_threads_gives_serial_results(both) -> N
 
 X86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                          reason="flush-to-zero / denormals-are-zero are the x86 MXCSR's")
+KEEPS_FLOAT_ENVIRONMENT = pytest.mark.skipif(not float_environment.available(),
+                                             reason="this platform's C library has no fegetenv/fesetenv")
+SUBNORMAL_PROBE = """
+import sys, threading
+import numpy as np
+from colbert_onnx import ColbertEncoder
+flushes = lambda: bool((np.array([1e-310]) * 1.0)[0] == 0.0)  # a bool: printing a subnormal under DAZ shows 0.0
+seen = {"before": flushes()}
+encoder = ColbertEncoder(sys.argv[1], engine="openvino")
+seen["loaded"] = flushes()
+engine, real_request = encoder.engine, encoder.engine._request
+
+class Probe:
+    def __init__(self, request):
+        self.request = request
+    def infer(self, feeds):
+        seen.setdefault("in_run_" + threading.current_thread().name, flushes())
+        return self.request.infer(feeds)
+
+engine._request = lambda: Probe(real_request())
+encoder.encode_documents(["Berlin ist die Hauptstadt Deutschlands."])
+seen["after_run"] = flushes()
+worker = threading.Thread(target=lambda: (encoder.encode_documents(["Berlin"]), seen.update(after_worker=flushes())),
+                          name="worker")
+worker.start()
+worker.join()
+print(repr(seen))
+"""
 
 
-@needs_openvino
-@X86
-def test_the_openvino_engine_leaves_the_callers_subnormals_alone(toy_model_dir: Path) -> None:
-    """OpenVINO's CPU plugin sets FTZ/DAZ on the thread that compiles (CPU_DENORMALS_OPTIMIZATION): without
-    float_environment, 1e-310 * 1.0 was 0.0 in the user's own numpy after loading the engine. A fresh interpreter,
-    whose thread starts without them."""
-    script = ("import numpy as np, sys\n"
-              "from colbert_onnx import ColbertEncoder\n"
-              "tiny = lambda: float((np.array([1e-310]) * 1.0)[0])\n"
-              "before = tiny()\n"
-              "encoder = ColbertEncoder(sys.argv[1], engine='openvino')\n"
-              "loaded = tiny()\n"
-              "encoder.encode_documents(['Berlin ist die Hauptstadt Deutschlands.'])\n"
-              "print(before, loaded, tiny())\n")
-    result = subprocess.run([sys.executable, "-c", script, str(toy_model_dir)], capture_output=True, text=True,
-                            timeout=120)
+@pytest.fixture(scope="module")
+def subnormals_seen(toy_model_dir: Path) -> dict[str, bool]:
+    """Whether `1e-310 * 1.0` was flushed to 0.0 in a fresh interpreter (whose threads start without FTZ/DAZ) around
+    loading and running the OpenVINO engine, in the main thread and in a second one."""
+    result = subprocess.run([sys.executable, "-c", SUBNORMAL_PROBE, str(toy_model_dir)], capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["1e-310"] * 3
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
 @needs_openvino
 @X86
-def test_the_openvino_engines_runs_keep_the_flush_mode_it_was_compiled_with(toy_model_dir: Path) -> None:
-    from colbert_onnx.engines import float_environment
+@KEEPS_FLOAT_ENVIRONMENT
+def test_the_openvino_engine_leaves_the_callers_subnormals_alone(subnormals_seen: dict[str, bool]) -> None:
+    """OpenVINO's CPU plugin sets FTZ/DAZ on the thread that compiles (CPU_DENORMALS_OPTIMIZATION): without
+    float_environment, 1e-310 * 1.0 was 0.0 in the user's own numpy after loading the engine."""
+    assert {k: subnormals_seen[k] for k in ("before", "loaded", "after_run", "after_worker")} == dict.fromkeys(
+        ("before", "loaded", "after_run", "after_worker"), False)
 
-    engine = ColbertEncoder(toy_model_dir, engine="openvino").engine
-    with float_environment.kept():
-        float_environment.restore(engine._flushing)
-        assert float((np.array([1e-310]) * 1.0)[0]) == 0.0  # subnormals flushed inside each run, as compiled
+
+@needs_openvino
+@X86
+@KEEPS_FLOAT_ENVIRONMENT
+def test_the_openvino_engines_runs_flush_subnormals_in_every_calling_thread(subnormals_seen: dict[str, bool]) -> None:
+    """Each run computes with the plugin's flush mode, the calling thread's share of the work included."""
+    assert subnormals_seen["in_run_MainThread"] and subnormals_seen["in_run_worker"]

@@ -235,7 +235,7 @@ def test_the_verdict_holds_whatever_thread_count_and_session_options_change_the_
 def test_default_int8_on_sharp_members_passes_its_gates_on_every_head(sharp_export):
     member, _, _, manifest = sharp_export
     int8 = next(g for g in manifest.graphs if g.precision == "int8")
-    assert int8.mixed_precision["ranking"] == "local"
+    assert int8.mixed_precision is None or int8.mixed_precision["ranking"] == "local"  # None: pure int8 passed
     for dim, metrics in int8.fidelity.items():
         assert metrics["passed"], (member.describe(), dim, metrics)
         assert metrics["worst_text_mean_token_cosine"] >= 0.995, (member.describe(), dim, metrics)

@@ -17,14 +17,16 @@ _ENV_BYTES = 256  # more than any C library's fenv_t (x86-64 glibc: 32 bytes, aa
 
 
 def _load_libm():
-    name = ctypes.util.find_library("m") or ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        library = ctypes.CDLL(name)
-    except OSError:
-        return None
-    return library if hasattr(library, "fegetenv") and hasattr(library, "fesetenv") else None
+    """The process's own symbols first (Python links the C maths library: no search on disk), then libm by name
+    (glibc's libc has no fegetenv)."""
+    for find in (lambda: None, lambda: ctypes.util.find_library("m")):
+        try:
+            library = ctypes.CDLL(find())
+        except (OSError, TypeError):  # TypeError: CDLL(None) where the platform has no process-wide namespace
+            continue
+        if hasattr(library, "fegetenv") and hasattr(library, "fesetenv"):
+            return library
+    return None
 
 
 _LIBM = _load_libm()
@@ -63,6 +65,9 @@ def kept() -> Iterator[None]:
 def running_with(env: ctypes.Array | None) -> Iterator[None]:
     """The block runs with `env` (the flush mode a kernel was compiled for), the caller's environment after it."""
     saved = current()
+    if saved is None:  # what could not be saved is not changed
+        yield
+        return
     restore(env)
     try:
         yield
