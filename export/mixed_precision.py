@@ -232,13 +232,18 @@ def build_switchable(optimized: onnx.ModelProto, calibration: Sequence[Feeds], d
     return SwitchableSession(after, flags, dims, work), kinds
 
 
+def sample_batches(fset: FidelitySet, every: int) -> range:
+    """The document batches of a sample: every `every`-th (1: all of them, 0: none, the queries only)."""
+    return range(0, len(fset.documents), every) if every else range(0)
+
+
 def ranking_sample(fset: FidelitySet, reference: dict[int, Outputs],
                    every: int) -> tuple[FidelitySet, dict[int, Outputs]]:
     """The queries and every `every`-th document batch of `fset` (0: the queries only), with the reference's tokens
     of those batches. The batches are sorted by length, so a stride spreads the sample over the lengths."""
     if every == 1:
         return fset, reference
-    picked = range(0, len(fset.documents), every) if every else range(0)
+    picked = sample_batches(fset, every)
     counts = np.array([int(feed["attention_mask"].astype(bool).sum()) for feed in fset.documents])
     ends = np.cumsum(counts)
     starts = ends - counts
@@ -252,8 +257,8 @@ def ranking_sample(fset: FidelitySet, reference: dict[int, Outputs],
 def sample_share(fset: FidelitySet, every: int) -> float:
     """The share of the set's (padded) tokens that `ranking_sample(fset, ..., every)` runs: its share of the cost."""
     sizes = [feed["input_ids"].size for feed in fset.documents]
-    picked = sizes[::every] if every else []
-    return (fset.queries["input_ids"].size + sum(picked)) / (fset.queries["input_ids"].size + sum(sizes))
+    picked = sum(sizes[i] for i in sample_batches(fset, every))
+    return (fset.queries["input_ids"].size + picked) / (fset.queries["input_ids"].size + sum(sizes))
 
 
 def sampled_stride(fset: FidelitySet, nodes: int, per_eval: float, seconds: float) -> int | None:
@@ -333,7 +338,7 @@ def search_float_nodes(
     if ranking.startswith("restore-one"):
         every = 1 if ranking == "restore-one" else (max(every, 2) if every else 0)
         result.sensitivity = restore_one_sensitivity(session, reference, fset, base, every)
-        result.ranking_sample = (f"the queries and {len(range(0, len(fset.documents), every)) if every else 0} of "
+        result.ranking_sample = (f"the queries and {len(sample_batches(fset, every))} of "
                                  f"{len(fset.documents)} document batches ({sample_share(fset, every):.0%} of the "
                                  "tokens)")
         evaluations += len(names) + (every != 1)  # a sample scores the pure graph again; runs on a sample count
