@@ -1,4 +1,6 @@
-"""Shared fixtures: the toy 128/96/64 checkpoint trio and its exported model folder, built once per run."""
+"""Shared fixtures, built once per run: the toy 128/96/64 checkpoint trio and its exported model folder; the outlier
+trio and its default export (its int8 and OpenVINO graphs are what tests/test_quantization.py and
+tests/test_openvino_int8.py check)."""
 
 from __future__ import annotations
 
@@ -35,3 +37,21 @@ def toy_encoder(toy_model_dir: Path):
     from colbert_onnx import ColbertEncoder
 
     return ColbertEncoder(toy_model_dir, dim=128)
+
+
+@pytest.fixture(scope="session")
+def outlier_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """4 x 512 with 4 activation-outlier channels (x10-30 LayerNorm gains), heads quiet on them, moderate attention."""
+    pytest.importorskip("torch", reason="generating toy checkpoints needs the [export] extra (torch)")
+    from colbert_onnx.export.fidelity_report import make_outlier_toy_trio
+
+    return make_outlier_toy_trio(tmp_path_factory.mktemp("outlier-checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def outlier_model_dir(outlier_trio: dict[int, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The outlier trio exported with the defaults (fp32, int8, fp16; OpenVINO's graphs too where it is installed),
+    the int8 searches included. Treat it as read-only: tests that change it work on a copy."""
+    from colbert_onnx.export import export_model
+
+    return export_model([outlier_trio[d] for d in (128, 96, 64)], tmp_path_factory.mktemp("outlier-onnx") / "model")

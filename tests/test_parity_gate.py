@@ -8,6 +8,7 @@ every CPU, while each defect of export/parity_defects.py fails on calm, outlier 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import warnings
@@ -131,9 +132,32 @@ def sharp_trio(request, tmp_path_factory):
     return SLOW_MEMBERS[request.param](tmp_path_factory.mktemp("sharp-member"))
 
 
+_PARITY_REFERENCES: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _parity_reference_recorded_once(trio: dict):
+    """Exports of `trio` within the block reuse the parity reference its first one recorded (the float64 and fp32
+    PyTorch runs, a 2048-token document included): a defect changes the graph or manifest written, never the
+    checkpoint's module the reference runs (export/parity_defects.py), so recording it again gives the same."""
+    from colbert_onnx.export import exporter
+
+    original = exporter.record_parity_reference
+
+    def recorded_once(module, inputs):
+        key = (*(str(trio[d]) for d in sorted(trio)), *module.dims)
+        if key not in _PARITY_REFERENCES:
+            _PARITY_REFERENCES[key] = original(module, inputs)
+        return _PARITY_REFERENCES[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exporter, "record_parity_reference", recorded_once)
+        yield
+
+
 def _assert_defect_fails(defect: str, trio: dict, out) -> None:
     dims = sorted(trio, reverse=True)
-    with injected(defect), pytest.raises(ParityError) as info:
+    with _parity_reference_recorded_once(trio), injected(defect), pytest.raises(ParityError) as info:
         export_model([trio[d] for d in dims], out, precisions="fp32", engines="onnxruntime")
     failed = {int(d) for d, figures in info.value.figures.items() if not figures["passed"]}
     assert failed == set(AFFECTED_HEADS.get(defect) or dims), info.value

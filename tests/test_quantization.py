@@ -27,7 +27,7 @@ from colbert_onnx.export import export_model, load_checkpoint, make_toy_trio  # 
 from colbert_onnx.export.checkpoint import CheckpointError  # noqa: E402
 from colbert_onnx.export.exporter import export_graph  # noqa: E402
 from colbert_onnx.export.fidelity import Outputs, compare, fidelity_texts, passes, spearman  # noqa: E402
-from colbert_onnx.export.fidelity_report import LARGER_TOY, make_outlier_toy_trio  # noqa: E402
+from colbert_onnx.export.fidelity_report import LARGER_TOY  # noqa: E402
 from colbert_onnx.export.modeling import MultiHeadColbert  # noqa: E402
 from colbert_onnx.export.precisions import parse_precisions  # noqa: E402
 
@@ -40,12 +40,6 @@ def larger_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return make_toy_trio(tmp_path_factory.mktemp("q-trio"), seed=0, config_overrides=LARGER_TOY)
 
 
-@pytest.fixture(scope="module")
-def outlier_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """4 x 512 with 4 activation-outlier channels (10-30x LayerNorm gains) and moderate attention."""
-    return make_outlier_toy_trio(tmp_path_factory.mktemp("q-outliers"))
-
-
 def _export(trio: dict[int, Path], out: Path, **kwargs) -> Path:
     """onnxruntime's graphs only: OpenVINO's are tests/test_engines.py's and tests/test_openvino_int8.py's."""
     return export_model([trio[d] for d in DIMS], out, engines="onnxruntime", **kwargs)
@@ -54,11 +48,6 @@ def _export(trio: dict[int, Path], out: Path, **kwargs) -> Path:
 @pytest.fixture(scope="module")
 def larger_folder(larger_trio, tmp_path_factory) -> Path:
     return _export(larger_trio, tmp_path_factory.mktemp("q-onnx"))
-
-
-@pytest.fixture(scope="module")
-def outlier_folder(outlier_trio, tmp_path_factory) -> Path:
-    return _export(outlier_trio, tmp_path_factory.mktemp("q-outliers-onnx"))
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +82,10 @@ def _reference(trio: dict[int, Path], folder: Path, dim: int) -> Outputs:
 
 
 def _runtime_fidelity(trio: dict[int, Path], folder: Path, precision: str, dim: int) -> dict:
-    """Fidelity measured through the runtime (ColbertEncoder) against each checkpoint's PyTorch module."""
+    """Fidelity of onnxruntime's graph measured through the runtime (ColbertEncoder) against each checkpoint's PyTorch
+    module (the outlier folder also has OpenVINO's graphs, which `auto` picks on some CPUs)."""
     texts = fidelity_texts()
-    encoder = ColbertEncoder(folder, dim=dim, precision=precision)
+    encoder = ColbertEncoder(folder, dim=dim, precision=precision, engine="onnxruntime")
     got_q = np.stack(encoder.encode_queries(texts["queries"]))
     got_docs = encoder.encode_documents(texts["documents"])
     return compare(_reference(trio, folder, dim), Outputs(got_q, np.concatenate(got_docs), got_docs))
@@ -137,14 +127,14 @@ def test_gates_hold_on_toy_trio(larger_trio, larger_folder, precision, dim):
 
 
 @pytest.mark.parametrize("dim", DIMS)
-def test_int8_gates_hold_on_outlier_trio(outlier_trio, outlier_folder, dim):
-    metrics = _runtime_fidelity(outlier_trio, outlier_folder, "int8", dim)
+def test_int8_gates_hold_on_outlier_trio(outlier_trio, outlier_model_dir, dim):
+    metrics = _runtime_fidelity(outlier_trio, outlier_model_dir, "int8", dim)
     assert passes("int8", metrics), metrics
 
 
 @pytest.mark.parametrize("dim", DIMS)
-def test_fp16_gates_hold_on_outlier_trio(outlier_trio, outlier_folder, dim):
-    metrics = _runtime_fidelity(outlier_trio, outlier_folder, "fp16", dim)
+def test_fp16_gates_hold_on_outlier_trio(outlier_trio, outlier_model_dir, dim):
+    metrics = _runtime_fidelity(outlier_trio, outlier_model_dir, "fp16", dim)
     assert passes("fp16", metrics), metrics
 
 
@@ -383,16 +373,16 @@ def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(large
     assert encoder.encode_queries("x")[0].shape == (32, 96)
 
 
-def test_export_measured_gates_pass_on_the_outlier_trio(outlier_folder):
+def test_export_measured_gates_pass_on_the_outlier_trio(outlier_model_dir):
     # Before the embedding's LayerNorm-amplified columns stayed fp32, every int8 method failed here
     # (min token cosine ~0.8; docs/quantization.md).
-    assert _missed_gates(outlier_folder) == []
+    assert _missed_gates(outlier_model_dir) == []
 
 
-def test_export_keeps_the_fast_int8_on_the_outlier_trio(outlier_folder):
+def test_export_keeps_the_fast_int8_on_the_outlier_trio(outlier_model_dir):
     # Without the fp32 split of the outlier channels (quantize.smooth) head 64 missed the min-cosine
     # gate (0.979) and the exporter had to keep nodes in fp32 (before 2026-12-01: fall back to smooth-nbits8).
-    int8 = next(g for g in _manifest(outlier_folder)["graphs"] if g["precision"] == "int8")
+    int8 = next(g for g in _manifest(outlier_model_dir)["graphs"] if g["precision"] == "int8")
     assert int8["method"] == "smooth-per-token" and int8["fp32_split_channels"] > 0, int8
     assert "mixed_precision" not in int8 and "float_nodes" not in int8
 
