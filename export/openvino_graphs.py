@@ -107,7 +107,8 @@ def measured_variant(variant: dict, path: Path, dims: Sequence[int], reference: 
     measured with (AMX and AVX512-BF16 kernels differ; the runtime warns where they are not this CPU's). A graph the
     CPU plugin cannot compile here is recorded as not measured, saying why: OpenVINO is optional, the export goes on."""
     inference, precision = variant["inference_precision"], variant["precision"]
-    verify = "run `colbert-onnx verify --engine openvino` where it is to run"
+    verify = ("`colbert-onnx verify FOLDER --engine openvino --record` on the CPU it is to run on measures it and "
+              "lets CPUs with the same int8 and bf16 units run it")
     try:
         engine = _compile(path, dims, inference)
     except EngineUnavailableError as exc:  # the CPU plugin refused it here: a gap in the folder, not a failed export

@@ -19,7 +19,7 @@ import numpy as np
 
 from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
-from .engines.selection import EngineRequest, kernel_warning, open_engine, reopen
+from .engines.selection import EngineRequest, gates_here, kernel_warning, open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
@@ -54,7 +54,7 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
             FidelityWarning,
             stacklevel=3,
         )
-    kernels = kernel_warning(graph)
+    kernels = kernel_warning(graph, folder, dim)
     if kernels:
         warnings.warn(kernels, FidelityWarning, stacklevel=3)
     metrics = folder.missed_gates(graph, dim)
@@ -126,11 +126,13 @@ class ColbertEncoder:
         return self.graph.outputs[self.dim]
 
     def describe(self) -> dict:
-        """What runs: head, precision, engine (and why it was picked), its graph and settings."""
+        """What runs: head, precision, engine (and why it was picked), its graph and settings, and whether the graph
+        passed the gates (at export, or by a `verify --record` on a CPU with this one's units)."""
+        passed, verified_here = gates_here(self.folder, self.graph, self.dim)
         return {"model": str(self.folder.path), "dim": self.dim, "precision": self.precision,
                 "engine": self.engine.name, "engine_detail": self.engine.describe(),
                 "engine_reason": self._opened.choice.reason, "graph": self.graph.file,
-                "passed_gates": self.graph.passed_gates(self.dim)}
+                "passed_gates": passed, "gates_verified_here": verified_here}
 
     def for_dim(self, dim: int) -> ColbertEncoder:
         """An encoder for another head that shares this one's tokenizer and, when the same graph

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from .engines import ENGINES
+from .engines.choice import cpu_features
 from .engines.selection import engine_for
 from .errors import EngineUnavailableError, InvalidInputError, ModelFolderError
 from .fidelity import GATES, Outputs, compare, passes
 from .manifest import GraphEntry
 from .model_folder import ModelFolder, open_model_folder
 from .tokenization import Preprocessor, pad_batch
+from .verified import VERIFIED_FILE, kernel_units, record_verdicts
 
 REFERENCE_FILE = "reference.npz"
 BATCH_SIZE = 16  # documents per run, as the exporter measured them (export/fidelity.build_set)
@@ -117,20 +119,23 @@ def available_engines() -> list[str]:
 
 
 def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
-                  precisions: Sequence[str] | None = None, threads: int | None = None) -> list[Verdict]:
+                  precisions: Sequence[str] | None = None, threads: int | None = None,
+                  record: bool = False) -> list[Verdict]:
     """Every graph of the folder (of `precisions`, default all) on every engine of `engines` (default: those
-    installed here), measured against the folder's reference vectors with the gates of its precision."""
+    installed here), measured against the folder's reference vectors with the gates of its precision. `record`:
+    write the verdicts into the folder (verified.json), where the runtime judges OpenVINO's graphs by them on CPUs
+    with this one's int8 and bf16 units (verified.py)."""
     folder = open_model_folder(model_dir)
     engines = available_engines() if engines is None else list(engines)
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise InvalidInputError(f"unknown engine {unknown[0]!r}; choose from {', '.join(ENGINES)}")
-    record, arrays = _reference(folder)
+    reference, arrays = _reference(folder)
     tokenizer, special = folder.load_tokenizer()
     manifest = folder.manifest
     pre = Preprocessor(tokenizer, special, query_max_length=manifest.query.max_length,
-                       document_max_length=int(record["document_max_length"]))
-    texts = record["texts"]
+                       document_max_length=int(reference["document_max_length"]))
+    texts = reference["texts"]
     skiplist = np.asarray(manifest.document.skiplist_ids, dtype=np.int64)
     verdicts = []
     for engine_name in engines:
@@ -155,6 +160,8 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
                                         passes(gates, metrics), graph.passed_gates(d), measured_with, note,
                                         inference_precision=asked))
+    if record:
+        record_verdicts(folder, verdicts, cpu_features())
     return verdicts
 
 
@@ -166,16 +173,20 @@ def add_verify_arguments(parser) -> None:
     parser.add_argument("--precision", default=None, help="comma-separated precisions to measure (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the engine's)")
     parser.add_argument("--json", action="store_true", help="print the verdicts as JSON lines")
+    parser.add_argument("--record", action="store_true",
+                        help="write the verdicts into the folder (verified.json): OpenVINO graphs the export could "
+                             "not measure, or measured with other int8/bf16 units, are then judged by them on CPUs "
+                             "with this one's units")
 
 
 def run_verify(args) -> int:
     """Print one verdict per graph, head and engine; exit status 1 when any misses its gates."""
     import json
 
-    from .engines.choice import cpu_features, named_features
+    from .engines.choice import named_features
 
     precisions = [p.strip() for p in args.precision.split(",")] if args.precision else None
-    verdicts = verify_folder(args.model_dir, args.engine, precisions, args.threads)
+    verdicts = verify_folder(args.model_dir, args.engine, precisions, args.threads, record=args.record)
     if args.json:
         for v in verdicts:
             record = asdict(v)
@@ -185,4 +196,7 @@ def run_verify(args) -> int:
         print(f"CPU features read: {', '.join(named_features(cpu_features())) or 'none'}")
         for v in verdicts:
             print(v.line())
+        if args.record:
+            print(f"recorded in {Path(args.model_dir) / VERIFIED_FILE} for CPUs with "
+                  f"{', '.join(kernel_units(cpu_features())) or 'no int8 or bf16 dot-product units'}")
     return 0 if all(v.passed for v in verdicts) else 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colbert_onnx import ModelFolderError, verify_folder
+from colbert_onnx import ColbertEncoder, EngineUnavailableError, ModelFolderError, verify_folder
 from colbert_onnx.cli import main
 from colbert_onnx.manifest import read_manifest, write_manifest
 
@@ -123,3 +123,163 @@ def test_verify_reproduces_every_export_figure_where_rankings_are_near_ties(near
 def test_the_reference_is_stored_at_float64(toy_model_dir: Path) -> None:
     with np.load(toy_model_dir / read_manifest(toy_model_dir).reference["file"]) as data:
         assert {data[k].dtype for k in data.files} == {np.dtype(np.float64)}
+
+
+# --- verify --record: a graph the export could not measure, measured where it runs ----------------------------
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="the OpenVINO engine needs the [openvino] extra (openvino)")
+
+
+@pytest.fixture
+def unmeasured_folder(toy_model_dir: Path, tmp_path: Path) -> Path:
+    """The toy folder with its OpenVINO f32 entry recorded as not measured, as an export where OpenVINO could not
+    run it (or a bf16 entry exported on a CPU without bf16 units) records it."""
+    folder = shutil.copytree(toy_model_dir, tmp_path / "unmeasured")
+    manifest = read_manifest(folder)
+    graphs = tuple(dataclasses.replace(g, fidelity=None, details={**g.details, "fidelity_not_measured": "not run"})
+                   if g.precision == "fp32" else g for g in manifest.engine_graphs)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    return folder
+
+
+@needs_openvino
+def test_verify_record_lets_this_cpu_run_an_openvino_graph_the_export_could_not_measure(unmeasured_folder) -> None:
+    with pytest.raises(EngineUnavailableError, match="not measured .*--record"):
+        ColbertEncoder(unmeasured_folder, engine="openvino")
+    verdicts = verify_folder(unmeasured_folder, engines=["openvino"], precisions=["fp32"], record=True)
+    assert len(verdicts) == 3 and all(v.passed for v in verdicts)
+    encoder = ColbertEncoder(unmeasured_folder, engine="openvino", dim=96)
+    for described in (encoder.describe(), encoder.for_dim(64).describe()):
+        assert (described["engine"], described["passed_gates"], described["gates_verified_here"]) == (
+            "openvino", True, True)
+
+
+@needs_openvino
+def test_a_verify_record_counts_only_on_cpus_with_the_same_int8_and_bf16_units(unmeasured_folder, monkeypatch) -> None:
+    from colbert_onnx.engines import selection
+    from colbert_onnx.verified import KERNEL_FEATURES
+
+    verify_folder(unmeasured_folder, engines=["openvino"], precisions=["fp32"], record=True)
+    here = selection.cpu_features()
+    other = here ^ {KERNEL_FEATURES[0]}  # this CPU with amx_int8 added, or taken away
+    monkeypatch.setattr(selection, "cpu_features", lambda: frozenset(other))
+    with pytest.raises(EngineUnavailableError, match="not measured"):
+        ColbertEncoder(unmeasured_folder, engine="openvino")
+
+
+@needs_openvino
+def test_a_graph_that_missed_when_verified_here_is_refused_saying_so(unmeasured_folder, monkeypatch) -> None:
+    from colbert_onnx import fidelity
+
+    with monkeypatch.context() as patch:
+        patch.setitem(fidelity.GATES, "fp32", {**fidelity.GATES["fp32"], "mean_token_cosine": 1.01})
+        verdicts = verify_folder(unmeasured_folder, engines=["openvino"], precisions=["fp32"], record=True)
+    assert verdicts and not any(v.passed for v in verdicts)
+    with pytest.raises(EngineUnavailableError, match="missed the fidelity gates of fp32 when `verify --record`"):
+        ColbertEncoder(unmeasured_folder, engine="openvino")
+
+
+@needs_openvino
+def test_a_bf16_entry_openvino_ran_at_f32_here_is_not_recorded(toy_model_dir: Path, tmp_path: Path) -> None:
+    """Its figures would be f32's: a CPU without bf16 units records nothing for it, one with them records it."""
+    from colbert_onnx.engines.choice import BF16_FEATURES, cpu_features
+    from colbert_onnx.verified import read_records
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "bf16")
+    verify_folder(folder, engines=["openvino"], precisions=["fp16"], record=True)
+    recorded = [r for r in read_records(folder) if r["inference_precision"] == "bf16"]
+    assert bool(recorded) == bool(cpu_features() & set(BF16_FEATURES))
+
+
+def test_a_record_of_another_export_does_not_count(toy_model_dir: Path, tmp_path: Path) -> None:
+    from colbert_onnx.engines.choice import cpu_features
+    from colbert_onnx.model_folder import open_model_folder
+    from colbert_onnx.verified import VERIFIED_FILE, verified_here
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "other-export")
+    verify_folder(folder, engines=["onnxruntime"], precisions=["int8"], record=True)
+    opened = open_model_folder(folder)
+    graph = opened.graph_for(128, "int8")
+    assert verified_here(opened, graph, 128, cpu_features()) is True
+    path = folder / VERIFIED_FILE
+    path.write_text(path.read_text().replace(read_manifest(folder).reference["sha256"], "0" * 64))
+    assert verified_here(opened, graph, 128, cpu_features()) is None
+
+
+def test_a_damaged_verify_record_is_a_typed_error_naming_it(toy_model_dir: Path, tmp_path: Path) -> None:
+    from colbert_onnx.verified import VERIFIED_FILE
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "damaged")
+    (folder / VERIFIED_FILE).write_text("{not json")
+    with pytest.raises(ModelFolderError, match="verified.json is not a verify record"):
+        verify_folder(folder, engines=["onnxruntime"], precisions=["fp32"], record=True)
+
+
+def test_verify_command_record_says_where_and_for_which_units(toy_model_dir: Path, tmp_path: Path, capsys) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "cli")
+    assert main(["verify", str(folder), "--engine", "onnxruntime", "--precision", "fp32", "--record"]) == 0
+    assert f"recorded in {folder / 'verified.json'} for CPUs with" in capsys.readouterr().out
+    assert (folder / "verified.json").is_file() and not list(folder.glob(".verified.json.*"))
+
+
+def test_verify_without_record_writes_nothing_into_the_folder(toy_model_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "read-only-use")
+    verify_folder(folder, engines=["onnxruntime"], precisions=["fp32"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in toy_model_dir.iterdir())
+
+
+@needs_openvino
+def test_auto_runs_an_openvino_int8_graph_once_verify_recorded_it_passing_on_a_cpu_with_these_units(
+        toy_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """As on a Zen 4 (fed flags, this CPU's kernels) serving a folder whose OpenVINO int8 the export did not measure:
+    auto keeps onnxruntime saying why, until `verify --record` measured it here. Then the rule picks OpenVINO, which
+    runs where its attention fuses (VNNI, AMX) and otherwise hands over to onnxruntime saying so."""
+    from colbert_onnx import verify as verify_module
+    from colbert_onnx.engines import selection
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "int8")
+    manifest = read_manifest(folder)
+    if not [g for g in manifest.engine_graphs if g.precision == "int8"]:
+        pytest.skip("the toy folder has no OpenVINO int8 graph (NNCF not installed, or none passed on this CPU)")
+    graphs = tuple(dataclasses.replace(g, fidelity=None, details={**g.details, "fidelity_not_measured": "not run"})
+                   if g.precision == "int8" else g for g in manifest.engine_graphs)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    zen4 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+    monkeypatch.setattr(selection, "cpu_features", lambda: zen4)
+    monkeypatch.setattr(verify_module, "cpu_features", lambda: zen4)
+    before = ColbertEncoder(folder, precision="int8").describe()
+    assert before["engine"] == "onnxruntime" and "not measured" in before["engine_reason"]
+    verify_folder(folder, engines=["openvino"], precisions=["int8"], record=True)
+    after = ColbertEncoder(folder, precision="int8").describe()
+    assert (after["engine"], after["graph"]) == ("openvino", "model-openvino-int8.xml") or (
+        "did not fuse" in after["engine_reason"])
+
+
+@needs_openvino
+def test_a_verify_record_made_here_silences_the_other_kernels_warning(toy_model_dir: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """An OpenVINO int8 graph measured with VNNI, forced onto an AVX2-only CPU (fed flags), warns naming verify;
+    once `verify --record` passed it here, it loads without the warning."""
+    import warnings
+
+    from colbert_onnx import FidelityWarning
+    from colbert_onnx import verify as verify_module
+    from colbert_onnx.engines import selection
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "vnni-measured")
+    manifest = read_manifest(folder)
+    if not [g for g in manifest.engine_graphs if g.precision == "int8"]:
+        pytest.skip("the toy folder has no OpenVINO int8 graph (NNCF not installed, or none passed on this CPU)")
+    graphs = tuple(dataclasses.replace(g, details={**g.details, "measured_with_int8_units": ["avx512_vnni"]})
+                   if g.precision == "int8" else g for g in manifest.engine_graphs)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    avx2 = frozenset({"avx2", "fma"})
+    monkeypatch.setattr(selection, "cpu_features", lambda: avx2)
+    monkeypatch.setattr(verify_module, "cpu_features", lambda: avx2)
+    with pytest.warns(FidelityWarning, match="--record"):
+        ColbertEncoder(folder, precision="int8", engine="openvino")
+    verify_folder(folder, engines=["openvino"], precisions=["int8"], record=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FidelityWarning)
+        ColbertEncoder(folder, precision="int8", engine="openvino")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..errors import EngineUnavailableError
 from ..manifest import GraphEntry
 from ..model_folder import ModelFolder
+from ..verified import passed_here, verified_here
 from . import Engine
 from .choice import BF16_FEATURES, EXACT_INT8_FEATURES, EngineChoice, choose_engine, cpu_features
 
@@ -44,7 +45,8 @@ def openvino_graph(folder: ModelFolder, dim: int, precision: str, bf16_here: boo
     f32 there, not what was measured). When none passed, the first entry, whose refusal says why. `bf16_here`: this
     CPU's bf16 units, where the caller has read them already."""
     graphs = folder.engine_graphs_for("openvino", dim, precision)
-    passing = [g for g in graphs if g.passed_gates(dim)]
+    features = cpu_features()
+    passing = [g for g in graphs if passed_here(folder, g, dim, features)]
     if not passing:
         return graphs[0] if graphs else None
     bf16_here = _bf16_here() if bf16_here is None else bf16_here
@@ -68,13 +70,17 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
         why = (f"at export: {skipped}" if skipped else "an export with the openvino extra installed writes one; at "
                "int8, with NNCF too, where one passes the int8 gates: the manifest's openvino_int8 says what was tried")
         return f"{folder.path} has no OpenVINO graph for head {dim} at {precision} ({why})"
-    passed = graph.passed_gates(dim)
+    recorded = verified_here(folder, graph, dim, cpu_features())
+    passed = graph.passed_gates(dim) if recorded is None else recorded
     if passed is None:
         why = graph.details.get("fidelity_not_measured")
         return (f"the OpenVINO graph {graph.file} at {precision} was not measured against the gates at export"
-                + (f" ({why})" if why else "") + " (run `colbert-onnx verify --engine openvino` to measure it here)")
+                + (f" ({why})" if why else "") + f" (`colbert-onnx verify {folder.path} --engine openvino --record` "
+                "measures it here and, where it passes, lets this CPU run it)")
     if not passed:
-        return f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} at export"
+        return (f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} "
+                + ("when `verify --record` measured it on a CPU with this one's units" if recorded is False
+                   else "at export"))
     if auto and not faster_here(graph, bf16_here):
         return (f"the OpenVINO graph {graph.file} keeps the MLP down projections float and is faster than "
                 f"onnxruntime's {precision} only with its float parts at bf16, which "
@@ -83,16 +89,25 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
     return None
 
 
-def kernel_warning(graph: GraphEntry) -> str | None:
+def gates_here(folder: ModelFolder, graph: GraphEntry, dim: int) -> tuple[bool | None, bool]:
+    """Whether head `dim` of `graph` passed the gates that decide here (None: not measured), and whether that verdict
+    is a `verify --record` made on a CPU with this one's units rather than the export's."""
+    recorded = verified_here(folder, graph, dim, cpu_features())
+    return (graph.passed_gates(dim) if recorded is None else recorded), recorded is not None
+
+
+def kernel_warning(graph: GraphEntry, folder: ModelFolder | None = None, dim: int | None = None) -> str | None:
     """Why an OpenVINO graph's export-time figures may not hold on this CPU, or None. int8: they were measured with
     exact int8 dot products (VNNI or AMX) and this CPU has neither, so its u8 x s8 pairs can saturate in int16.
     bf16 inference (fp16, or int8's float parts): they were measured with other bf16 units than this CPU's (AMX
     against AVX512-BF16 kernels)."""
     if graph.engine != "openvino":
         return None
-    verify = (f"run `colbert-onnx verify FOLDER --engine openvino --precision {graph.precision}` here, or use "
-              "engine='onnxruntime' (docs/engines.md)")
     here = set(cpu_features())
+    if folder is not None and dim is not None and verified_here(folder, graph, dim, here):
+        return None  # measured passing on a CPU with this one's units
+    verify = (f"run `colbert-onnx verify FOLDER --engine openvino --precision {graph.precision} --record` here, or "
+              "use engine='onnxruntime' (docs/engines.md)")
     measured = graph.details.get("measured_with_int8_units")
     if graph.precision == "int8" and measured and not here & set(EXACT_INT8_FEATURES):
         return (f"{graph.file} passed the int8 gates on a CPU with {', '.join(measured)}; this CPU has none of "
@@ -204,7 +219,8 @@ def _open(request: EngineRequest, choice: EngineChoice) -> Opened:
 def reopen(opened: Opened, request: EngineRequest) -> Opened:
     """The same engine for another head: the same loaded graph when it holds that head too."""
     graph = _graph(request, opened.choice.engine)
-    if opened.choice.engine == "openvino" and (graph is None or not graph.passed_gates(request.dim)):
+    if opened.choice.engine == "openvino" and (
+            graph is None or not passed_here(request.folder, graph, request.dim, cpu_features())):
         raise EngineUnavailableError(f"the OpenVINO engine has no graph passing the gates for head {request.dim}")
     if graph.file == opened.graph.file:
         return Opened(opened.engine, graph, opened.choice)
