@@ -131,16 +131,25 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
                                     reason="the OpenVINO engine needs the [openvino] extra (openvino)")
 
 
+def _copy_with_openvino_entries(source: Path, copy: Path, precision: str, **details) -> Path:
+    """A copy of `source` whose OpenVINO entries at `precision` carry `details`; with fidelity_not_measured, their
+    figures are dropped, as an export records a graph it could not measure. Skips where there is no such entry."""
+    folder = shutil.copytree(source, copy)
+    manifest = read_manifest(folder)
+    if not [g for g in manifest.engine_graphs if g.precision == precision]:
+        pytest.skip(f"the toy folder has no OpenVINO {precision} graph (NNCF not installed, or none passed here)")
+    graphs = tuple(dataclasses.replace(g, details={**g.details, **details}, fidelity=(
+        None if "fidelity_not_measured" in details else g.fidelity)) if g.precision == precision else g
+        for g in manifest.engine_graphs)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    return folder
+
+
 @pytest.fixture
 def unmeasured_folder(toy_model_dir: Path, tmp_path: Path) -> Path:
     """The toy folder with its OpenVINO f32 entry recorded as not measured, as an export where OpenVINO could not
     run it (or a bf16 entry exported on a CPU without bf16 units) records it."""
-    folder = shutil.copytree(toy_model_dir, tmp_path / "unmeasured")
-    manifest = read_manifest(folder)
-    graphs = tuple(dataclasses.replace(g, fidelity=None, details={**g.details, "fidelity_not_measured": "not run"})
-                   if g.precision == "fp32" else g for g in manifest.engine_graphs)
-    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
-    return folder
+    return _copy_with_openvino_entries(toy_model_dir, tmp_path / "unmeasured", "fp32", fidelity_not_measured="not run")
 
 
 @needs_openvino
@@ -238,13 +247,7 @@ def test_auto_runs_an_openvino_int8_graph_once_verify_recorded_it_passing_on_a_c
     from colbert_onnx import verify as verify_module
     from colbert_onnx.engines import selection
 
-    folder = shutil.copytree(toy_model_dir, tmp_path / "int8")
-    manifest = read_manifest(folder)
-    if not [g for g in manifest.engine_graphs if g.precision == "int8"]:
-        pytest.skip("the toy folder has no OpenVINO int8 graph (NNCF not installed, or none passed on this CPU)")
-    graphs = tuple(dataclasses.replace(g, fidelity=None, details={**g.details, "fidelity_not_measured": "not run"})
-                   if g.precision == "int8" else g for g in manifest.engine_graphs)
-    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    folder = _copy_with_openvino_entries(toy_model_dir, tmp_path / "int8", "int8", fidelity_not_measured="not run")
     zen4 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
     monkeypatch.setattr(selection, "cpu_features", lambda: zen4)
     monkeypatch.setattr(verify_module, "cpu_features", lambda: zen4)
@@ -267,13 +270,8 @@ def test_a_verify_record_made_here_silences_the_other_kernels_warning(toy_model_
     from colbert_onnx import verify as verify_module
     from colbert_onnx.engines import selection
 
-    folder = shutil.copytree(toy_model_dir, tmp_path / "vnni-measured")
-    manifest = read_manifest(folder)
-    if not [g for g in manifest.engine_graphs if g.precision == "int8"]:
-        pytest.skip("the toy folder has no OpenVINO int8 graph (NNCF not installed, or none passed on this CPU)")
-    graphs = tuple(dataclasses.replace(g, details={**g.details, "measured_with_int8_units": ["avx512_vnni"]})
-                   if g.precision == "int8" else g for g in manifest.engine_graphs)
-    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    folder = _copy_with_openvino_entries(toy_model_dir, tmp_path / "vnni-measured", "int8",
+                                         measured_with_int8_units=["avx512_vnni"])
     avx2 = frozenset({"avx2", "fma"})
     monkeypatch.setattr(selection, "cpu_features", lambda: avx2)
     monkeypatch.setattr(verify_module, "cpu_features", lambda: avx2)
