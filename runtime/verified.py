@@ -24,6 +24,7 @@ from .manifest import GraphEntry
 VERIFIED_FILE = "verified.json"
 # The units whose kernels decide int8 and bf16 results: a record holds on CPUs that have exactly these among them.
 KERNEL_FEATURES = (*EXACT_INT8_FEATURES, *BF16_FEATURES)
+REQUIRED = frozenset({"engine", "graph", "dim", "units", "passed"})  # what every record holds
 
 
 def kernel_units(features: Iterable[str]) -> list[str]:
@@ -39,8 +40,8 @@ def read_records(folder_path: Path) -> list[dict]:
         return []
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["records"]
-        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-            raise TypeError("records is not a list of objects")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and REQUIRED <= r.keys() for r in records):
+            raise TypeError(f"records is not a list of objects with {', '.join(sorted(REQUIRED))}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFolderError(f"{path} is not a verify record ({exc}); delete it, or run `colbert-onnx verify "
                                f"{folder_path} --record` again") from None

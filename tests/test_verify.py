@@ -220,9 +220,10 @@ def test_a_damaged_verify_record_is_a_typed_error_naming_it(toy_model_dir: Path,
     from colbert_onnx.verified import VERIFIED_FILE
 
     folder = shutil.copytree(toy_model_dir, tmp_path / "damaged")
-    (folder / VERIFIED_FILE).write_text("{not json")
-    with pytest.raises(ModelFolderError, match="verified.json is not a verify record"):
-        verify_folder(folder, engines=["onnxruntime"], precisions=["fp32"], record=True)
+    for damaged in ("{not json", '{"records": [{"engine": "openvino"}]}', '{"records": {}}'):
+        (folder / VERIFIED_FILE).write_text(damaged)
+        with pytest.raises(ModelFolderError, match="verified.json is not a verify record"):
+            verify_folder(folder, engines=["onnxruntime"], precisions=["fp32"], record=True)
 
 
 def test_verify_command_record_says_where_and_for_which_units(toy_model_dir: Path, tmp_path: Path, capsys) -> None:

@@ -70,8 +70,7 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
         why = (f"at export: {skipped}" if skipped else "an export with the openvino extra installed writes one; at "
                "int8, with NNCF too, where one passes the int8 gates: the manifest's openvino_int8 says what was tried")
         return f"{folder.path} has no OpenVINO graph for head {dim} at {precision} ({why})"
-    recorded = verified_here(folder, graph, dim, cpu_features())
-    passed = graph.passed_gates(dim) if recorded is None else recorded
+    passed, verified = gates_here(folder, graph, dim)
     if passed is None:
         why = graph.details.get("fidelity_not_measured")
         return (f"the OpenVINO graph {graph.file} at {precision} was not measured against the gates at export"
@@ -79,8 +78,7 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
                 "measures it here and, where it passes, lets this CPU run it)")
     if not passed:
         return (f"the OpenVINO graph {graph.file} missed the fidelity gates of {precision} "
-                + ("when `verify --record` measured it on a CPU with this one's units" if recorded is False
-                   else "at export"))
+                + ("when `verify --record` measured it on a CPU with this one's units" if verified else "at export"))
     if auto and not faster_here(graph, bf16_here):
         return (f"the OpenVINO graph {graph.file} keeps the MLP down projections float and is faster than "
                 f"onnxruntime's {precision} only with its float parts at bf16, which "
