@@ -5,6 +5,8 @@ build_references.py exported in the full environment, which has openvino, so the
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +16,9 @@ import pytest
 import reference_cases as rc
 from installs import require_install
 
-from colbert_onnx import ColbertEncoder, verify_folder
+from colbert_onnx import ColbertEncoder, EngineUnavailableError, verify_folder
 from colbert_onnx.engines.choice import cpu_features
+from colbert_onnx.manifest import read_manifest, write_manifest
 from colbert_onnx.model_folder import open_model_folder
 
 SCRIPT = Path(sys.executable).parent / "colbert-onnx"
@@ -68,3 +71,22 @@ def test_installed_verify_cli_measures_the_openvino_graphs(model_dir: Path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("PASS  openvino    fp32") == len(rc.HEADS), proc.stdout
+
+
+def test_installed_verify_record_lets_this_cpu_run_a_graph_the_export_could_not_measure(model_dir: Path,
+                                                                                        tmp_path: Path):
+    """As a folder exported where OpenVINO could not measure an entry (a bf16 hint on a CPU without bf16 units):
+    refused, then `verify --record` here measures it and this CPU runs it."""
+    require_install("openvino")
+    folder = shutil.copytree(model_dir, tmp_path / "unmeasured")
+    manifest = read_manifest(folder)
+    graphs = tuple(dataclasses.replace(g, fidelity=None) if g.precision == "fp32" else g
+                   for g in manifest.engine_graphs)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    with pytest.raises(EngineUnavailableError, match="not measured"):
+        _openvino_encoder(folder, 128, "fp32")
+    proc = subprocess.run([str(SCRIPT), "verify", str(folder), "--engine", "openvino", "--precision", "fp32",
+                           "--record"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "recorded in" in proc.stdout, proc.stdout + proc.stderr
+    described = _openvino_encoder(folder, 128, "fp32").describe()
+    assert (described["engine"], described["gates_verified_here"]) == ("openvino", True), described
