@@ -49,7 +49,7 @@ def openvino_graph(folder: ModelFolder, dim: int, precision: str, bf16_here: boo
     passing = [g for g in graphs if passed_here(folder, g, dim, features)]
     if not passing:
         return graphs[0] if graphs else None
-    bf16_here = _bf16_here() if bf16_here is None else bf16_here
+    bf16_here = bool(set(features) & set(BF16_FEATURES)) if bf16_here is None else bf16_here
     return max(passing, key=lambda g: (faster_here(g, bf16_here),
                                        (g.details.get("inference_precision") == "bf16") == bf16_here))
 
