@@ -95,8 +95,13 @@ def verified_here(folder, graph: GraphEntry, dim: int, features: Iterable[str]) 
     return bool(found[-1]["passed"]) if found else None
 
 
-def passed_here(folder, graph: GraphEntry, dim: int, features: Iterable[str]) -> bool | None:
+def verdict_here(folder, graph: GraphEntry, dim: int, features: Iterable[str]) -> tuple[bool | None, bool]:
     """The verdict that decides whether head `dim` of `graph` may run here: a record made on a CPU with the same
-    units, else the export's (None: measured by neither)."""
+    units, else the export's (None: measured by neither); and whether it is such a record."""
     recorded = verified_here(folder, graph, dim, features)
-    return graph.passed_gates(dim) if recorded is None else recorded
+    return (graph.passed_gates(dim) if recorded is None else recorded), recorded is not None
+
+
+def passed_here(folder, graph: GraphEntry, dim: int, features: Iterable[str]) -> bool | None:
+    """verdict_here's verdict alone."""
+    return verdict_here(folder, graph, dim, features)[0]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..errors import EngineUnavailableError
 from ..manifest import GraphEntry
 from ..model_folder import ModelFolder
-from ..verified import passed_here, verified_here
+from ..verified import passed_here, verdict_here, verified_here
 from . import Engine
 from .choice import BF16_FEATURES, EXACT_INT8_FEATURES, EngineChoice, choose_engine, cpu_features
 
@@ -90,8 +90,7 @@ def openvino_refusal(folder: ModelFolder, dim: int, precision: str, device: str,
 def gates_here(folder: ModelFolder, graph: GraphEntry, dim: int) -> tuple[bool | None, bool]:
     """Whether head `dim` of `graph` passed the gates that decide here (None: not measured), and whether that verdict
     is a `verify --record` made on a CPU with this one's units rather than the export's."""
-    recorded = verified_here(folder, graph, dim, cpu_features())
-    return (graph.passed_gates(dim) if recorded is None else recorded), recorded is not None
+    return verdict_here(folder, graph, dim, cpu_features())
 
 
 def kernel_warning(graph: GraphEntry, folder: ModelFolder | None = None, dim: int | None = None) -> str | None:
