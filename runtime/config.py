@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +58,9 @@ class EncoderConfig:
     every other field is checked here, on construction.
     """
 
-    dim: int = option(128, "Matryoshka head: 128, 96 or 64, whatever the folder holds (serve: the head of "
-                           "requests that name no dimensions; 128 falls back to the largest served one)", parse_int)
+    dim: int | None = option(None, "Matryoshka head: 128, 96 or 64, whatever the folder holds (none: the folder's "
+                                   "largest, 128 in a full export; serve: the head of requests that name no "
+                                   "dimensions, none: the largest served)", parse_optional_int)
     precision: str = option("fp32", "graph precision: fp32, or int8 / fp16 when exported", parse_str)
     device: str = option("cpu", "execution device", parse_str, check=_device, choices=DEVICES)
     threads: int | None = option(None, "onnxruntime intra-op threads (none: onnxruntime's default)",
@@ -116,7 +117,13 @@ class EncoderConfig:
         stride = self.window_stride if self.window_stride is not None else max(1, body // 2)
         if stride > body:
             raise InvalidInputError(f"window_stride={stride} exceeds the window body of {body} tokens")
-        return dataclasses.replace(self, document_max_length=length, window_stride=stride)
+        return dataclasses.replace(self, dim=self.head(manifest.dims), document_max_length=length,
+                                   window_stride=stride)
+
+    def head(self, dims: Sequence[int]) -> int:
+        """The head asked for, or where none was, the largest of `dims` (the folder's: 128 in a full export, 64 in
+        a folder exported from jina-colbert-v2-64 alone)."""
+        return max(dims) if self.dim is None else self.dim
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:

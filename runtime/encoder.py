@@ -87,7 +87,8 @@ class ColbertEncoder:
     def __init__(self, model_dir: str | Path, config: EncoderConfig | None = None, **options) -> None:
         config = EncoderConfig.from_options(config, **options)
         self.folder = open_model_folder(model_dir)
-        self.folder.graph_for(config.dim, config.precision)  # a missing head or precision fails first, by name
+        # a missing head or precision fails first, by name
+        self.folder.graph_for(config.head(self.folder.dims), config.precision)
         manifest = self.folder.manifest
         self.config = config.for_manifest(manifest)
         tokenizer, special = self.folder.load_tokenizer()

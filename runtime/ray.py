@@ -289,7 +289,8 @@ def preflight(
         config = EncoderConfig.from_options(rest.pop("config", None), **rest)
     except InvalidInputError as exc:
         raise InvalidInputError(f"ColbertEncoder: {exc}") from None
-    open_model_folder(model_dir).graph_for(config.dim, config.precision)
+    folder = open_model_folder(model_dir)
+    folder.graph_for(config.head(folder.dims), config.precision)
     output = actor.arguments.get("output")
     if base is QueryEncoder:
         if output not in ("float32", "float16"):

@@ -34,8 +34,8 @@ class ServerConfig:
     """Everything `create_app` needs; every limit is per request unless said otherwise.
 
     `encoder` is every encoder setting (precision, device, threads, lengths, batching, long documents,
-    io_binding, session knobs); its `dim` is the head of requests that name no `dimensions` (the default
-    128 falls back to the largest served head where 128 is not served). `dims` are the heads served.
+    io_binding, session knobs); its `dim` is the head of requests that name no `dimensions` (none, the default:
+    the largest served head, 128 in a full export). `dims` are the heads served.
     """
 
     model_dir: str | Path

@@ -63,7 +63,8 @@ RequiredServedModelName = Annotated[
 ]
 ServedDimensions = Annotated[
     JsonInt | None,
-    Field(description="Matryoshka head, one of the served dimensions (default: 128, or the largest served)",
+    Field(description="Matryoshka head, one of the served dimensions (default: the server's --dim, else the largest "
+                      "served: 128 in a full export)",
           json_schema_extra={SERVED_KEY: "dimensions"}),
 ]
 

@@ -27,7 +27,6 @@ from .batching import MicroBatcher
 from .config import ServerConfig
 
 INPUT_TYPES = TEXT_KINDS
-DEFAULT_DIM = 128  # EncoderConfig's default head; where it is not served, the largest served head instead
 # Below this many characters a request is tokenized on the event loop; above, on a thread.
 _INLINE_TOKENIZE_CHARS = 4096
 
@@ -97,13 +96,13 @@ class ModelService:
         self._executor = ThreadPoolExecutor(config.inference_workers, thread_name_prefix="colbert-infer")
         self.load_error: str | None = None
 
-    def _default_dim(self, dim: int) -> int:
-        """The head of requests that name none: the configured one, which must be served (the default 128
-        falls back to the largest served head)."""
+    def _default_dim(self, dim: int | None) -> int:
+        """The head of requests that name none: the configured one, which must be served, or where none was
+        configured the largest served head."""
+        if dim is None:
+            return self.dims[0]
         if dim in self.dims:
             return dim
-        if dim == DEFAULT_DIM:
-            return self.dims[0]
         raise UnsupportedDimError(f"dim {dim} is not served here (served: {', '.join(map(str, self.dims))})")
 
     def _load_encoder(self, dim: int) -> Encoder:

@@ -55,3 +55,13 @@ def outlier_model_dir(outlier_trio: dict[int, Path], tmp_path_factory: pytest.Te
     from colbert_onnx.export import export_model
 
     return export_model([outlier_trio[d] for d in (128, 96, 64)], tmp_path_factory.mktemp("outlier-onnx") / "model")
+
+
+@pytest.fixture(scope="session")
+def fewer_heads_model_dirs(toy_trio: dict[int, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, Path]:
+    """heads -> a folder exported from only those checkpoints of the trio (fp32, onnxruntime): (96, 64), and (64,)
+    as a folder exported from jinaai/jina-colbert-v2-64 alone."""
+    from colbert_onnx.export import export_model
+
+    return {heads: export_model([toy_trio[d] for d in heads], tmp_path_factory.mktemp("heads"), precisions="fp32",
+                                engines="onnxruntime") for heads in ((96, 64), (64,))}

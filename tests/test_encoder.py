@@ -159,6 +159,22 @@ def test_dim_not_in_folder_lists_available_dims(toy_model_dir):
         ColbertEncoder(toy_model_dir, dim=256)
 
 
+@pytest.mark.parametrize("heads", [(96, 64), (64,)], ids=lambda h: "+".join(map(str, h)))
+def test_without_a_dim_the_folders_largest_head_is_encoded(fewer_heads_model_dirs, heads):
+    encoder = ColbertEncoder(fewer_heads_model_dirs[heads])
+    (query,) = encoder.encode_queries(["Berlin"])
+    assert encoder.dim == max(heads) and encoder.describe()["dim"] == max(heads) and query.shape[1] == max(heads)
+
+
+def test_without_a_dim_a_full_folder_encodes_the_128_head(toy_model_dir):
+    assert ColbertEncoder(toy_model_dir).dim == 128
+
+
+def test_an_explicit_dim_the_folder_lacks_is_refused_not_replaced(fewer_heads_model_dirs):
+    with pytest.raises(UnsupportedDimError, match="dim 128 is not in .*available dims: 64, 96"):
+        ColbertEncoder(fewer_heads_model_dirs[(96, 64)], dim=128)
+
+
 def test_unknown_precision_lists_what_exists(toy_model_dir):
     with pytest.raises(PrecisionNotAvailableError, match="in this folder: fp32"):
         ColbertEncoder(toy_model_dir, precision="int3")

@@ -179,6 +179,18 @@ def test_the_configured_dim_is_the_default_head_and_must_be_served(toy_model_dir
         create_app(ServerConfig(model_dir=toy_model_dir, dims=(128, 96), encoder=EncoderConfig(dim=64)))
 
 
+def test_without_a_configured_dim_the_largest_served_head_is_the_default(fewer_heads_model_dirs) -> None:
+    from colbert_onnx import UnsupportedDimError
+
+    folder = fewer_heads_model_dirs[(96, 64)]
+    with running_server(ServerConfig(model_dir=folder)) as base:
+        body = httpx.post(f"{base}/v1/multi-vector", json={"input": ["Berlin"]}, timeout=60).json()
+        models = httpx.get(f"{base}/v1/models").json()
+    assert len(body["data"][0]["embeddings"][0]) == 96 and models["data"][0]["default_dimensions"] == 96
+    with pytest.raises(UnsupportedDimError, match="dim 128 is not served here"):
+        create_app(ServerConfig(model_dir=folder, encoder=EncoderConfig(dim=128)))
+
+
 class CountingTokenizer:
     """Delegates to a real tokenizer and counts the texts it encodes."""
 
