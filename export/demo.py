@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=None, help="hub id or checkpoint folder(s), comma-separated")
     parser.add_argument("--models-dir", default="models", help="where toy checkpoints and exports go")
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dim", type=int, default=None, help="head to encode with (default: the largest exported)")
     args = parser.parse_args(argv)
     models = Path(args.models_dir)
 
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      {precision} head {dim}: mean token cosine {m['mean_token_cosine']:.5f}, "
                   f"top-10 overlap {m['top10_overlap']:.3f} vs float64 PyTorch")
 
-    print(f"[2/3] encoding with onnxruntime (dim {args.dim}, fp32, no PyTorch in this step)")
     encoder = ColbertEncoder(out, dim=args.dim)
+    print(f"[2/3] encoding with onnxruntime (dim {encoder.dim}, fp32, no PyTorch in this step)")
     print(f"[3/3] MaxSim ranking for: {QUERY!r}")
     for rank, hit in enumerate(encoder.rerank(QUERY, DOCUMENTS), start=1):
         print(f"  {rank}. [{hit['relevance_score']:7.3f}] #{hit['index']} {hit['document']}")
