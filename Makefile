@@ -8,6 +8,9 @@ SOURCES ?= jinaai/jina-colbert-v2 jinaai/jina-colbert-v2-96 jinaai/jina-colbert-
 MODEL_DIR ?= models/toy-onnx
 SERVE_ARGS ?=
 EXPORT_ARGS ?=
+# where torch comes from: the pip index as configured (empty), or e.g. https://download.pytorch.org/whl/cpu for the
+# CPU-only build where the index would otherwise serve Linux's CUDA wheels (stock PyPI)
+TORCH_INDEX ?=
 
 .PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep fuzz-server
 
@@ -16,7 +19,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server,arrow,ray,clients,openvino]"
 	touch $@
 
