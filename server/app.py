@@ -24,7 +24,7 @@ from ..compact import to_muvera
 from ..errors import ColbertOnnxError, InvalidInputError
 from .batching import Overloaded, ShuttingDown
 from .compat import ENDPOINTS as COMPAT_ENDPOINTS
-from .compat import compat_router
+from .compat import compat_router, vllm_rerank_answer
 from .config import ServerConfig
 from .formats import encode_vectors
 from .schemas import (
@@ -377,14 +377,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         summary="documents ranked by MaxSim against the query, best first",
     )
     async def rerank(body: RerankRequest) -> Response:
-        model = service.check_model(body.model)
-        (query,) = texts_of(body.query, "query")
-        documents = texts_of(body.documents, "documents")
-        ranked, tokens = await service.rerank(query, documents, body.top_n)
-        if body.return_documents is not False:
-            for hit in ranked:
-                hit["document"] = {"text": documents[hit["index"]]}
-        return json_response({"model": model, "usage": {"total_tokens": tokens}, "results": ranked})
+        return json_response(await vllm_rerank_answer(service, body, with_documents=body.return_documents is not False))
 
     @app.post(
         "/v1/embeddings",

@@ -1,6 +1,7 @@
 """The other common rerank APIs on the same server: Cohere /v2/rerank, TEI and vLLM /rerank, vLLM /score and
 /pooling. Same auth, limits, micro-batching (ModelService) and error mapping (create_app's handlers) as the Jina
-endpoints; Cohere's v1 shape is served by Jina's /v1/rerank (docs/server.md, "Other rerank APIs")."""
+endpoints; Cohere's v1 shape and vLLM's (at its /v1/rerank path) are served by Jina's /v1/rerank (docs/server.md,
+"Other rerank APIs")."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .compat_schemas import (
     VllmRerankRequest,
     VllmScoreRequest,
 )
-from .schemas import MODEL_ENDPOINT_STATUSES, error_responses, texts_of
+from .schemas import MODEL_ENDPOINT_STATUSES, RerankRequest, error_responses, texts_of, truncation_tokens
 from .service import BadRequest, ModelService
 
 # The model names each API's clients send by default (served when listed in --served-model-name, as Jina's):
@@ -41,10 +42,21 @@ def _json(content: Any) -> Response:
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-def _truncation(tokens: int | None) -> int | None:
-    """vLLM's truncate_prompt_tokens (Cohere's max_tokens_per_doc): -1 / None = the server's document length;
-    else that many tokens, at least the 3 of the framing."""
-    return None if tokens is None or tokens == -1 else max(tokens, 3)
+async def vllm_rerank_answer(service: ModelService, body: RerankRequest | VllmRerankRequest,
+                             with_documents: bool) -> dict[str, Any]:
+    """vLLM's rerank answer (its one shape, served at /rerank and at Jina's /v1/rerank, whose answer it extends):
+    documents best first, `top_n` 0 or none = all, `truncate_prompt_tokens` applied, each document's text where
+    `with_documents`."""
+    model = service.check_model(body.model)
+    (query,) = texts_of(body.query, "query")
+    documents = texts_of(body.documents, "documents")
+    ranked, tokens = await service.rerank(query, documents, body.top_n or None,
+                                          truncation_tokens(body.truncate_prompt_tokens))
+    if with_documents:
+        for hit in ranked:
+            hit["document"] = {"text": documents[hit["index"]]}
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"id": f"rerank-{uuid.uuid4().hex}", "model": model, "usage": usage, "results": ranked}
 
 
 def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRouter:
@@ -57,7 +69,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         model = service.check_model(body.model)
         (query,) = texts_of(body.query, "query")
         documents = texts_of(body.documents, "documents")
-        ranked, tokens = await service.rerank(query, documents, body.top_n, _truncation(body.max_tokens_per_doc))
+        ranked, tokens = await service.rerank(query, documents, body.top_n, truncation_tokens(body.max_tokens_per_doc))
         if body.return_documents:
             for hit in ranked:
                 hit["document"] = {"text": documents[hit["index"]]}
@@ -92,15 +104,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         return _json(results)
 
     async def _vllm_rerank(body: VllmRerankRequest) -> Response:
-        model = service.check_model(body.model)
-        (query,) = texts_of(body.query, "query")
-        documents = texts_of(body.documents, "documents")
-        top_n = body.top_n or None
-        ranked, tokens = await service.rerank(query, documents, top_n, _truncation(body.truncate_prompt_tokens))
-        for hit in ranked:
-            hit["document"] = {"text": documents[hit["index"]]}
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return _json({"id": f"rerank-{uuid.uuid4().hex}", "model": model, "usage": usage, "results": ranked})
+        return _json(await vllm_rerank_answer(service, body, with_documents=True))
 
     async def score(body: VllmScoreRequest) -> Response:
         model = service.check_model(body.model)
@@ -117,7 +121,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
                              "document (pairs)")
         pairs = len(queries) > 1
         scores, tokens = await service.score(queries, documents, pairs=pairs,
-                                             max_document_tokens=_truncation(body.truncate_prompt_tokens))
+                                             max_document_tokens=truncation_tokens(body.truncate_prompt_tokens))
         values = scores if pairs else scores[0]
         return _json({
             "id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
@@ -136,7 +140,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         if not texts:
             raise BadRequest("input is empty; pass a string or a non-empty list of strings")
         dim = service.default_dim if body.dimensions is None else body.dimensions
-        truncation = _truncation(body.truncate_prompt_tokens) if body.embedding_mode == "document" else None
+        truncation = truncation_tokens(body.truncate_prompt_tokens) if body.embedding_mode == "document" else None
         encoded = await service.encode(texts, body.embedding_mode, dim, max_document_tokens=truncation)
         data = [
             {"index": i, "object": "pooling", "data": (

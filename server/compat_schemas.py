@@ -27,10 +27,9 @@ from .schemas import (
     TextInput,
     TextList,
     TextStrings,
+    TruncatePromptTokens,
 )
 
-# vLLM's truncate_prompt_tokens: -1 (or none) = the server's document length, else that many tokens.
-TruncatePromptTokens = Annotated[int, Field(ge=-1), NO_BOOL_OR_STR]
 # A score field: one text, or a non-empty list of texts.
 ScoreTexts = Text | Annotated[TextStrings, Field(min_length=1)]
 

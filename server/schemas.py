@@ -49,6 +49,8 @@ JsonInt = Annotated[int, NO_BOOL_OR_STR]
 # Bounds go before the check (`Annotated[int, Field(ge=0), NO_BOOL_OR_STR]`): after it, pydantic writes
 # them into the schema as `gt`/`ge`, words JSON Schema does not know, instead of exclusiveMinimum/minimum.
 PositiveJsonInt = Annotated[int, Field(gt=0), NO_BOOL_OR_STR]
+# vLLM's truncate_prompt_tokens: -1 (or none) = the server's document length, else that many tokens.
+TruncatePromptTokens = Annotated[int, Field(ge=-1), NO_BOOL_OR_STR]
 
 # Fields whose schema depends on the folder being served carry this key; `served_openapi` fills in the values
 # of the running server (enum of names, enum of heads, maxItems) and removes the key.
@@ -67,6 +69,12 @@ ServedDimensions = Annotated[
                       "served: 128 in a full export)",
           json_schema_extra={SERVED_KEY: "dimensions"}),
 ]
+
+
+def truncation_tokens(tokens: int | None) -> int | None:
+    """vLLM's truncate_prompt_tokens (Cohere's max_tokens_per_doc): -1 / None = the server's document length;
+    else that many tokens, at least the 3 of the framing."""
+    return None if tokens is None or tokens == -1 else max(tokens, 3)
 
 
 def texts_of(value: str | TextInput | Sequence[str | TextInput], field: str) -> list[str]:
@@ -244,10 +252,15 @@ class RerankRequest(BaseModel):
     model: ServedModelName = Field(None, examples=["jina-colbert-v2"])
     query: Text | TextInput = Field(..., examples=["What is the population of Berlin?"])
     documents: TextList
-    top_n: PositiveJsonInt | None = Field(
-        None, description="return only the best top_n (default: all)"
+    # 0 is vLLM's "all" (vLLM serves this shape at /v1/rerank too, its default top_n being 0)
+    top_n: Annotated[int, Field(ge=0), NO_BOOL_OR_STR] | None = Field(
+        None, description="return only the best top_n (default, or 0 as in vLLM: all)"
     )
     return_documents: StrictBool | None = Field(None, description="include document.text (default true)")
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(
+        None, description="vLLM's: truncate each document to this many tokens (framing included, at least 3) when "
+                          "below the server's length; -1 or none: the server's length"
+    )
     rank_fields: Annotated[
         list[StrictStr] | None,
         WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": ["text"]}, "minItems": 1, "maxItems": 1},
@@ -278,11 +291,18 @@ class RerankResult(BaseModel):
     document: RerankDocument | None = None
 
 
-class RerankResponse(BaseModel):
-    """Response of POST /v1/rerank, best first."""
+class RerankUsage(Usage):
+    """Tokens processed for the request (`prompt_tokens`, vLLM's name, is the same count)."""
 
+    prompt_tokens: int
+
+
+class RerankResponse(BaseModel):
+    """Response of POST /v1/rerank, best first (`id` as vLLM's and Cohere's responses have one)."""
+
+    id: str
     model: str
-    usage: Usage
+    usage: RerankUsage
     results: list[RerankResult]
 
 

@@ -273,7 +273,8 @@ BAD_REQUESTS = [
     ("/v1/rerank", {"query": 3, "documents": ["a"]}, 422, "query"),
     ("/v1/rerank", {"query": "q", "documents": "a"}, 422, "documents"),
     ("/v1/rerank", {"query": "q", "documents": [None]}, 422, "documents"),
-    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, 422, "top_n"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "truncate_prompt_tokens": -2}, 422, "truncate_prompt_tokens"),
     ("/v1/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}, 422, "return_documents"),
 ]
 

@@ -162,6 +162,20 @@ def test_vllm_rerank_shares_the_path_with_tei_told_apart_by_documents(base_url: 
     assert [x["document"]["text"] for x in body["results"]] == [DOCUMENTS[x["index"]] for x in body["results"]]
 
 
+@pytest.mark.parametrize("path", ["/rerank", "/v1/rerank"])
+def test_vllms_rerank_body_gets_vllms_answer_on_either_path(base_url: str, toy_model_dir: Path, path: str) -> None:
+    """vLLM serves one rerank shape at /rerank and /v1/rerank (Jina's path; VLLMRanker's default): top_n 0 is every
+    document, truncate_prompt_tokens truncates them, and the answer has an id and usage.prompt_tokens."""
+    body = {"model": "jinaai/jina-colbert-v2", "query": QUERY, "documents": DOCUMENTS, "top_n": 0,
+            "truncate_prompt_tokens": 6}
+    r = post(base_url, path, body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    short = ColbertEncoder(toy_model_dir, dim=128, document_max_length=6)
+    assert_same_ranking([(x["index"], x["relevance_score"]) for x in got["results"]], expected(short))
+    assert got["id"].startswith("rerank-") and got["usage"]["prompt_tokens"] == got["usage"]["total_tokens"] > 0
+
+
 def test_a_rerank_body_with_both_texts_and_documents_is_refused(base_url: str) -> None:
     r = post(base_url, "/rerank", {"query": QUERY, "documents": DOCUMENTS, "texts": DOCUMENTS})
     assert r.status_code == 422 and "texts" in r.json()["detail"]

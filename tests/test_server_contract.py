@@ -196,7 +196,8 @@ def test_every_bound_is_written_in_json_schema_words(spec) -> None:
         if name.endswith("Request"):
             for node in _nodes(schema.get("properties", {})):
                 assert not {"gt", "ge", "lt", "le"} & {k for k, v in node.items() if not isinstance(v, dict)}, name
-    assert _branch(schemas["RerankRequest"]["properties"]["top_n"], "integer")["exclusiveMinimum"] == 0
+    assert _branch(schemas["CohereRerankRequest"]["properties"]["top_n"], "integer")["exclusiveMinimum"] == 0
+    assert _branch(schemas["RerankRequest"]["properties"]["top_n"], "integer")["minimum"] == 0  # vLLM's 0 = all
 
 
 def test_the_schema_of_a_folder_served_with_fewer_heads_lists_only_those(toy_model_dir) -> None:
