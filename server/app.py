@@ -356,6 +356,8 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         input_type = body.resolved_input_type()
         embedding_type = body.resolved_embedding_type()
         dim = service.default_dim if body.dimensions is None else body.dimensions
+        if body.truncate is False:  # an explicit "do not cut": refused where a text would be cut
+            await service.refuse_truncation(texts, "input", input_type)
         encoded = await service.encode(texts, input_type, dim)
         if embedding_type == "muvera":  # one vector per text (runtime/muvera.py), made off the event loop
             fdes = await asyncio.to_thread(to_muvera, encoded.vectors, config.muvera, input_type)

@@ -94,6 +94,9 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
     async def _tei(body: TeiRerankRequest) -> Response:
         (query,) = texts_of(body.query, "query")
         texts = texts_of(body.texts, "texts")
+        if body.truncate is False:  # TEI's explicit "no truncation": refused where a text would be cut
+            await service.refuse_truncation([query], "query", "query")
+            await service.refuse_truncation(texts, "texts", "document")
         scores, _ = await service.score([query], texts)
         ranked = np.argsort(-scores[0], kind="stable")  # best first, ties in input order, as ranking.rank
         divisor = 1.0 if body.raw_scores else float(service.query_length)

@@ -62,8 +62,9 @@ class TeiRerankRequest(BaseModel):
     texts: TextStrings
     raw_scores: StrictBool = Field(False, description="true: MaxSim; false (default): MaxSim / query vectors (32)")
     return_text: StrictBool = Field(False, description="include each text")
-    truncate: StrictBool | None = Field(None, description="accepted: documents are always truncated at the server's "
-                                        "document length (8192 by default), as on every endpoint")
+    truncate: StrictBool | None = Field(None, description="true or none: a query over 32 tokens and texts over the "
+                                        "server's document length (8192 by default) are truncated; false: refused "
+                                        "with 413, as TEI does")
     truncation_direction: Literal["Right", "right"] | None = Field(None, description="only Right is served")
 
     @model_validator(mode="before")

@@ -191,6 +191,10 @@ class MultiVectorRequest(BaseModel):
     encoding_type: EmbeddingType | None = Field(None, description="alias of embedding_type")
     encoding_format: EmbeddingType | None = Field(None, description="OpenAI's name; alias of embedding_type")
     dimensions: ServedDimensions = None
+    truncate: StrictBool | None = Field(
+        None, description="texts over what the model takes (a query: 32 tokens; a document: the server's document "
+                          "length, 8192 by default): true or none, truncated; false, refused (413) instead of cut"
+    )
 
     @field_validator("task")
     @classmethod

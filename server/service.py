@@ -23,6 +23,7 @@ from ..model_folder import open_model_folder
 from ..ranking import rank
 from ..scoring import maxsim
 from ..tokenization import TEXT_KINDS, TokenizedBatch
+from ..windows import UNTRUNCATED
 from .batching import MicroBatcher
 from .config import ServerConfig
 
@@ -174,6 +175,23 @@ class ModelService:
         if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
             return encoder.tokenize(texts, input_type, **kwargs)
         return await asyncio.to_thread(functools.partial(encoder.tokenize, **kwargs), texts, input_type)
+
+    async def refuse_truncation(self, texts: list[str], field: str, kind: str) -> None:
+        """LimitExceeded (413, as TEI answers `truncate: false`) naming the first of `texts` (`kind` query or
+        document) longer than the model takes, which would otherwise be cut: 32 tokens a query, the server's document
+        length a document (none where documents run whole in windows)."""
+        self.check_count(len(texts), "texts in this request")
+        encoder = await self._encoder_for(self.default_dim)
+        pre = encoder.preprocessor
+        if kind == "document" and encoder.long_documents == "windows":
+            return
+        limit, name = ((pre.query_max_length, "query_max_length") if kind == "query"
+                       else (pre.document_max_length, "document_max_length"))
+        whole = await asyncio.to_thread(pre.documents, texts, UNTRUNCATED)  # framed as a query is: 3 specials
+        for i, tokens in enumerate(whole.lengths):
+            if tokens > limit:
+                item = field if len(texts) == 1 and field == "query" else f"{field}[{i}]"
+                raise LimitExceeded(name, int(tokens), limit, f"tokens in {item} with truncate: false")
 
     def _check_tokens(self, tokens: int) -> None:
         if tokens > self.config.max_tokens_per_request:

@@ -157,6 +157,29 @@ def test_documents_are_truncated_at_the_model_max_length(toy_model_dir: Path) ->
     assert_vectors_equal(body["data"][0]["embeddings"], expected)
 
 
+def test_truncate_false_refuses_a_text_the_server_would_cut_naming_it(toy_model_dir: Path) -> None:
+    long_doc = " ".join(f"word{i}" for i in range(400))
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=EncoderConfig(document_max_length=24))) as base:
+        refused = {kind: httpx.post(f"{base}/v1/multi-vector", timeout=60, json={
+            "input": ["short", long_doc], "input_type": kind, "truncate": False}) for kind in ("document", "query")}
+        cut = httpx.post(f"{base}/v1/multi-vector", json={"input": [long_doc], "truncate": True}, timeout=60)
+        fits = httpx.post(f"{base}/v1/multi-vector", json={"input": ["short"], "truncate": False}, timeout=60)
+    for kind, limit, most in (("document", "document_max_length", 24), ("query", "query_max_length", 32)):
+        body = refused[kind].json()
+        assert refused[kind].status_code == 413 and body["limit"] == limit and "input[1]" in body["detail"], body
+        assert body["value"] > body["max"] == most
+    assert cut.status_code == 200 and cut.json()["usage"]["total_tokens"] == 24
+    assert fits.status_code == 200
+
+
+def test_truncate_false_is_honored_where_documents_run_whole_in_windows(toy_model_dir: Path) -> None:
+    long_doc = " ".join(f"word{i}" for i in range(100))
+    options = EncoderConfig(document_max_length=24, long_documents="windows")
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=options)) as base:
+        r = httpx.post(f"{base}/v1/multi-vector", json={"input": [long_doc], "truncate": False}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["total_tokens"] > 24
+
+
 def test_every_encoder_option_reaches_the_server(toy_model_dir: Path) -> None:
     long_doc = " ".join(f"word{i}" for i in range(200))
     options = EncoderConfig(document_max_length=24, long_documents="windows", window_stride=5, batch_size=2,

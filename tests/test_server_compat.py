@@ -128,6 +128,27 @@ def test_tei_raw_scores_and_return_text(base_url: str, toy_encoder: ColbertEncod
     assert [x["text"] for x in r.json()] == [DOCUMENTS[x["index"]] for x in r.json()]
 
 
+def test_tei_truncate_false_refuses_a_text_the_server_would_cut_naming_it(base_url: str) -> None:
+    """TEI answers `truncate: false` with an error for a too-long input; so does this server (413, the limit named),
+    rather than truncating what the client said not to."""
+    texts = ["Berlin is big.", "Berlin " * 9000]  # the second is over the toy folder's 8192 tokens
+    r = post(base_url, "/rerank", {"query": QUERY, "texts": texts, "truncate": False})
+    assert r.status_code == 413, r.text
+    assert r.json()["limit"] == "document_max_length" and "texts[1]" in r.json()["detail"]
+    assert r.json()["value"] > r.json()["max"] == 8192
+    r = post(base_url, "/rerank", {"query": "Berlin " * 40, "texts": ["Berlin is big."], "truncate": False})
+    assert r.status_code == 413 and r.json()["limit"] == "query_max_length" and "query" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("truncate", [True, None, False], ids=["true", "absent", "false-and-short-enough"])
+def test_tei_truncation_where_allowed_or_not_needed_answers(base_url: str, truncate) -> None:
+    long = "Berlin " * 9000 if truncate is not False else "Berlin " * 100
+    body = {"query": QUERY, "texts": ["Berlin is big.", long], **({} if truncate is None else {"truncate": truncate})}
+    r = post(base_url, "/rerank", body)
+    assert r.status_code == 200, r.text
+    assert sorted(x["index"] for x in r.json()) == [0, 1]
+
+
 # --- vLLM: haystack's VLLMRanker, then the other shapes as vLLM's protocol defines them (no client library) -------
 
 
