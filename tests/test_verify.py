@@ -190,6 +190,35 @@ def test_a_graph_that_missed_when_verified_here_is_refused_saying_so(unmeasured_
 
 
 @needs_openvino
+def test_without_bf16_units_a_passing_bf16_entry_does_not_stand_in_for_its_f32_entry_that_missed_here(
+        toy_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Its float parts would run at f32 here, which is what its f32 entry is, and that one missed when verified
+    here: refused, not run through the bf16 entry's verdict from a CPU with bf16 units."""
+    from colbert_onnx import fidelity
+    from colbert_onnx import verify as verify_module
+    from colbert_onnx.engines import selection
+
+    folder = shutil.copytree(toy_model_dir, tmp_path / "int8")
+    manifest = read_manifest(folder)
+    f32 = next((g for g in manifest.engine_graphs if g.precision == "int8"), None)
+    if f32 is None:
+        pytest.skip("the toy folder has no OpenVINO int8 graph (NNCF not installed, or none passed here)")
+    as_exported_on_a_bf16_cpu = {"inference_precision": "bf16", "measured_with_bf16_units": ["avx512_bf16"]}
+    graphs = tuple(g for g in manifest.engine_graphs if not (g.precision == "int8" and g is not f32)) + (
+        dataclasses.replace(f32, details={**{k: v for k, v in f32.details.items() if k != "fidelity_not_measured"},
+                                          **as_exported_on_a_bf16_cpu}),)
+    write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
+    avx2 = frozenset({"avx2", "fma"})
+    monkeypatch.setattr(selection, "cpu_features", lambda: avx2)
+    monkeypatch.setattr(verify_module, "cpu_features", lambda: avx2)
+    with monkeypatch.context() as patch:
+        patch.setitem(fidelity.GATES, "int8", {**fidelity.GATES["int8"], "mean_token_cosine": 1.01})
+        verify_folder(folder, engines=["openvino"], precisions=["int8"], record=True)
+    with pytest.raises(EngineUnavailableError, match="missed"):
+        ColbertEncoder(folder, precision="int8", engine="openvino")
+
+
+@needs_openvino
 def test_a_bf16_entry_openvino_ran_at_f32_here_is_not_recorded(toy_model_dir: Path, tmp_path: Path) -> None:
     """Its figures would be f32's: a CPU without bf16 units records nothing for it, one with them records it."""
     from colbert_onnx.engines.choice import BF16_FEATURES, cpu_features

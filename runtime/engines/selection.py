@@ -46,10 +46,13 @@ def openvino_graph(folder: ModelFolder, dim: int, precision: str, bf16_here: boo
     CPU's bf16 units, where the caller has read them already."""
     graphs = folder.engine_graphs_for("openvino", dim, precision)
     features = cpu_features()
-    passing = [g for g in graphs if passed_here(folder, g, dim, features)]
+    bf16_here = bool(set(features) & set(BF16_FEATURES)) if bf16_here is None else bf16_here
+    # without bf16 units a bf16 entry runs at f32: where its file has an f32 entry, that entry's verdict is the one
+    f32_files = set() if bf16_here else {g.file for g in graphs if g.details.get("inference_precision") != "bf16"}
+    passing = [g for g in graphs if passed_here(folder, g, dim, features)
+               and not (g.details.get("inference_precision") == "bf16" and g.file in f32_files)]
     if not passing:
         return graphs[0] if graphs else None
-    bf16_here = bool(set(features) & set(BF16_FEATURES)) if bf16_here is None else bf16_here
     return max(passing, key=lambda g: (faster_here(g, bf16_here),
                                        (g.details.get("inference_precision") == "bf16") == bf16_here))
 
