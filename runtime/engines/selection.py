@@ -25,8 +25,9 @@ class Opened:
     choice: EngineChoice
 
 
-def _bf16_here() -> bool:
-    return bool(set(cpu_features()) & set(BF16_FEATURES))
+def _bf16_here(features: frozenset[str] | None = None) -> bool:
+    """Whether this CPU (its flags `features`, where the caller has read them) has bf16 units."""
+    return bool(set(cpu_features() if features is None else features) & set(BF16_FEATURES))
 
 
 def faster_here(graph: GraphEntry, bf16_here: bool) -> bool:
@@ -46,7 +47,7 @@ def openvino_graph(folder: ModelFolder, dim: int, precision: str, bf16_here: boo
     CPU's bf16 units, where the caller has read them already."""
     graphs = folder.engine_graphs_for("openvino", dim, precision)
     features = cpu_features()
-    bf16_here = bool(set(features) & set(BF16_FEATURES)) if bf16_here is None else bf16_here
+    bf16_here = _bf16_here(features) if bf16_here is None else bf16_here
     # without bf16 units a bf16 entry runs at f32: where its file has an f32 entry, that entry's verdict is the one
     f32_files = set() if bf16_here else {g.file for g in graphs if g.details.get("inference_precision") != "bf16"}
     passing = [g for g in graphs if passed_here(folder, g, dim, features)
