@@ -22,7 +22,7 @@ import colbert_onnx
 from colbert_onnx.scoring import KERNEL_KINDS, kernel_file
 
 FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvino", "nncf")
-EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson"},
+EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson", "pydantic"},
           "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"},
           # the exporter writes the OpenVINO engine's graphs by default (docs/engines.md): openvino comes with it
           "export": {"torch", "safetensors", "onnx", "huggingface-hub", "optimum", "onnx-ir", "openvino", "nncf"}}

@@ -1,0 +1,34 @@
+"""Constraint lines that hold colbert-onnx's declared requirements at their floors: `numpy>=1.24` -> `numpy==1.24.*`.
+
+first_contact/run.sh installs a venv with them (the `floor` job), so the lowest versions pyproject.toml claims are
+run by the same first-contact tests as the development venv's versions: a floor nobody ran is not a claim.
+Read from the installed colbert-onnx's metadata (the development venv's editable install of this pyproject.toml).
+
+    python first_contact/floors.py [EXTRA ...] > floors.txt
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+
+def floor_constraints(extras: list[str]) -> list[str]:
+    """`name==X.Y.*` (the floor's minor release, newest patch) for every base requirement and every requirement of
+    `extras` that declares a `>=` floor."""
+    lines = []
+    for spec in importlib.metadata.requires("colbert-onnx") or []:
+        req = Requirement(spec)
+        wanted = req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras)
+        floors = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        if wanted and floors:
+            major, minor = (max(floors).release + (0,))[:2]
+            lines.append(f"{req.name}=={major}.{minor}.*")
+    return sorted(set(lines))
+
+
+if __name__ == "__main__":
+    print("\n".join(floor_constraints(sys.argv[1:])))
