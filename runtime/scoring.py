@@ -42,12 +42,14 @@ import onnxruntime as ort
 from .errors import InvalidInputError
 from .vectors import (
     QuantizedVectors,
+    check_documents,
     compact_kind,
     document_lengths,
     from_sign_bits,
     int8_codes_to_uint8,
     pack_documents,
     quantize_vectors,
+    real_array,
     start_offsets,
 )
 
@@ -295,9 +297,17 @@ def _check_packed(queries: np.ndarray, packed: np.ndarray, offsets: np.ndarray) 
         raise InvalidInputError(f"packed documents must be a non-empty (tokens, dim) array, got {packed.shape}")
     if packed.shape[1] != queries.shape[2]:
         raise InvalidInputError(f"query dim {queries.shape[2]} does not match document dim {packed.shape[1]}")
+    check_offsets(offsets, packed.shape[0])
+
+
+def check_offsets(offsets: np.ndarray, total: int) -> None:
+    """InvalidInputError unless `offsets` are integer document starts: 0 first, strictly increasing, below `total`."""
+    if not isinstance(offsets, np.ndarray) or offsets.dtype.kind not in "iu":
+        got = offsets.dtype if isinstance(offsets, np.ndarray) else type(offsets).__name__
+        raise InvalidInputError(f"offsets must be an integer numpy array, got {got}")
     if offsets.ndim != 1 or offsets.shape[0] == 0 or offsets[0] != 0:
         raise InvalidInputError("offsets must be a non-empty 1-D array of document starts beginning at 0")
-    if offsets[-1] >= packed.shape[0] or np.any(np.diff(offsets) <= 0):
+    if offsets[-1] >= total or np.any(offsets[1:] <= offsets[:-1]):
         raise InvalidInputError("offsets must increase strictly (no empty document) and stay below the token count")
 
 
@@ -371,7 +381,8 @@ def maxsim_float_list(queries: np.ndarray, documents: Sequence[np.ndarray]) -> n
     Consecutive documents are concatenated one cache-sized group at a time (never the whole corpus),
     so each group is still in cache when the GEMM reads it; groups are split among the workers.
     """
-    arrays = [np.asarray(d) for d in documents]
+    check_documents(documents)
+    arrays = [real_array(d, f"documents_vectors[{i}]") for i, d in enumerate(documents)]
     lengths = document_lengths(arrays, queries.shape[2])
     dtype = np.float16 if all(a.dtype == np.float16 for a in arrays) else np.float32
     kernel = _FloatKernel(queries)
@@ -419,17 +430,43 @@ def maxsim_int8_list(queries: np.ndarray, documents: Sequence) -> np.ndarray:
 _DECODE_TOKENS = 1 << 16
 
 
-def as_queries(query_vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+def as_queries(query_vectors: np.ndarray, what: str = "query_vectors") -> tuple[np.ndarray, bool]:
     """(n_queries, q_tokens, dim) float32 and whether a single (q_tokens, dim) query was given."""
-    queries = np.asarray(query_vectors, dtype=np.float32)
+    queries = real_array(query_vectors, what).astype(np.float32, copy=False)
     single = queries.ndim == 2
     if single:
         queries = queries[None]
     if queries.ndim != 3:
         raise InvalidInputError(
-            f"query_vectors has shape {queries.shape}, expected (q_tokens, dim) or (n_queries, q_tokens, dim)"
+            f"{what} has shape {queries.shape}, expected (q_tokens, dim) or (n_queries, q_tokens, dim)"
         )
     return queries, single
+
+
+def ragged_queries(query_vectors: object, what: str = "query_vectors") -> list[np.ndarray] | None:
+    """The queries of a list of (q_tokens, dim) queries of different lengths (scored one at a time), else None."""
+    if isinstance(query_vectors, (np.ndarray, str, bytes)) or not isinstance(query_vectors, Sequence):
+        return None
+    queries = [real_array(q, f"{what}[{i}]") for i, q in enumerate(query_vectors)]
+    if len(queries) < 2 or any(q.ndim != 2 for q in queries) or len({q.shape for q in queries}) == 1:
+        return None
+    return queries
+
+
+def _check_sign_bits(documents: Sequence[np.ndarray], dim: int) -> None:
+    """InvalidInputError unless the sign-bit documents hold `dim` bits a vector (int8/uint8 arrays are read as bits)."""
+    kind = compact_kind(documents)
+    if kind not in ("binary", "ubinary"):
+        return  # not sign bits: from_sign_bits says so
+    document_lengths(documents)
+    width = documents[0].shape[1]
+    if 8 * width != dim:
+        raise InvalidInputError(
+            f"documents_vectors are {documents[0].dtype} arrays, which maxsim reads as "
+            f"{kind!r} sign bits (output='binary' is (tokens, dim / 8) int8, 'ubinary' uint8): "
+            f"{width} bytes a vector is dim {8 * width}, not the query's {dim}. Pass int8 codes with their "
+            "scales as QuantizedVectors (output='int8'), and plain values as float arrays"
+        )
 
 
 def _blocked_maxsim(queries: np.ndarray, documents: Sequence, decode: Callable) -> np.ndarray:
@@ -459,7 +496,11 @@ def maxsim_int8(
     quantizes the query to int8 per token too and runs the integer kernel (2-3x faster, scores off by
     ~1e-4 per query token on average: docs/maxsim.md).
     """
+    ragged = ragged_queries(query_vectors)
+    if ragged is not None:  # queries of different lengths: one call each
+        return np.stack([maxsim_int8(q, documents, exact) for q in ragged])
     queries, single = as_queries(query_vectors)
+    check_documents(documents)
     for i, doc in enumerate(documents):
         if not isinstance(doc, QuantizedVectors):
             raise InvalidInputError(f"documents[{i}] is {type(doc).__name__}, expected QuantizedVectors")
@@ -480,8 +521,13 @@ def maxsim_binary(
     ``binarize_query=False`` the float query is scored against ``±1 / sqrt(dim)`` document vectors
     (asymmetric; docs/storage.md has both).
     """
+    ragged = ragged_queries(query_vectors)
+    if ragged is not None:  # queries of different lengths: one call each
+        return np.stack([maxsim_binary(q, documents, binarize_query) for q in ragged])
     queries, single = as_queries(query_vectors)
     dim = queries.shape[2]
+    check_documents(documents)
+    _check_sign_bits(documents, dim)
     if binarize_query:
         queries = np.where(queries > 0, 1.0, -1.0).astype(np.float32) / np.float32(dim)
     else:
@@ -494,11 +540,15 @@ def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -
     """ColBERT MaxSim: for each document, sum over query vectors of the best dot product.
 
     `query_vectors` is (q_tokens, dim) for one query, giving scores of shape (n_docs,), or
-    (n_queries, q_tokens, dim), giving (n_queries, n_docs). Documents may be ragged, and may be
-    any compact kind of ``encode_documents(output=...)`` (int8, binary, ubinary; see compact.py).
-    Float documents are scored exactly, int8 ones against their dequantized vectors
-    (:func:`maxsim_int8`), sign bits by :func:`maxsim_binary`.
+    (n_queries, q_tokens, dim), giving (n_queries, n_docs); a list of queries of different lengths
+    gives (n_queries, n_docs) too. Documents may be ragged, and may be any compact kind of
+    ``encode_documents(output=...)`` (int8, binary, ubinary; see compact.py). Float documents are
+    scored exactly, int8 ones (``QuantizedVectors``) against their dequantized vectors
+    (:func:`maxsim_int8`), int8/uint8 arrays as sign bits by :func:`maxsim_binary`.
     """
+    ragged = ragged_queries(query_vectors)
+    if ragged is not None:  # queries of different lengths: one call each
+        return np.stack([maxsim(q, documents_vectors) for q in ragged])
     kind = compact_kind(documents_vectors)
     if kind == "int8":
         return maxsim_int8(query_vectors, documents_vectors)

@@ -33,12 +33,13 @@ class QuantizedVectors:
     scales: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.codes.ndim != 2 or self.codes.dtype != np.int8:
-            raise InvalidInputError(
-                f"codes must be a (tokens, dim) int8 array, got {self.codes.dtype} {self.codes.shape}"
-            )
-        if self.scales.shape != (self.codes.shape[0],):
-            raise InvalidInputError(f"scales has shape {self.scales.shape}, expected ({self.codes.shape[0]},)")
+        codes, scales = self.codes, self.scales
+        if not isinstance(codes, np.ndarray) or codes.ndim != 2 or codes.dtype != np.int8:
+            got = f"{codes.dtype} {codes.shape}" if isinstance(codes, np.ndarray) else type(codes).__name__
+            raise InvalidInputError(f"codes must be a (tokens, dim) int8 array, got {got}")
+        if not isinstance(scales, np.ndarray) or scales.shape != (codes.shape[0],):
+            got = f"shape {scales.shape}" if isinstance(scales, np.ndarray) else type(scales).__name__
+            raise InvalidInputError(f"scales must be a ({codes.shape[0]},) array, got {got}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -51,6 +52,26 @@ class QuantizedVectors:
     def dequantize(self) -> np.ndarray:
         """The float32 approximation ``codes * scales[:, None]``."""
         return self.codes.astype(np.float32) * self.scales[:, None]
+
+
+def real_array(values: object, what: str) -> np.ndarray:
+    """`values` as a numpy array of real numbers (bool, int or float), else InvalidInputError naming `what`."""
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as exc:  # e.g. nested lists of different lengths
+        raise InvalidInputError(f"{what} is not a rectangular array of numbers ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        got = f"dtype {array.dtype}"
+        if not isinstance(values, np.ndarray):
+            got = f"{type(values).__name__} ({got})"
+        raise InvalidInputError(f"{what} must be an array of real numbers, got {got}")
+    return array
+
+
+def check_documents(documents: object, what: str = "documents_vectors") -> None:
+    """InvalidInputError unless `documents` is a list (any sequence, or an array) of documents."""
+    if isinstance(documents, (str, bytes)) or not isinstance(documents, (Sequence, np.ndarray)):
+        raise InvalidInputError(f"{what} must be a list of (tokens, dim) arrays, got {type(documents).__name__}")
 
 
 def quantize_vectors(vectors: np.ndarray) -> QuantizedVectors:
@@ -106,6 +127,7 @@ def _kind_of(doc: object) -> str | None:
 
 def compact_kind(documents_vectors: Sequence) -> str | None:
     """``int8``, ``binary`` or ``ubinary`` if the documents are of that compact kind; None for float."""
+    check_documents(documents_vectors)
     if len(documents_vectors) == 0:
         return None
     dtypes = {getattr(d, "dtype", None) for d in documents_vectors}  # a few distinct dtypes: cheap
@@ -124,6 +146,7 @@ def document_lengths(documents: Sequence, dim: int | None = None) -> np.ndarray:
     Raises InvalidInputError for an empty list, a document that is not 2-D, has no vectors, or
     whose dim differs from the first one's (or from `dim`, the query's, when given).
     """
+    check_documents(documents)
     if len(documents) == 0:
         raise InvalidInputError("documents_vectors is empty")
     lengths = np.empty(len(documents), dtype=np.int64)
@@ -153,7 +176,8 @@ def start_offsets(lengths: np.ndarray) -> np.ndarray:
 
 def pack_documents(documents_vectors: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ragged (n_i, dim) float arrays as one (sum n_i, dim) array plus start offsets."""
-    arrays = [np.asarray(d) for d in documents_vectors]
+    check_documents(documents_vectors)
+    arrays = [real_array(d, f"documents_vectors[{i}]") for i, d in enumerate(documents_vectors)]
     lengths = document_lengths(arrays)
     return np.concatenate(arrays, axis=0), start_offsets(lengths)
 
@@ -163,6 +187,7 @@ def pack_quantized_documents(documents: Sequence[QuantizedVectors]) -> tuple[np.
 
     The layout ``scoring.maxsim_packed_int8`` and ``PackedDocuments`` (int8) read.
     """
+    check_documents(documents, "documents")
     for i, doc in enumerate(documents):
         if not isinstance(doc, QuantizedVectors):
             raise InvalidInputError(f"documents[{i}] is {type(doc).__name__}, expected QuantizedVectors")

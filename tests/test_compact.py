@@ -220,3 +220,21 @@ def test_sign_bits_match_the_http_servers_embedding_type(kind: str) -> None:
     formats = pytest.importorskip("colbert_onnx.server.formats", reason="the HTTP server package is not installed")
     v = _unit(np.random.default_rng(10), 7)
     np.testing.assert_array_equal(to_sign_bits(v, kind), formats.encode_vectors(v, kind))
+
+
+def test_quantized_vectors_refuses_codes_that_are_not_an_array() -> None:
+    with pytest.raises(InvalidInputError, match="codes must be a .* int8 array, got list"):
+        QuantizedVectors([[1]], np.ones(1, dtype=np.float32))
+
+
+def test_quantized_vectors_refuses_scales_that_are_not_an_array() -> None:
+    with pytest.raises(InvalidInputError, match="scales must be a .* array, got list"):
+        QuantizedVectors(np.ones((1, 8), dtype=np.int8), [1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_maxsim_refuses_int8_arrays_whose_sign_bits_do_not_match_the_query_dim(dtype) -> None:
+    """int8/uint8 arrays are binary/ubinary sign bits: a (tokens, 128) one holds 1024 bits, not a 128-dim vector."""
+    codes = quantize_vectors(_unit(np.random.default_rng(15), 3)).codes.astype(dtype)
+    with pytest.raises(InvalidInputError, match="sign bits .* dim 1024, not the query's 128.* QuantizedVectors"):
+        maxsim(_unit(np.random.default_rng(16), 32), [codes])

@@ -170,3 +170,40 @@ def test_bad_packed_inputs_raise_typed_errors():
         scoring.maxsim_packed(_unit(rng, 1, 4, 16), vectors, np.array([0, 5]))
     with pytest.raises(InvalidInputError, match="k must be"):
         PackedDocuments.from_list([vectors]).top_k(_unit(rng, 4, 8), 0)
+
+
+# --- bad input: typed errors, never numpy's ----------------------------------------------------
+
+
+def test_maxsim_refuses_text_as_the_query():
+    with pytest.raises(InvalidInputError, match="query_vectors must be an array of real numbers, got str"):
+        maxsim("berlin population", [np.ones((3, 4), np.float32)])
+
+
+@pytest.mark.parametrize(
+    "documents", [None, (np.ones((3, 4), np.float32) for _ in range(2))], ids=["None", "generator"]
+)
+def test_maxsim_refuses_documents_that_are_not_a_list(documents):
+    with pytest.raises(InvalidInputError, match="documents_vectors must be a list of"):
+        maxsim(np.ones((2, 4), np.float32), documents)
+
+
+@pytest.mark.parametrize("dtype", [object, str, np.complex64])
+def test_maxsim_refuses_documents_that_are_not_real_numbers(dtype):
+    with pytest.raises(InvalidInputError, match=r"documents_vectors\[1\] must be an array of real numbers"):
+        maxsim(np.ones((2, 4), np.float32), [np.ones((3, 4), np.float32), np.ones((3, 4)).astype(dtype)])
+
+
+def test_maxsim_scores_queries_of_different_lengths_one_call_each():
+    rng = np.random.default_rng(10)
+    queries = [_unit(rng, 32, 8), _unit(rng, 5, 8)]
+    docs = [_unit(rng, n, 8) for n in (4, 9)]
+    scores = maxsim(queries, docs)
+    assert scores.shape == (2, 2)
+    for q in range(2):
+        np.testing.assert_allclose(scores[q], _naive(queries[q], docs), rtol=1e-5, atol=1e-5)
+
+
+def test_maxsim_packed_refuses_float_offsets():
+    with pytest.raises(InvalidInputError, match="offsets must be an integer numpy array, got float64"):
+        scoring.maxsim_packed(np.ones((1, 2, 4), np.float32), np.ones((4, 4), np.float32), np.array([0.0, 2.0]))
