@@ -19,7 +19,10 @@ encoder settings as JSON under the schema metadata key ``colbert_onnx`` (:func:`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +30,13 @@ import numpy as np
 
 from . import __version__
 from .compact import canonical_output, check_output_kind
-from .errors import ColbertOnnxError, InvalidInputError
+from .errors import ColbertOnnxError, InvalidInputError, InvalidTextError
 from .extras import import_extra
 from .muvera import is_muvera_output, parse_output
 from .packed import PackedDocuments
 from .pooling import check_pool_factor
 from .progress import progress_bar
+from .text import text_problem
 from .vectors import QuantizedVectors, int8_codes_to_uint8
 
 pa = import_extra("pyarrow", "arrow", "colbert_onnx.arrow")
@@ -176,7 +180,8 @@ def _concat(arrays: Sequence[np.ndarray], dtype: type, width: int | None) -> np.
     return np.ascontiguousarray(np.concatenate(arrays, axis=0))
 
 
-def _texts(table: pa.Table, text_column: str) -> list[str]:
+def _texts(table: pa.Table, text_column: str, first_row: int = 0) -> list[str]:
+    """The texts of `text_column`, checked by the text rule (text.py); errors name the row, counted from `first_row`."""
     if text_column not in table.column_names:
         raise InvalidInputError(f"table has no text column {text_column!r}; columns: {', '.join(table.column_names)}")
     column = table[text_column]
@@ -185,8 +190,15 @@ def _texts(table: pa.Table, text_column: str) -> list[str]:
         raise InvalidInputError(f"text column {text_column!r} is {column.type}, expected string")
     if column.null_count:
         first = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
-        raise InvalidInputError(f"text column {text_column!r} has {column.null_count} nulls (first at row {first})")
-    return column.to_pylist()
+        raise InvalidInputError(
+            f"text column {text_column!r} has {column.null_count} nulls (first at row {first_row + first})"
+        )
+    texts = column.to_pylist()
+    for i, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidTextError(f"text column {text_column!r}, row {first_row + i}", None, problem)
+    return texts
 
 
 def _kept(table: pa.Table, text_column: str, keep_columns: Sequence[str] | None) -> pa.Table:
@@ -221,8 +233,14 @@ def encode_table(
 ) -> pa.Table:
     """Encode a table's texts as documents: the kept columns (default: all but `text_column`), the vector
     columns and ``n_tokens``, in row order, with :func:`corpus_metadata` stamped on the schema."""
+    return _encode_table(encoder, table, text_column, output, pool_factor, keep_columns, progress)
+
+
+def _encode_table(encoder: ColbertEncoder, table: pa.Table, text_column: str, output: str, pool_factor: int | None,
+                  keep_columns: Sequence[str] | None, progress: bool, first_row: int = 0) -> pa.Table:
+    """encode_table of rows `first_row`.. of a file (errors name the file's rows)."""
     metadata = corpus_metadata(encoder, output, pool_factor)
-    texts = _texts(table, text_column)
+    texts = _texts(table, text_column, first_row)
     kept = _kept(table, text_column, keep_columns)
     vectors = encoder.encode_documents(texts, output=output, pool_factor=metadata["pool_factor"], progress=progress)
     return _assemble(kept, documents_to_columns(vectors, output, encoder.dim), metadata)
@@ -379,6 +397,56 @@ def write_parquet(table: pa.Table, path: str | Path, **overrides: Any) -> None:
     pq.write_table(table, path, **parquet_options(output, kept_column_names(table), **overrides))
 
 
+def _reason(exc: BaseException) -> str:
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno) if errno else str(exc)
+
+
+def open_parquet(source: str | Path) -> pq.ParquetFile:
+    """`source` opened as a Parquet file; InvalidInputError naming it when it is missing or not Parquet."""
+    try:
+        return pq.ParquetFile(source)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidInputError(f"cannot read {source} as Parquet: {_reason(exc)}") from None
+
+
+@contextmanager
+def staged_output(source: str | Path, destination: str | Path) -> Iterator[Path]:
+    """Where to write `destination`, the output made from `source`: a hidden temporary file in the output's
+    folder, renamed onto `destination` (through a symlink) only when the block succeeds and removed otherwise,
+    so a failure leaves no partial output and a file already at `destination` as it was.
+
+    Refused first, before anything is opened (InvalidInputError): an output that is the input file itself,
+    a folder, or in a folder that does not exist.
+    """
+    target = Path(os.path.realpath(destination))
+    if os.path.exists(source) and target.exists():
+        same = os.path.samefile(source, target)
+    else:
+        same = Path(os.path.realpath(source)) == target
+    if same:
+        raise InvalidInputError(f"the output {destination} is the input {source}: writing it would destroy the "
+                                "input; name another output file")
+    if target.is_dir():
+        raise InvalidInputError(f"the output {destination} is a folder; name a file to write")
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"the output {destination} is in a folder that does not exist ({target.parent})")
+    staging = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        yield staging
+        os.replace(staging, target)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def _batches(reader: pq.ParquetFile, source: str | Path, **options: Any) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader.iter_batches(**options)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidInputError(f"cannot read {source} as Parquet: {_reason(exc)}") from None
+
+
 def encode_parquet(
     encoder: ColbertEncoder,
     source: str | Path,
@@ -392,24 +460,31 @@ def encode_parquet(
 ) -> int:
     """One Parquet file of texts -> one multivector Parquet file, `batch_rows` rows at a time, in input order.
 
-    Memory stays bounded by one batch; each batch becomes one row group. Returns the rows written.
+    Memory stays bounded by one batch; each batch becomes one row group. Returns the rows written. The file
+    is written as :func:`staged_output` says (all or nothing; never onto `source`); errors name the row of
+    `source` or the file that cannot be read or written.
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise InvalidInputError(f"batch_rows must be a positive int, got {batch_rows!r}")
     metadata = corpus_metadata(encoder, output, pool_factor)
-    reader = pq.ParquetFile(source)
-    schema = reader.schema_arrow
-    kept = check_columns(schema, text_column, keep_columns)
-    writer = pq.ParquetWriter(destination, empty_table(metadata, schema, kept).schema,
-                              **parquet_options(output, kept))
     rows = 0
-    with writer, progress_bar(progress, total=reader.metadata.num_rows, unit="doc", desc="encoding") as bar:
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([text_column, *kept]))):
-            table = encode_table(encoder, pa.Table.from_batches([batch]), text_column, output,
-                                 metadata["pool_factor"], kept)
-            writer.write_table(table)
-            rows += table.num_rows
-            bar.update(table.num_rows)
+    try:
+        with staged_output(source, destination) as staging:
+            reader = open_parquet(source)
+            schema = reader.schema_arrow
+            kept = check_columns(schema, text_column, keep_columns)
+            writer = pq.ParquetWriter(staging, empty_table(metadata, schema, kept).schema,
+                                      **parquet_options(output, kept))
+            with writer, progress_bar(progress, total=reader.metadata.num_rows, unit="doc", desc="encoding") as bar:
+                columns = list(dict.fromkeys([text_column, *kept]))
+                for batch in _batches(reader, source, batch_size=batch_rows, columns=columns):
+                    table = _encode_table(encoder, pa.Table.from_batches([batch]), text_column, output,
+                                          metadata["pool_factor"], kept, False, first_row=rows)
+                    writer.write_table(table)
+                    rows += table.num_rows
+                    bar.update(table.num_rows)
+    except OSError as exc:  # reading errors are InvalidInputErrors by now: this is the output
+        raise InvalidInputError(f"cannot write {destination}: {_reason(exc)}") from None
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,48 @@ def _decode_line(raw: bytes, source: str, number: int) -> str:
         raise InvalidTextError(f"{source} line {number}", None, reason) from None
 
 
+class _OutputError(ColbertOnnxError):
+    """stdout cannot be written (a full disk, a closed file): exit status 1."""
+
+
+def _fail(message: str) -> int:
+    """The one-line error of every refusal: exit status 2."""
+    print(f"colbert-onnx: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _write(text: str, flush: bool = False) -> None:
+    """`text` to stdout; a failure other than a closed pipe (main) is an _OutputError naming stdout."""
+    try:
+        sys.stdout.write(text)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int") from None
+
+
+def _positive_int(text: str) -> int:
+    if _int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive int")
+    return int(text)
+
+
+def _decimals(text: str) -> int:
+    if _int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1: the vectors are unit-length, so rounding to "
+                                         "0 decimals or fewer prints almost every component as 0")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -67,16 +110,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         from colbert_onnx.export import ParityError, export_model
     except ImportError as exc:
-        print(
-            f"colbert-onnx export needs the [export] extra (pip install 'colbert-onnx[export]'): {exc}",
-            file=sys.stderr,
-        )
-        return 2
+        return _fail(f"export needs the [export] extra (pip install 'colbert-onnx[export]'): {exc}")
+    from .conventions import DOCUMENT_MAX_LENGTH
+
     try:
         out = export_model(
             args.sources,
             args.out,
-            document_max_length=args.document_max_length or 8192,
+            document_max_length=DOCUMENT_MAX_LENGTH if args.document_max_length is None else args.document_max_length,
             precisions=args.precision,
             int8_method=args.int8_method,
             parity_tolerance=args.parity_tolerance,
@@ -101,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .hub import push_to_hub
 
         report["pushed"] = push_to_hub(out, args.push_to_hub, private=args.private)
-    print(json.dumps(report, indent=2))
+    _write(json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -127,15 +168,15 @@ def _json_vectors(vectors, decimals: int) -> dict:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    if args.input_type == "query" and (
+        (args.output != "float32" and not args.output.startswith("muvera")) or args.pool_factor != 1
+    ):
+        raise InvalidInputError("--output (but float32 and muvera) and --pool-factor apply to documents only")
     texts = _read_lines(args.input)
     encoder = _encoder(args)
     if args.input_type == "query":
-        if (args.output != "float32" and not args.output.startswith("muvera")) or args.pool_factor != 1:
-            print("--output (but float32 and muvera) and --pool-factor apply to documents only", file=sys.stderr)
-            return 2
-
         def encode(batch):
-            return encoder.encode_queries(batch, output=args.output)
+            return encoder.encode_queries(batch, output=args.output, progress=args.progress)
     else:
         def encode(batch):
             return encoder.encode_documents(batch, output=args.output, pool_factor=args.pool_factor,
@@ -144,7 +185,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         chunk = texts[start : start + 256]
         for offset, vectors in enumerate(encode(chunk)):
             record = {"index": start + offset, **_json_vectors(vectors, args.decimals)}
-            sys.stdout.write(json.dumps(record) + "\n")
+            _write(json.dumps(record) + "\n")
     return 0
 
 
@@ -153,8 +194,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if args.documents_file:
         documents += _read_lines(args.documents_file)
     if not documents:
-        print("rerank needs documents: --document TEXT (repeatable) or --documents-file", file=sys.stderr)
-        return 2
+        return _fail("rerank needs documents: --document TEXT (repeatable) or --documents-file")
     encoder = _encoder(args)
     results = encoder.rerank(args.query, documents, top_n=args.top_n)
     payload = {
@@ -168,7 +208,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
             for r in results
         ],
     }
-    print(json.dumps(payload, indent=2, ensure_ascii=False))
+    _write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -179,10 +219,16 @@ def cmd_encode_parquet(args: argparse.Namespace) -> int:
     try:
         from . import arrow
     except ImportError as exc:
-        print(f"encode-parquet needs the [arrow] extra (pip install 'colbert-onnx[arrow]'): {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"encode-parquet needs the [arrow] extra (pip install 'colbert-onnx[arrow]'): {exc}")
     keep = [c for c in args.keep_columns.split(",") if c] if args.keep_columns is not None else None
     on_ray = args.ray or args.actors is not None
+    ray_only = [flag for flag, value in (("--cpus-per-actor", args.cpus_per_actor),
+                                         ("--gpus-per-actor", args.gpus_per_actor),
+                                         ("--ray-address", args.ray_address)) if value is not None]
+    if ray_only and not on_ray:
+        raise InvalidInputError(f"{', '.join(ray_only)} apply on Ray only: add --ray (or --actors N)")
+    if on_ray and args.batch_rows is not None:
+        raise InvalidInputError("--batch-rows applies in one process only, not on Ray")
     start = time.perf_counter()
     if on_ray:
         from .ray import encode_parquet, ray_module
@@ -190,19 +236,21 @@ def cmd_encode_parquet(args: argparse.Namespace) -> int:
         try:
             ray_module()
         except ImportError as exc:
-            print(f"encode-parquet --ray: {exc}", file=sys.stderr)
-            return 2
-        rows = encode_parquet(args.input, args.out, args.model_dir, actors=args.actors or 1,
-                              cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
-                              text_column=args.text_column, keep_columns=keep, progress=args.progress,
-                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
-                              config=encoder_config_from_args(args))
+            return _fail(f"encode-parquet --ray: {exc}")
+        with arrow.staged_output(args.input, args.out) as staging:
+            arrow.open_parquet(args.input)  # a missing or non-Parquet input: one line, before Ray starts
+            rows = encode_parquet(args.input, staging, args.model_dir, actors=1 if args.actors is None else args.actors,
+                                  cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                                  text_column=args.text_column, keep_columns=keep, progress=args.progress,
+                                  address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
+                                  config=encoder_config_from_args(args))
     else:
         rows = arrow.encode_parquet(_encoder(args), args.input, args.out, text_column=args.text_column,
                                     output=args.output, pool_factor=args.pool_factor, keep_columns=keep,
-                                    batch_rows=args.batch_rows, progress=args.progress)
+                                    batch_rows=1024 if args.batch_rows is None else args.batch_rows,
+                                    progress=args.progress)
     seconds = round(time.perf_counter() - start, 3)
-    print(json.dumps({"out": args.out, "rows": rows, "seconds": seconds, "ray": on_ray}))
+    _write(json.dumps({"out": args.out, "rows": rows, "seconds": seconds, "ray": on_ray}) + "\n")
     return 0
 
 
@@ -266,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--input", default="-", help="text file, one text per line; '-' for stdin")
     p.add_argument("--input-type", choices=["query", "document"], default="document")
-    p.add_argument("--decimals", type=int, default=6, help="rounding of the printed floats")
+    p.add_argument("--decimals", type=_decimals, default=6, help="rounding of the printed floats (>= 1)")
     p.add_argument("--output", default="float32", type=_output_kind,
                    help="float32, float16, int8, binary, ubinary (documents; int8 adds per-vector scales, "
                    "binary/ubinary are packed sign bits) or muvera[:k_sim=5,dim_proj=16,r_reps=20,seed=42] "
@@ -295,12 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="float16", type=_output_kind,
                    help="float16, float32, int8, binary, ubinary or muvera[:k_sim=..,dim_proj=..,r_reps=..,seed=..]")
     p.add_argument("--pool-factor", type=int, default=1, help="token pooling factor (1: none)")
-    p.add_argument("--batch-rows", type=int, default=1024, help="rows read and encoded at once (one process)")
+    p.add_argument("--batch-rows", type=int, default=None,
+                   help="rows read and encoded at once (one process, not Ray; default 1024)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="progress bar on stderr (default: when stderr is a terminal)")
     p.add_argument("--ray", action="store_true", help="run on Ray Data (needs [ray]); a local cluster unless "
                    "--ray-address or a running session")
-    p.add_argument("--actors", type=int, default=None, help="encoder actors on Ray (implies --ray; default 1)")
+    p.add_argument("--actors", type=_positive_int, default=None,
+                   help="encoder actors on Ray (implies --ray; default 1)")
     p.add_argument("--cpus-per-actor", type=float, default=None,
                    help="CPUs per actor (default: the cluster's CPUs less one, shared evenly)")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="GPUs per actor with --device cuda")
@@ -324,10 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ColbertOnnxError as exc:
+        status = args.func(args)
+        _write("", flush=True)  # a full disk shows here, not as a traceback at exit
+        return status
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what the shell reports for a tool the closed pipe killed
+    except _OutputError as exc:
         print(f"colbert-onnx: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except ColbertOnnxError as exc:
+        return _fail(str(exc))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit does not report the broken pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (tests, embedding): nothing flushes at exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

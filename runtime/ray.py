@@ -379,9 +379,19 @@ def encode_parquet(
     shuts down what it started). `encoder_options` as for :func:`encode_documents` (output, pool_factor,
     ColbertEncoder's options). The driver writes the file, so the output is one file as on one machine;
     on a real cluster, write shards from the workers with :func:`encode_documents` and
-    ``Dataset.write_parquet`` instead.
+    ``Dataset.write_parquet`` instead. Written as ``arrow.staged_output`` says: all or nothing, never onto `source`.
     """
+    from .arrow import open_parquet, staged_output
+
     ray = ray_module()
+    with staged_output(source, destination) as staging:  # never onto `source`; all or nothing
+        open_parquet(source)  # a missing or non-Parquet input: one error naming it, before Ray starts
+        return _encode_parquet_on_ray(ray, source, staging, model_dir, actors, cpus_per_actor, gpus_per_actor,
+                                      batch_size, text_column, keep_columns, progress, address, encoder_options)
+
+
+def _encode_parquet_on_ray(ray, source, destination, model_dir, actors, cpus_per_actor, gpus_per_actor, batch_size,
+                           text_column, keep_columns, progress, address, encoder_options) -> int:
     started = not ray.is_initialized()
     if started:
         if address is None:

@@ -10,7 +10,13 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="needs the arrow extra (pip install '.[arrow]')")
 pq = pytest.importorskip("pyarrow.parquet", reason="needs the arrow extra (pip install '.[arrow]')")
 
-from colbert_onnx import ColbertEncoder, InvalidInputError, QuantizedVectors, __version__  # noqa: E402
+from colbert_onnx import (  # noqa: E402
+    ColbertEncoder,
+    InvalidInputError,
+    InvalidTextError,
+    QuantizedVectors,
+    __version__,
+)
 from colbert_onnx import arrow as ca  # noqa: E402
 from colbert_onnx.cli import main  # noqa: E402
 from colbert_onnx.packed import PackedDocuments  # noqa: E402
@@ -226,6 +232,50 @@ def test_encode_parquet_of_no_rows_writes_the_schema_and_settings(toy_encoder, t
     back = pq.read_table(tmp_path / "out.parquet")
     assert back.num_rows == 0 and back.column_names == ["id", "vectors", "n_tokens"]
     assert ca.read_metadata(back)["dim"] == 128
+
+
+def test_encode_table_names_the_row_of_a_refused_text(toy_encoder) -> None:
+    with pytest.raises(InvalidTextError, match=r"^text column 'text', row 1 holds a NUL character"):
+        ca.encode_table(toy_encoder, pa.table({"text": ["a", "b\x00c"]}))
+
+
+def test_encode_parquet_names_the_file_row_of_a_refused_text(toy_encoder, tmp_path) -> None:
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d", "e\x00", "f"]}), tmp_path / "in.parquet")
+    with pytest.raises(InvalidTextError, match=r"^text column 'text', row 4 holds a NUL character"):
+        ca.encode_parquet(toy_encoder, tmp_path / "in.parquet", tmp_path / "out.parquet", batch_rows=2)
+
+
+def test_encode_parquet_names_the_file_row_of_a_null_text(toy_encoder, tmp_path) -> None:
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d", None, "f"]}), tmp_path / "in.parquet")
+    with pytest.raises(InvalidInputError, match=r"1 nulls \(first at row 4\)"):
+        ca.encode_parquet(toy_encoder, tmp_path / "in.parquet", tmp_path / "out.parquet", batch_rows=2)
+
+
+def _bad_third_row(folder) -> None:
+    pq.write_table(pa.table({"text": ["good one", "also good", "bad\x00row", "never reached"]}), folder / "in.parquet")
+
+
+def test_a_failed_encode_parquet_leaves_no_output(toy_encoder, tmp_path) -> None:
+    _bad_third_row(tmp_path)
+    with pytest.raises(InvalidTextError):
+        ca.encode_parquet(toy_encoder, tmp_path / "in.parquet", tmp_path / "out.parquet", batch_rows=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_a_failed_encode_parquet_leaves_an_existing_output_as_it_was(toy_encoder, tmp_path) -> None:
+    _bad_third_row(tmp_path)
+    (tmp_path / "out.parquet").write_bytes(b"earlier output")
+    with pytest.raises(InvalidTextError):
+        ca.encode_parquet(toy_encoder, tmp_path / "in.parquet", tmp_path / "out.parquet", batch_rows=1)
+    assert (tmp_path / "out.parquet").read_bytes() == b"earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]
+
+
+def test_encode_parquet_refuses_to_write_over_its_input(toy_encoder, table, tmp_path) -> None:
+    pq.write_table(table, tmp_path / "in.parquet")
+    with pytest.raises(InvalidInputError, match="is the input"):
+        ca.encode_parquet(toy_encoder, tmp_path / "in.parquet", tmp_path / "in.parquet")
+    assert pq.read_table(tmp_path / "in.parquet").equals(table)
 
 
 def test_cli_encode_parquet_writes_the_multivector_file(toy_model_dir, table, tmp_path, capsys) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -78,3 +81,74 @@ def test_encode_queries_reject_document_only_options(toy_model_dir, capsys, monk
     monkeypatch.setattr("sys.stdin", io.StringIO("q\n"))
     assert main(["encode", str(toy_model_dir), "--input-type", "query", "--output", "binary"]) == 2
     assert "documents only" in capsys.readouterr().err
+
+
+def test_a_document_only_option_on_queries_is_a_one_line_error(toy_model_dir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("q\n"))
+    assert main(["encode", str(toy_model_dir), "--input-type", "query", "--pool-factor", "-3"]) == 2
+    assert capsys.readouterr().err == (
+        "colbert-onnx: error: --output (but float32 and muvera) and --pool-factor apply to documents only\n"
+    )
+
+
+def test_rerank_without_documents_is_a_one_line_error(toy_model_dir, capsys):
+    assert main(["rerank", str(toy_model_dir), "--query", "q"]) == 2
+    assert capsys.readouterr().err == (
+        "colbert-onnx: error: rerank needs documents: --document TEXT (repeatable) or --documents-file\n"
+    )
+
+
+def test_a_missing_extra_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "colbert_onnx.export", None)
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("colbert-onnx: error: export needs the [export] extra")
+
+
+def test_queries_show_progress_when_asked(toy_model_dir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("what is berlin\n"))
+    assert main(["encode", str(toy_model_dir), "--input-type", "query", "--progress"]) == 0
+    assert "encoding queries" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decimals", ["0", "-1"])
+def test_encode_refuses_fewer_than_one_decimal(toy_model_dir, capsys, decimals):
+    with pytest.raises(SystemExit) as info:
+        main(["encode", str(toy_model_dir), "--decimals", decimals])
+    assert info.value.code == 2
+    assert f"argument --decimals: '{decimals}' must be >= 1" in capsys.readouterr().err
+
+
+def test_export_refuses_a_document_max_length_of_0(toy_trio, tmp_path, capsys):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    out = tmp_path / "cli-out"
+    assert main(["export", str(toy_trio[64]), "--out", str(out), "--document-max-length", "0"]) == 2
+    assert "colbert-onnx: error: document_max_length must be >= 4, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _encode_command(model_dir) -> list[str]:
+    return [sys.executable, "-m", "colbert_onnx.cli", "encode", str(model_dir)]
+
+
+def test_a_reader_closing_the_pipe_ends_encode_quietly(toy_model_dir):
+    proc = subprocess.Popen(_encode_command(toy_model_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(b"some text here\n" * 500)
+    proc.stdin.close()
+    proc.stdout.read(100)
+    proc.stdout.close()  # as `| head -c 100` does
+    err = proc.stderr.read()
+    assert (proc.wait(timeout=120), err) == (141, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_a_one_line_error(toy_model_dir):
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(_encode_command(toy_model_dir), input=b"Berlin\n", stdout=full, stderr=subprocess.PIPE,
+                              timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines() == ["colbert-onnx: error: cannot write to stdout: No space left on device"]

@@ -145,6 +145,15 @@ def test_actors_claiming_every_cpu_are_refused_before_running(cluster, toy_model
         cr.encode_documents(ds, toy_model_dir, actors=2, cpus_per_actor=1)
 
 
+def test_the_python_api_refuses_an_output_that_is_its_input_before_ray_starts(toy_model_dir, texts_parquet,
+                                                                             monkeypatch) -> None:
+    monkeypatch.setattr(cr, "init_local_cluster", lambda *a, **k: pytest.fail("Ray started"))
+    before = texts_parquet.read_bytes()
+    with pytest.raises(InvalidInputError, match="is the input"):
+        cr.encode_parquet(texts_parquet, texts_parquet, toy_model_dir)
+    assert texts_parquet.read_bytes() == before
+
+
 def test_actors_larger_than_any_node_are_refused() -> None:
     with pytest.raises(cr.RayPipelineError, match="exceeds the largest node's 8 CPUs"):
         cr.plan_actor_cpus(1, 12, cluster_cpus=32, node_cpus=8)
