@@ -24,6 +24,7 @@ from colbert_onnx.engines import float_environment, selection
 from colbert_onnx.engines import openvino_engine as ov_engine
 from colbert_onnx.engines.choice import choose_engine, cpu_features
 from colbert_onnx.manifest import read_manifest, write_manifest
+from colbert_onnx.session import SessionConfig
 
 TEXTS = ["Berlin is the capital of Germany.", "Paris ist die Hauptstadt von Frankreich, an der Seine.",
          "東京は日本の首都です。" * 3, "def f(x): return x + 1  # code"]
@@ -117,6 +118,27 @@ def test_forced_openvino_on_a_folder_without_its_graph_is_refused(toy_model_dir,
     folder = _without_engine_graphs(toy_model_dir, tmp_path)
     with pytest.raises(EngineUnavailableError, match="has no OpenVINO graph"):
         ColbertEncoder(folder, engine="openvino")
+
+
+@needs_openvino
+@pytest.mark.parametrize("settings", [{"io_binding": True},
+                                      {"session_options": SessionConfig(enable_cpu_mem_arena=False)},
+                                      {"session_options": SessionConfig(denormal_as_zero=False)}],
+                         ids=["io_binding", "mem_arena", "denormals"])
+def test_forced_openvino_refuses_settings_only_onnxruntime_takes(toy_model_dir, settings) -> None:
+    ColbertEncoder(toy_model_dir, engine="openvino")  # runs here without them
+    (name,) = settings
+    with pytest.raises(EngineUnavailableError, match=f"{name}.* which only onnxruntime takes"):
+        ColbertEncoder(toy_model_dir, engine="openvino", **settings)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
+def test_auto_with_settings_only_onnxruntime_takes_runs_onnxruntime_saying_why(toy_model_dir, precision) -> None:
+    encoder = ColbertEncoder(toy_model_dir, precision=precision, io_binding=True,
+                             session_options=SessionConfig(graph_optimization_level="basic"))
+    described = encoder.describe()
+    assert described["engine"] == "onnxruntime"
+    assert "io_binding=True, session_options.graph_optimization_level='basic' asked for" in described["engine_reason"]
 
 
 def test_forced_openvino_on_cuda_is_refused(toy_model_dir) -> None:

@@ -3,6 +3,7 @@ choice.choose_engine on this CPU's features, the pick said in one log line."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -135,18 +136,36 @@ class EngineRequest:
     io_binding: bool = False
 
 
+def onnxruntime_settings(request: EngineRequest) -> list[str]:
+    """The settings of `request` only onnxruntime takes, where they differ from their defaults (io_binding, the
+    session_options fields): an engine that cannot honour them must not run with them silently dropped."""
+    asked = ["io_binding=True"] if request.io_binding else []
+    options = request.session_options
+    if options is not None:
+        default = type(options)()
+        asked += [f"session_options.{f.name}={getattr(options, f.name)!r}" for f in dataclasses.fields(options)
+                  if getattr(options, f.name) != getattr(default, f.name)]
+    return asked
+
+
 def open_engine(request: EngineRequest, engine: str) -> Opened:
     """The engine `engine` (auto, onnxruntime or openvino) for `request`; EngineUnavailableError naming the reason
     when a forced engine cannot run. Where auto's OpenVINO pick fails to compile here, or compiles with its attention
     unfused (heads x n x n floats per document: 17 GB at 8192 tokens), onnxruntime runs, and the reason says why."""
     r = request
+    settings = onnxruntime_settings(r)
     if engine == "onnxruntime":
         choice = EngineChoice("onnxruntime", "asked for (engine='onnxruntime')")
     elif engine == "openvino":
         refusal = openvino_refusal(r.folder, r.dim, r.precision, r.device)
+        if refusal is None and settings:
+            refusal = (f"{', '.join(settings)} asked for, which only onnxruntime takes (leave them at their defaults "
+                       "or use engine='onnxruntime')")
         if refusal is not None:
             raise EngineUnavailableError(f"engine='openvino' cannot run: {refusal}")
         choice = EngineChoice("openvino", "asked for (engine='openvino')")
+    elif settings:
+        choice = EngineChoice("onnxruntime", f"{', '.join(settings)} asked for, which only onnxruntime takes")
     else:
         refusals = {"openvino": lambda: openvino_refusal(r.folder, r.dim, r.precision, r.device, auto=True)}
         choice = choose_engine(cpu_features(), r.precision,
