@@ -26,6 +26,7 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "colbert-onnx"
 FORMAT_VERSION = 1
 KNOWN_PRECISIONS = ("fp32", "int8", "fp16")
+MIN_FRAMED_LENGTH = 4  # <s>, the marker, one token, </s>
 
 
 class _Reader:
@@ -63,6 +64,14 @@ class _Reader:
         return {k: v for k, v in self.data.items() if k not in known}
 
 
+def _at_least(reader: _Reader, key: str, minimum: int, default: Any = ..., optional: bool = False) -> Any:
+    """An int of the manifest that must be >= `minimum` (a length, an id): ModelFolderError naming the key."""
+    value = reader.get(key, int, default, optional)
+    if value is not None and value is not default and value < minimum:
+        raise ModelFolderError(f"{reader.source}: {reader._path(key)} is {value}, below {minimum}")
+    return value
+
+
 def _ints(values: Any, reader: _Reader, key: str) -> tuple[int, ...]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise ModelFolderError(f"{reader.source}: {reader._path(key)} must list ints, got {values!r:.80}")
@@ -96,6 +105,8 @@ class GraphEntry:
     def from_dict(cls, data: Mapping[str, Any], where: str = "graphs[]", source: str = MANIFEST_NAME) -> GraphEntry:
         r = _Reader(data, where, source)
         outputs = r.get("outputs", dict)
+        if not outputs:
+            raise ModelFolderError(f"{source}: {where}.outputs is empty: the graph serves no head")
         try:
             heads = {int(dim): str(name) for dim, name in outputs.items()}
         except ValueError:
@@ -104,7 +115,7 @@ class GraphEntry:
             file=r.get("file", str),
             precision=r.get("precision", str),
             outputs=heads,
-            bytes=r.get("bytes", int),
+            bytes=_at_least(r, "bytes", 0),
             external_data=r.get("external_data", str, None, optional=True),
             backbone_sha256=r.get("backbone_sha256", str, None, optional=True),
             fp32_equivalent=r.get("fp32_equivalent", bool, False),
@@ -157,8 +168,8 @@ class QueryConvention:
     @classmethod
     def from_reader(cls, r: _Reader) -> QueryConvention:
         return cls(
-            max_length=r.get("max_length", int), marker=r.get("marker", str), marker_id=r.get("marker_id", int),
-            pad_token=r.get("pad_token", str), pad_id=r.get("pad_id", int),
+            max_length=_at_least(r, "max_length", MIN_FRAMED_LENGTH), marker=r.get("marker", str),
+            marker_id=_at_least(r, "marker_id", 0), pad_token=r.get("pad_token", str), pad_id=_at_least(r, "pad_id", 0),
             attend_to_mask_tokens=r.get("attend_to_mask_tokens", bool, True),
             extra=r.rest(("max_length", "marker", "marker_id", "pad_token", "pad_id", "attend_to_mask_tokens")),
         )
@@ -185,7 +196,8 @@ class DocumentConvention:
     @classmethod
     def from_reader(cls, r: _Reader) -> DocumentConvention:
         return cls(
-            max_length=r.get("max_length", int), marker=r.get("marker", str), marker_id=r.get("marker_id", int),
+            max_length=_at_least(r, "max_length", MIN_FRAMED_LENGTH), marker=r.get("marker", str),
+            marker_id=_at_least(r, "marker_id", 0),
             skiplist_ids=_ints(r.get("skiplist_ids", list), r, "skiplist_ids"),
             training_max_length=r.get("training_max_length", int, None, optional=True),
             mask_punctuation=r.get("mask_punctuation", bool, True),
@@ -297,11 +309,11 @@ class Manifest:
         raw_graphs = r.get("graphs", list)
         special = r.child("special_ids")
         tokenizer = r.child("tokenizer") if r.has("tokenizer") else _Reader({}, "tokenizer", source)
-        return cls(
+        manifest = cls(
             model=r.get("model", str),
             vocab_size=r.get("vocab_size", int),
             graphs=tuple(GraphEntry.from_dict(g, f"graphs[{i}]", source) for i, g in enumerate(raw_graphs)),
-            special_ids=SpecialIds(**{name: special.get(name, int) for name in _SPECIAL_ID_FIELDS}),
+            special_ids=SpecialIds(**{name: _at_least(special, name, 0) for name in _SPECIAL_ID_FIELDS}),
             query=QueryConvention.from_reader(r.child("query")),
             document=DocumentConvention.from_reader(r.child("document")),
             architecture=Architecture.from_reader(r.child("architecture")) if r.has("architecture") else None,
@@ -324,6 +336,12 @@ class Manifest:
             reference=r.get("reference", dict, None),
             extra=r.rest(_TOP_KEYS),
         )
+        trained = manifest.architecture.max_position_embeddings if manifest.architecture else None
+        for kind, convention in (("query", manifest.query), ("document", manifest.document)):
+            if trained is not None and convention.max_length > trained:
+                raise ModelFolderError(f"{source}: {kind}.max_length is {convention.max_length}, more than the "
+                                       f"{trained} positions of architecture.max_position_embeddings")
+        return manifest
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of manifest.json (format version 1), keys in the exporter's order."""

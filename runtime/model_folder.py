@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,8 @@ class ModelFolder:
                 f"unknown precision {precision!r}; known: {', '.join(KNOWN_PRECISIONS)}; "
                 f"in this folder: {', '.join(self.precisions)}"
             )
+        if isinstance(dim, numbers.Integral) and not isinstance(dim, bool):
+            dim = int(dim)  # numpy's ints too, named as plain ints
         if isinstance(dim, bool) or not isinstance(dim, int) or dim not in self.dims:
             raise UnsupportedDimError(
                 f"dim {dim!r} is not in {self.path} (available dims: {', '.join(map(str, self.dims))})"
@@ -155,7 +159,12 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
     """Load manifest.json (typed, version-checked) and check the presence and size of every graph file it names."""
     if model_dir is None:
         raise ModelFolderError("model_dir is None; pass the folder written by `colbert-onnx export`")
+    if not isinstance(model_dir, (str, os.PathLike)) or isinstance(os.fspath(model_dir), bytes):
+        raise ModelFolderError(f"model_dir must be a str or pathlib.Path, got {type(model_dir).__name__}")
     path = Path(model_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ModelFolderError(f"{path} is a file, not a model folder: pass the folder `colbert-onnx export` "
+                               "wrote (it holds manifest.json and the graphs)")
     if not path.is_dir():
         raise ModelFolderError(
             f"model folder {path} does not exist; create one with `colbert-onnx export SOURCE --out {path}`"

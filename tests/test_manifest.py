@@ -3,6 +3,7 @@ conventions the runtime applies (markers, query padding, lengths, model name).""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from colbert_onnx import ColbertEncoder, ModelFolderError, TokenizerMismatchError
 from colbert_onnx.manifest import Manifest, read_manifest, write_manifest
+from colbert_onnx.scoring import kernel_file
 
 # manifest.json of the toy trio as the exporter wrote it before manifest.py existed (2026-12-01; paths shortened).
 V1_MANIFEST = Path(__file__).parent / "data" / "manifest-v1-2026-12-01.json"
@@ -63,6 +65,44 @@ def test_a_missing_or_mistyped_key_is_named(toy_model_dir: Path, tmp_path: Path,
     folder = _edited_folder(toy_model_dir, tmp_path, edit)
     with pytest.raises(ModelFolderError, match=message):
         ColbertEncoder(folder)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["special_ids"].update(pad=-1), "special_ids.pad is -1, below 0"),
+    (lambda m: m["query"].update(max_length=2), "query.max_length is 2, below 4"),
+    (lambda m: m["document"].update(max_length=3), "document.max_length is 3, below 4"),
+    (lambda m: m["query"].update(max_length=20000), "query.max_length is 20000, more than the 8194 positions"),
+    (lambda m: m["document"].update(max_length=20000), "document.max_length is 20000, more than the 8194"),
+    (lambda m: m["graphs"][0].update(outputs={}), r"graphs\[0\].outputs is empty: the graph serves no head"),
+], ids=["negative-pad", "query-2", "document-3", "query-over-positions", "document-over-positions", "no-heads"])
+def test_a_value_the_model_cannot_have_is_the_folders_error_naming_the_key(toy_model_dir: Path, tmp_path: Path,
+                                                                           edit, message: str) -> None:
+    folder = _edited_folder(toy_model_dir, tmp_path, edit)
+    with pytest.raises(ModelFolderError, match=message):
+        ColbertEncoder(folder)
+
+
+@pytest.mark.parametrize(("outputs", "message"), [
+    ({"128": "vectors_999", "96": "vectors_96", "64": "vectors_64"},
+     "output 'vectors_999' for head 128, which .*model.onnx does not have"),
+    ({"128": "vectors_64", "96": "vectors_96", "64": "vectors_128"},
+     "output 'vectors_64' of .*model.onnx gives 64-dim vectors, but the manifest serves it as head 128"),
+], ids=["unknown-output", "swapped-heads"])
+def test_a_graph_that_is_not_what_the_manifest_says_fails_when_the_folder_opens(toy_model_dir: Path, tmp_path: Path,
+                                                                               outputs, message) -> None:
+    folder = _edited_folder(toy_model_dir, tmp_path, lambda m: m["graphs"][0].update(outputs=outputs))
+    with pytest.raises(ModelFolderError, match=message):
+        ColbertEncoder(folder, engine="onnxruntime")
+
+
+def test_a_graph_file_of_another_kind_fails_when_the_folder_opens(toy_model_dir: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "other-graph")
+    (folder / "model.onnx").write_bytes(base64.b64decode(kernel_file("float32").read_bytes()))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["graphs"][0]["bytes"] = (folder / "model.onnx").stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match="takes .*not input_ids, attention_mask"):
+        ColbertEncoder(folder, engine="onnxruntime")
 
 
 def test_a_marker_the_tokenizer_lacks_is_a_tokenizer_mismatch(toy_model_dir: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ decided per CPU (choice.py, docs/engines.md). Ids reach an engine only after the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -35,4 +35,25 @@ class Engine(Protocol):
         ...
 
 
-__all__ = ["ENGINES", "ENGINE_CHOICES", "Engine"]
+GRAPH_INPUTS = ("input_ids", "attention_mask")
+
+
+def signature_mismatch(graph_path: str, outputs: Mapping[int, str], inputs: Sequence[str],
+                       output_dims: Mapping[str, object]) -> str | None:
+    """Why a loaded graph is not the one the manifest describes (its `inputs`, and each output's last dimension,
+    None where symbolic), or None when it is: a wrong file or a hand-edited manifest must fail when the folder is
+    opened, not as a runtime error later or as vectors of another head."""
+    missing = [name for name in GRAPH_INPUTS if name not in inputs]
+    if missing:
+        return f"{graph_path} takes {', '.join(inputs) or 'no inputs'}, not {', '.join(GRAPH_INPUTS)}"
+    for dim, name in outputs.items():
+        if name not in output_dims:
+            return (f"the manifest names output {name!r} for head {dim}, which {graph_path} does not have "
+                    f"(it has {', '.join(output_dims) or 'none'})")
+        last = output_dims[name]
+        if isinstance(last, int) and last != dim:
+            return f"output {name!r} of {graph_path} gives {last}-dim vectors, but the manifest serves it as head {dim}"
+    return None
+
+
+__all__ = ["ENGINES", "ENGINE_CHOICES", "GRAPH_INPUTS", "Engine", "signature_mismatch"]

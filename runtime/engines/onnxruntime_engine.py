@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from ..errors import ModelFolderError
 from ..session import SessionConfig, binding_device, create_session, run_with_binding
+from . import signature_mismatch
 
 
 class OnnxruntimeEngine:
@@ -22,6 +24,10 @@ class OnnxruntimeEngine:
         self.outputs = dict(outputs)
         self.device = device
         self.session = create_session(graph_path, device=device, threads=threads, config=config)
+        mismatch = signature_mismatch(graph_path, self.outputs, [i.name for i in self.session.get_inputs()],
+                                      {o.name: (o.shape or [None])[-1] for o in self.session.get_outputs()})
+        if mismatch:
+            raise ModelFolderError(mismatch)
         self.binding = binding_device(self.session) if io_binding else None
 
     def run(self, ids: np.ndarray, mask: np.ndarray, dims: Sequence[int] | None = None) -> dict[int, np.ndarray]:

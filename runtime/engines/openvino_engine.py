@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import EngineUnavailableError
-from . import float_environment
+from . import float_environment, signature_mismatch
 
 INFERENCE_PRECISIONS = ("f32", "bf16")
 
@@ -42,6 +42,13 @@ def plugin_message(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines()]
     kept = [line for line in lines if line and not line.startswith("Exception from ")]
     return " ".join(kept)[:300] or type(exc).__name__
+
+
+def _last_dim(shape) -> int | None:
+    """The last dimension of an OpenVINO PartialShape, None where it is dynamic or the rank is."""
+    if shape.rank.is_dynamic or len(shape) == 0 or shape[len(shape) - 1].is_dynamic:
+        return None
+    return shape[len(shape) - 1].get_length()
 
 
 def attention_fused(compiled) -> bool:
@@ -87,6 +94,11 @@ class OpenvinoEngine:
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.requested_precision = inference_precision
         self.attention_fused = attention_fused(self.compiled)
+        mismatch = signature_mismatch(
+            graph_path, self.outputs, [n for i in self.compiled.inputs for n in i.get_names()],
+            {n: _last_dim(o.get_partial_shape()) for o in self.compiled.outputs for n in o.get_names()})
+        if mismatch:  # EngineUnavailableError: auto runs onnxruntime's graph instead, a forced engine is refused
+            raise EngineUnavailableError(mismatch)
         self._ports = {d: self.compiled.output(name) for d, name in self.outputs.items()}
         self._local = threading.local()  # one infer request per thread: requests are not thread-safe
 
