@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from .options import (
     option,
     optional_boolean,
     optional_positive_int,
+    optional_thread_count,
     parse_int,
     parse_optional_bool,
     parse_optional_int,
@@ -64,7 +66,7 @@ class EncoderConfig:
     precision: str = option("fp32", "graph precision: fp32, or int8 / fp16 when exported", parse_str)
     device: str = option("cpu", "execution device", parse_str, check=_device, choices=DEVICES)
     threads: int | None = option(None, "onnxruntime intra-op threads (none: onnxruntime's default)",
-                                 parse_optional_int, check=optional_positive_int)
+                                 parse_optional_int, check=optional_thread_count)
     document_max_length: int | None = option(None, "tokens per document in all, specials included (none: the "
                                                    "manifest's, 8192)", parse_optional_int, check=_document_max_length)
     batch_size: int = option(32, "sequences per ONNX run", parse_int, check=positive_int)
@@ -83,6 +85,10 @@ class EncoderConfig:
     session_options: SessionConfig = nested(SessionConfig)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy's ints (dim=np.int64(64)) as the plain ints they stand for
+            value = getattr(self, f.name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)):
+                object.__setattr__(self, f.name, int(value))
         if self.session_options is None:
             object.__setattr__(self, "session_options", SessionConfig())
         elif not isinstance(self.session_options, SessionConfig):
@@ -104,15 +110,20 @@ class EncoderConfig:
         return dataclasses.replace(config, **options) if options else config
 
     def for_manifest(self, manifest: Manifest) -> EncoderConfig:
-        """This config with the folder's defaults filled in (document_max_length, window_stride), checked
-        against what the folder's model can do."""
+        """This config with the folder's defaults filled in (document_max_length; window_stride with windows),
+        checked against what the folder's model can do."""
         length = manifest.document.max_length if self.document_max_length is None else self.document_max_length
         trained = manifest.architecture.max_position_embeddings if manifest.architecture else None
         if trained is not None and length > trained:
+            how = ("with long_documents='windows' it is the length of one window" if self.long_documents == "windows"
+                   else "use long_documents='windows' to cover longer documents")
             raise InvalidInputError(
-                f"document_max_length={length} exceeds the {trained} positions the model was trained on; "
-                "use long_documents='windows' to cover longer documents"
-            )
+                f"document_max_length={length} exceeds the {trained} positions the model was trained on; {how}")
+        if self.long_documents != "windows":
+            if self.window_stride is not None:  # it would change nothing: say so rather than ignore it
+                raise InvalidInputError(f"window_stride={self.window_stride} applies to long_documents='windows'; "
+                                        f"with long_documents={self.long_documents!r} documents are cut, not windowed")
+            return dataclasses.replace(self, dim=self.head(manifest.dims), document_max_length=length)
         body = length - FRAMING_TOKENS
         stride = self.window_stride if self.window_stride is not None else max(1, body // 2)
         if stride > body:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,8 +164,9 @@ class ColbertEncoder:
         return self.config.long_documents
 
     @property
-    def window_stride(self) -> int:
-        return self.config.window_stride  # type: ignore[return-value]  # filled in by for_manifest
+    def window_stride(self) -> int | None:
+        """Tokens between window starts with long_documents="windows" (filled in by for_manifest); None otherwise."""
+        return self.config.window_stride
 
     @property
     def io_binding(self) -> bool:
@@ -202,25 +204,31 @@ class ColbertEncoder:
         """Framed ids of `texts` as ``query`` or ``document`` (``<s> [marker] text </s>``, truncated, queries
         ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows).
 
-        `max_length` (documents only): truncate at this many tokens in all instead, when it is below
-        document_max_length (a per-call limit such as Cohere's ``max_tokens_per_doc``; no windows then).
+        `max_length` (documents only): truncate at this many tokens in all instead, a per-call limit such as
+        Cohere's ``max_tokens_per_doc``: below document_max_length one sequence each; above it, windows over the
+        first `max_length` tokens with long_documents="windows", document_max_length otherwise (the model's limit).
         """
         if kind not in TEXT_KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
         items = as_text_list(texts, "queries" if kind == "query" else "documents")
         if kind == "query":
+            if max_length is not None:
+                raise InvalidInputError(f"max_length applies to documents; every query is framed to "
+                                        f"{self.preprocessor.query_max_length} tokens, got max_length={max_length!r}")
             return self.preprocessor.query_batch(items)
         if max_length is not None:
-            if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+            if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or max_length < 3:
                 raise InvalidInputError(f"max_length must be an int >= 3 (the framing tokens), got {max_length!r}")
+            max_length = int(max_length)
             if max_length < self.document_max_length:
                 framed = self.preprocessor.documents(items, max_length=max_length)
                 return dataclasses.replace(framed, windows=[split_windows(ids, max_length, 1) for ids in framed.ids])
         if self.long_documents == "windows":
-            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED)
+            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED if max_length is None else max_length)
         else:
             framed = self.preprocessor.documents(items)
-        windows = [split_windows(ids, self.document_max_length, self.window_stride) for ids in framed.ids]
+        stride = self.window_stride or 1  # truncated documents are one window each: no stride to take
+        windows = [split_windows(ids, self.document_max_length, stride) for ids in framed.ids]
         return dataclasses.replace(framed, windows=windows)
 
     def encode_ids(
@@ -236,6 +244,9 @@ class ColbertEncoder:
         if not isinstance(batch, TokenizedBatch):
             raise InvalidInputError(f"batch must be a TokenizedBatch (from tokenize), got {type(batch).__name__}")
         check_output_kind(output)
+        if not isinstance(progress, bool):  # encode_queries(texts, "muvera") lands here: output= is keyword-only
+            hint = " (output kinds go by keyword: output=...)" if isinstance(progress, str) else ""
+            raise InvalidInputError(f"progress must be True or False, got {progress!r}{hint}")
         if batch.kind == "query" and ((output != "float32" and not is_muvera_output(output)) or pool_factor != 1):
             raise InvalidInputError("pool_factor and output kinds but float32 and muvera apply to documents only")
         check_pool_factor(pool_factor)

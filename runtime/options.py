@@ -185,6 +185,16 @@ def optional_positive_int(name: str, value: Any) -> None:
         raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
 
 
+MAX_THREADS = 1024  # more than any CPU this runs on has; each onnxruntime thread is a native thread with its stack
+
+
+def optional_thread_count(name: str, value: Any) -> None:
+    """A positive thread count up to MAX_THREADS, or None: 10**6 threads would exhaust the machine's memory."""
+    optional_positive_int(name, value)
+    if value is not None and value > MAX_THREADS:
+        raise InvalidInputError(f"{name}={value} is more threads than any CPU runs at once; at most {MAX_THREADS}")
+
+
 def boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be True or False, got {value!r}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,16 @@ def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
         return [texts]
     if isinstance(texts, (bytes, bytearray)):
         raise InvalidInputError(f"{what} is bytes; decode it to str first")
+    kind = type(texts).__name__
+    if isinstance(texts, Mapping):  # iterating one gives its keys: ids, not texts
+        raise InvalidInputError(f"{what} is a {kind}, whose items are its keys; pass the texts as a list "
+                                "(e.g. list(d.values()))")
+    if isinstance(texts, AbstractSet):
+        raise InvalidInputError(f"{what} is a {kind}, which has no order to keep; pass a list")
+    ndim = getattr(texts, "ndim", 1)
+    if ndim != 1:  # a DataFrame iterates over its column names, a 2-D array over rows
+        raise InvalidInputError(f"{what} is a {ndim}-D {kind}; pass one column of texts (e.g. df['text']) "
+                                "or a list of str")
     try:
         items = list(texts)
     except TypeError:

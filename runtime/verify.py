@@ -20,8 +20,9 @@ from .engines.choice import cpu_features
 from .engines.selection import engine_for
 from .errors import EngineUnavailableError, InvalidInputError, ModelFolderError
 from .fidelity import GATES, Outputs, compare, passes
-from .manifest import GraphEntry
+from .manifest import KNOWN_PRECISIONS, GraphEntry
 from .model_folder import ModelFolder, open_model_folder
+from .options import optional_thread_count
 from .tokenization import Preprocessor, pad_batch
 from .verified import VERIFIED_FILE, kernel_units, record_verdicts
 
@@ -125,11 +126,18 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
     installed here), measured against the folder's reference vectors with the gates of its precision. `record`:
     write the verdicts into the folder (verified.json), where the runtime judges OpenVINO's graphs by them on CPUs
     with this one's int8 and bf16 units (verified.py)."""
-    folder = open_model_folder(model_dir)
-    engines = available_engines() if engines is None else list(engines)
+    engines = available_engines() if engines is None else [engines] if isinstance(engines, str) else list(engines)
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise InvalidInputError(f"unknown engine {unknown[0]!r}; choose from {', '.join(ENGINES)}")
+    if precisions is not None:
+        precisions = [precisions] if isinstance(precisions, str) else list(precisions)
+        unknown = [p for p in precisions if p not in KNOWN_PRECISIONS]
+        if unknown or not precisions:
+            raise InvalidInputError(f"unknown precision {unknown[0] if unknown else '(none)'!r}; choose from "
+                                    f"{', '.join(KNOWN_PRECISIONS)}")
+    optional_thread_count("threads", threads)
+    folder = open_model_folder(model_dir)
     reference, arrays = _reference(folder)
     tokenizer, special = folder.load_tokenizer()
     manifest = folder.manifest
@@ -187,6 +195,10 @@ def run_verify(args) -> int:
 
     precisions = [p.strip() for p in args.precision.split(",")] if args.precision else None
     verdicts = verify_folder(args.model_dir, args.engine, precisions, args.threads, record=args.record)
+    if not verdicts:  # checking nothing must not read as a pass
+        raise InvalidInputError(f"nothing to verify: {args.model_dir} has no graph of precision "
+                                f"{', '.join(precisions or KNOWN_PRECISIONS)} for engine "
+                                f"{', '.join(args.engine or available_engines())}")
     if args.json:
         for v in verdicts:
             record = asdict(v)

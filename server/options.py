@@ -9,12 +9,23 @@ from ..config import add_encoder_arguments, encoder_config_from_args
 from .config import API_KEY_ENV, SERVED_MODEL_NAME_ENV, ServerConfig
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse type): the socket layer would bind 99999 as 34463 and report 99999."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the serve options on `p`: the encoder's (declared once, in colbert_onnx.config) and the server's."""
     d = ServerConfig(model_dir=".")
     p.add_argument("model_dir", help="folder written by `colbert-onnx export`")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port, 1-65535 (default 8080)")
     add_encoder_arguments(p)
     p.add_argument(
         "--served-model-name",

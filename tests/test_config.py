@@ -133,6 +133,8 @@ def test_serve_reports_a_bad_variable_and_exits_2(tmp_path, monkeypatch, capsys)
     ({"batch_size": 0}, InvalidInputError, "batch_size must be a positive int"),
     ({"max_batch_tokens": -1}, InvalidInputError, "max_batch_tokens"),
     ({"threads": 1.5}, InvalidInputError, "threads"),
+    ({"threads": 1025}, InvalidInputError, "threads=1025 is more threads than any CPU runs at once; at most 1024"),
+    ({"threads": 10**20}, InvalidInputError, "at most 1024"),
     ({"document_max_length": 3}, InvalidInputError, "document_max_length must be > 3"),
     ({"window_stride": 0}, InvalidInputError, "window_stride"),
     ({"long_documents": "chunks"}, InvalidInputError, "long_documents must be one of truncate, windows"),
@@ -167,4 +169,20 @@ def test_the_folder_checks_what_only_it_knows(toy_model_dir) -> None:
     with pytest.raises(InvalidInputError, match="exceeds the 8194 positions"):
         ColbertEncoder(toy_model_dir, document_max_length=9000)
     with pytest.raises(InvalidInputError, match="window_stride=50 exceeds the window body of 17 tokens"):
-        ColbertEncoder(toy_model_dir, document_max_length=20, window_stride=50)
+        ColbertEncoder(toy_model_dir, document_max_length=20, long_documents="windows", window_stride=50)
+
+
+def test_a_window_stride_without_windows_is_refused_not_ignored(toy_model_dir) -> None:
+    with pytest.raises(InvalidInputError, match="window_stride=7 applies to long_documents='windows'"):
+        ColbertEncoder(toy_model_dir, window_stride=7)
+
+
+def test_the_encoders_own_config_opens_the_folder_again(toy_model_dir) -> None:
+    for options in ({}, {"long_documents": "windows", "document_max_length": 64}):
+        encoder = ColbertEncoder(toy_model_dir, **options)
+        assert ColbertEncoder(toy_model_dir, encoder.config).config == encoder.config
+
+
+def test_a_window_length_over_the_trained_positions_says_it_is_the_window_length(toy_model_dir) -> None:
+    with pytest.raises(InvalidInputError, match="exceeds the 8194 positions.*length of one window"):
+        ColbertEncoder(toy_model_dir, long_documents="windows", document_max_length=10**5)

@@ -142,6 +142,36 @@ def test_bad_texts_raise_invalid_input(toy_encoder, bad):
         toy_encoder.encode_queries(bad)
 
 
+class _Table:
+    """What pandas' DataFrame looks like to the encoder: 2-D, iterating over its column names."""
+
+    ndim = 2
+
+    def __iter__(self):
+        return iter(["text"])
+
+
+@pytest.mark.parametrize(("container", "says"), [
+    ({"id1": "Berlin is big.", "id2": "Paris"}, "dict, whose items are its keys"),
+    ({"Berlin is big.", "Paris"}, "set, which has no order"),
+    (frozenset({"Paris"}), "frozenset, which has no order"),
+    (_Table(), r"2-D _Table; pass one column"),
+    (np.array([["Berlin", "Paris"], ["Rome", "Oslo"]]), r"2-D ndarray"),
+], ids=["dict", "set", "frozenset", "dataframe-like", "2d-array"])
+def test_containers_whose_iteration_is_not_the_texts_are_refused(toy_encoder, container, says):
+    for call in (toy_encoder.encode_documents, toy_encoder.encode_queries, lambda t: toy_encoder.rerank("q", t)):
+        with pytest.raises(InvalidInputError, match=says):
+            call(container)
+
+
+def test_a_dataframe_is_refused_and_its_column_encodes(toy_encoder):
+    pd = pytest.importorskip("pandas", reason="pandas is not installed here (it comes with the [ray] extra)")
+    frame = pd.DataFrame({"text": ["Berlin is big.", "Paris"]})
+    with pytest.raises(InvalidInputError, match="df\\['text'\\]"):
+        toy_encoder.encode_documents(frame)
+    assert len(toy_encoder.encode_documents(frame["text"])) == 2
+
+
 def test_error_names_the_bad_item(toy_encoder):
     with pytest.raises(InvalidInputError, match=r"documents\[1\] is NoneType"):
         toy_encoder.encode_documents(["fine", None])
@@ -183,6 +213,23 @@ def test_unknown_precision_lists_what_exists(toy_model_dir):
 def test_missing_model_folder_says_how_to_create_one(tmp_path):
     with pytest.raises(ModelFolderError, match="colbert-onnx export"):
         ColbertEncoder(tmp_path / "absent")
+
+
+def test_a_file_passed_as_the_folder_is_named_a_file(toy_model_dir):
+    with pytest.raises(ModelFolderError, match="manifest.json is a file, not a model folder"):
+        ColbertEncoder(toy_model_dir / "manifest.json")
+
+
+@pytest.mark.parametrize("bad", [5, b"models/toy-onnx", ["models/toy-onnx"]], ids=["int", "bytes", "list"])
+def test_a_folder_that_is_not_a_path_is_a_model_folder_error(bad):
+    with pytest.raises(ModelFolderError, match="model_dir must be a str or pathlib.Path"):
+        ColbertEncoder(bad)
+
+
+def test_numpy_ints_are_taken_as_the_ints_they_are(toy_model_dir):
+    encoder = ColbertEncoder(toy_model_dir, dim=np.int64(64), batch_size=np.int32(4))
+    assert (encoder.dim, encoder.config.batch_size) == (64, 4) and type(encoder.dim) is int
+    assert encoder.for_dim(np.int64(96)).dim == 96
 
 
 def test_folder_without_manifest_is_rejected(tmp_path):
@@ -241,3 +288,17 @@ def test_for_dim_shares_the_session_of_the_shared_backbone_graph(toy_model_dir):
     assert encoder.encode_queries("x")[0].shape == (32, 128)
     with pytest.raises(UnsupportedDimError):
         encoder.for_dim(32)
+
+
+@pytest.mark.parametrize("progress", ["muvera", "no", 1, None])
+def test_progress_that_is_not_a_bool_is_refused_not_taken_as_truth(toy_encoder, progress):
+    with pytest.raises(InvalidInputError, match="progress must be True or False"):
+        toy_encoder.encode_queries(["a"], progress)
+    with pytest.raises(InvalidInputError, match="progress must be True or False"):
+        toy_encoder.encode_documents(["a"], progress=progress)
+
+
+def test_numpy_ints_are_taken_for_top_n_and_max_length(toy_encoder):
+    assert len(toy_encoder.rerank("Berlin", TEXTS, top_n=np.int64(2))) == 2
+    batch = toy_encoder.tokenize(["Berlin ist groß und alt."], "document", max_length=np.int64(5))
+    assert len(batch.ids[0]) == 5

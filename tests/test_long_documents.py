@@ -110,3 +110,22 @@ def test_one_megabyte_document_is_truncated_or_windowed_without_crash(toy_model_
 def test_document_max_length_beyond_trained_positions_points_to_windows(toy_model_dir):
     with pytest.raises(InvalidInputError, match="long_documents='windows'"):
         ColbertEncoder(toy_model_dir, document_max_length=20000)
+
+
+@pytest.mark.parametrize("max_length", [64, 100, 257])
+def test_a_per_call_limit_above_the_window_size_truncates_windowed_documents_there(toy_model_dir, max_length):
+    """Cohere's max_tokens_per_doc / vLLM's truncate_prompt_tokens reach windows mode as max_length: the document
+    is cut at max_length tokens in all and that part is windowed, never run whole."""
+    encoder = ColbertEncoder(toy_model_dir, document_max_length=64, long_documents="windows", window_stride=20)
+    batch = encoder.tokenize([LONG], "document", max_length=max_length)
+    whole = encoder.preprocessor.documents([LONG], max_length=10**9).ids[0]
+    assert len(whole) > 300
+    np.testing.assert_array_equal(batch.ids[0], np.concatenate([whole[: max_length - 1], whole[-1:]]))
+    assert int(batch.token_counts[0]) == max_length
+    assert all(len(seq) <= 64 for seq in batch.windows[0].sequences)
+
+
+def test_max_length_for_queries_is_refused_naming_the_query_length(toy_model_dir):
+    encoder = ColbertEncoder(toy_model_dir)
+    with pytest.raises(InvalidInputError, match="max_length applies to documents.*32"):
+        encoder.tokenize(["what is Berlin"], "query", max_length=5)

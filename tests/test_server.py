@@ -462,6 +462,13 @@ def test_served_model_name_takes_several_names_as_vllm(monkeypatch: pytest.Monke
     assert serve_config().model_names("jina-colbert-v2") == ("jina-colbert-v2",)  # the default: one name
 
 
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_refused_before_serving(port: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_config("--port", port)
+    assert exc.value.code == 2 and "--port" in capsys.readouterr().err
+
+
 def test_served_model_names_come_from_the_environment_when_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLBERT_ONNX_SERVED_MODEL_NAME", "jina-colbert-v2, jina-reranker-v3")
     assert serve_config().model_names("m") == ("jina-colbert-v2", "jina-reranker-v3")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colbert_onnx import ColbertEncoder, EngineUnavailableError, ModelFolderError, verify_folder
+from colbert_onnx import ColbertEncoder, EngineUnavailableError, InvalidInputError, ModelFolderError, verify_folder
 from colbert_onnx.cli import main
 from colbert_onnx.manifest import read_manifest, write_manifest
 
@@ -78,6 +78,35 @@ def test_verify_command_exits_1_naming_the_failed_graph(missed_folder: Path, cap
 def test_verify_command_exits_0_when_every_gate_holds(toy_model_dir: Path, capsys) -> None:
     assert main(["verify", str(toy_model_dir), "--engine", "onnxruntime", "--precision", "fp32", "--json"]) == 0
     assert capsys.readouterr().out.count('"passed": true') == 3
+
+
+@pytest.mark.parametrize("flags", [["--precision", "fp8"], ["--precision", "FP32"], ["--threads", "-1"],
+                                   ["--threads", "0"], ["--threads", "99999999999999999999"]],
+                         ids=["fp8", "FP32", "threads-1", "threads0", "threads-huge"])
+def test_verify_command_refuses_what_it_cannot_measure_with_exit_2(toy_model_dir: Path, flags, capsys) -> None:
+    assert main(["verify", str(toy_model_dir), "--engine", "onnxruntime", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colbert-onnx: error:") and ("precision" in err or "threads" in err), err
+
+
+@pytest.mark.parametrize("precisions", ["fp", ["fp"], [], ["fp32", "int4"]])
+def test_verify_folder_refuses_an_unknown_precision_instead_of_matching_part_of_it(toy_model_dir: Path,
+                                                                                  precisions) -> None:
+    with pytest.raises(InvalidInputError, match="precision"):
+        verify_folder(toy_model_dir, engines=["onnxruntime"], precisions=precisions)
+
+
+def test_verify_folder_takes_one_precision_as_a_str(toy_model_dir: Path) -> None:
+    verdicts = verify_folder(toy_model_dir, engines="onnxruntime", precisions="int8")
+    assert verdicts and {(v.engine, v.precision) for v in verdicts} == {("onnxruntime", "int8")}
+
+
+def test_verify_command_that_finds_nothing_to_measure_exits_2_saying_so(toy_model_dir: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "no-openvino")
+    write_manifest(folder, dataclasses.replace(read_manifest(folder), engine_graphs=()))
+    assert main(["verify", str(folder), "--engine", "openvino"]) == 2
+    assert "nothing to verify" in capsys.readouterr().err
 
 
 def test_a_folder_without_reference_vectors_is_a_typed_error(toy_model_dir: Path, tmp_path: Path) -> None:
