@@ -25,8 +25,9 @@ from .compat_schemas import (
     VllmRerankRequest,
     VllmScoreRequest,
 )
+from .formats import embedding_bytes
 from .schemas import MODEL_ENDPOINT_STATUSES, RerankRequest, error_responses, texts_of, truncation_tokens
-from .service import BadRequest, ModelService
+from .service import BadRequest, LimitExceeded, ModelService
 
 # The model names each API's clients send by default (served when listed in --served-model-name, as Jina's):
 # cohere-haystack CohereRanker, llama-index CohereRerank; vLLM's default served name is the hub id.
@@ -36,6 +37,15 @@ CLIENT_DEFAULT_MODELS = {
 }
 # The POST routes below, as /v1/models lists them.
 ENDPOINTS = ("/v2/rerank", "/rerank", "/score", "/v1/score", "/pooling")
+
+
+def one_truncation(body: Any) -> int | None:
+    """The per-request document limit of a body that may carry vLLM's truncate_prompt_tokens and Cohere's
+    max_tokens_per_doc: one of them (BadRequest when both are set, rather than pick one)."""
+    vllm, cohere = getattr(body, "truncate_prompt_tokens", None), getattr(body, "max_tokens_per_doc", None)
+    if vllm is not None and cohere is not None:
+        raise BadRequest("give one of truncate_prompt_tokens (vLLM's) and max_tokens_per_doc (Cohere's), not both")
+    return truncation_tokens(cohere if vllm is None else vllm)
 
 
 def _json(content: Any) -> Response:
@@ -50,8 +60,11 @@ async def vllm_rerank_answer(service: ModelService, body: RerankRequest | VllmRe
     model = service.check_model(body.model)
     (query,) = texts_of(body.query, "query")
     documents = texts_of(body.documents, "documents")
-    ranked, tokens = await service.rerank(query, documents, body.top_n or None,
-                                          truncation_tokens(body.truncate_prompt_tokens))
+    truncation = one_truncation(body)
+    if getattr(body, "truncate", None) is False:
+        await service.refuse_truncation([query], "query", "query")
+        await service.refuse_truncation(documents, "documents", "document")
+    ranked, tokens = await service.rerank(query, documents, body.top_n or None, truncation)
     if with_documents:
         for hit in ranked:
             hit["document"] = {"text": documents[hit["index"]]}
@@ -69,7 +82,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         model = service.check_model(body.model)
         (query,) = texts_of(body.query, "query")
         documents = texts_of(body.documents, "documents")
-        ranked, tokens = await service.rerank(query, documents, body.top_n, truncation_tokens(body.max_tokens_per_doc))
+        ranked, tokens = await service.rerank(query, documents, body.top_n, one_truncation(body))
         if body.return_documents:
             for hit in ranked:
                 hit["document"] = {"text": documents[hit["index"]]}
@@ -95,8 +108,11 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         (query,) = texts_of(body.query, "query")
         texts = texts_of(body.texts, "texts")
         if body.truncate is False:  # TEI's explicit "no truncation": refused where a text would be cut
-            await service.refuse_truncation([query], "query", "query")
-            await service.refuse_truncation(texts, "texts", "document")
+            try:
+                await service.refuse_truncation([query], "query", "query")
+                await service.refuse_truncation(texts, "texts", "document")
+            except LimitExceeded as exc:  # TEI (1.9 on) answers a validation error, 422, not 413
+                raise BadRequest(str(exc)) from None
         scores, _ = await service.score([query], texts)
         ranked = np.argsort(-scores[0], kind="stable")  # best first, ties in input order, as ranking.rank
         divisor = 1.0 if body.raw_scores else float(service.query_length)
@@ -148,7 +164,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         data = [
             {"index": i, "object": "pooling", "data": (
                 np.ascontiguousarray(v, dtype=np.float32) if body.encoding_format == "float"
-                else base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii"))}
+                else base64.b64encode(embedding_bytes(v, body.embed_dtype, body.endianness)).decode("ascii"))}
             for i, v in enumerate(encoded.vectors)
         ]
         usage = {"prompt_tokens": encoded.total_tokens, "total_tokens": encoded.total_tokens, "completion_tokens": 0}

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from .schemas import (
     NO_BOOL_OR_STR,
+    ONE_TRUNCATION,
     JsonInt,
     PositiveJsonInt,
     RequiredServedModelName,
@@ -28,6 +29,7 @@ from .schemas import (
     TextList,
     TextStrings,
     TruncatePromptTokens,
+    TruncationSide,
 )
 
 # A score field: one text, or a non-empty list of texts.
@@ -42,7 +44,7 @@ def _without(field: str) -> dict[str, Any]:
 class CohereRerankRequest(BaseModel):
     """POST /v2/rerank (Cohere v2; the cohere SDK's ClientV2.rerank)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=ONE_TRUNCATION)
     model: RequiredServedModelName = Field(..., examples=["rerank-v3.5"])
     query: Text = Field(..., examples=["What is the population of Berlin?"])
     documents: TextList
@@ -52,6 +54,9 @@ class CohereRerankRequest(BaseModel):
     )
     return_documents: StrictBool | None = Field(None, description="include document.text (default false, Cohere's)")
     priority: JsonInt | None = Field(None, description="accepted and ignored: every request is queued alike")
+    truncate_prompt_tokens: TruncatePromptTokens | None = Field(
+        None, description="vLLM's name of max_tokens_per_doc (give one of them); -1: the server's length")
+    truncation_side: TruncationSide = Field(None, description="vLLM's; only right (cut at the end) is served")
 
 
 class TeiRerankRequest(BaseModel):
@@ -64,8 +69,9 @@ class TeiRerankRequest(BaseModel):
     return_text: StrictBool = Field(False, description="include each text")
     truncate: StrictBool | None = Field(None, description="true or none: a query over 32 tokens and texts over the "
                                         "server's document length (8192 by default) are truncated; false: refused "
-                                        "with 413, as TEI does")
-    truncation_direction: Literal["Right", "right"] | None = Field(None, description="only Right is served")
+                                        "with 422, as TEI (1.9 on) does")
+    truncation_direction: Literal["Right", "right"] | None = Field(None, description="only Right is served "
+                                                                   "(Left: 422)")
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +94,7 @@ class VllmRerankRequest(BaseModel):
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(
         None, description="truncate each document to this many tokens; -1 or none: the server's length"
     )
+    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +129,7 @@ class VllmScoreRequest(BaseModel):
     data_1: ScoreTexts | None = None
     data_2: ScoreTexts | None = None
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="as for /rerank")
+    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
 
     def _given(self) -> list[tuple[str, str]]:
         return [p for p in SCORE_PAIRS if getattr(self, p[0]) is not None and getattr(self, p[1]) is not None]
@@ -151,6 +159,16 @@ class VllmPoolingRequest(BaseModel):
     embedding_mode: Literal["query", "document"] = Field(
         "document", description="vLLM's ColBERT mode: query (32 vectors) or document (default)"
     )
-    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32")
+    encoding_format: Literal["float", "base64"] = Field("float", description="base64: each text's vectors "
+                                                        "flattened, as embed_dtype in endianness byte order")
+    embed_dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="base64's values "
+                                                                     "(vLLM's fp8 kinds are not served)")
+    endianness: Literal["native", "little", "big"] = Field("native", description="base64's byte order (native: "
+                                                           "the server's)")
     dimensions: ServedDimensions = None
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="documents: as for /rerank")
+    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
+    add_special_tokens: Literal[True] | None = Field(None, description="the framing tokens are part of the model's "
+                                                     "input: false is refused")
+    normalize: Literal[True] | None = Field(None, description="vectors are unit length: false is refused")
+    use_activation: Literal[True] | None = Field(None, description="as the model outputs them: false is refused")

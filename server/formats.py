@@ -31,3 +31,21 @@ def encode_vectors(vectors: np.ndarray, embedding_type: str) -> np.ndarray | lis
 def decode_base64_vector(text: str) -> np.ndarray:
     """Inverse of the base64 encoding of one vector (client-side helper)."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+
+EMBED_DTYPES = ("float32", "float16", "bfloat16")  # vLLM's embed_dtype, less its fp8 kinds
+BYTE_ORDERS = {"native": "=", "little": "<", "big": ">"}
+
+
+def embedding_bytes(vectors: np.ndarray, embed_dtype: str = "float32", endianness: str = "native") -> bytes:
+    """One text's vectors flattened as vLLM's pooling base64 carries them: `embed_dtype` values in `endianness`
+    byte order. bfloat16: float32 rounded to nearest even, the upper 16 bits (what torch's bfloat16 holds)."""
+    order = BYTE_ORDERS[endianness]
+    flat = np.ascontiguousarray(vectors, dtype=np.float32).ravel()
+    if embed_dtype == "bfloat16":
+        bits = flat.view(np.uint32).astype(np.uint64)
+        values = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        return values.astype(f"{order}u2").tobytes()
+    if embed_dtype not in ("float32", "float16"):
+        raise ValueError(f"unknown embed_dtype {embed_dtype!r}; choose one of {', '.join(EMBED_DTYPES)}")
+    return flat.astype(f"{order}f{4 if embed_dtype == 'float32' else 2}").tobytes()

@@ -71,10 +71,19 @@ ServedDimensions = Annotated[
 ]
 
 
+# vLLM's truncation_side: documents are cut at their end here; "left" (keep the last tokens) is refused by the schema
+TruncationSide = Literal["right"] | None
+# JSON Schema of a rerank body: vLLM's truncate_prompt_tokens and Cohere's max_tokens_per_doc, not both set
+ONE_TRUNCATION = {"not": {"required": ["truncate_prompt_tokens", "max_tokens_per_doc"],
+                          "properties": {"truncate_prompt_tokens": {"not": {"type": "null"}},
+                                         "max_tokens_per_doc": {"not": {"type": "null"}}}}}
+
+
 def truncation_tokens(tokens: int | None) -> int | None:
     """vLLM's truncate_prompt_tokens (Cohere's max_tokens_per_doc): -1 / None = the server's document length;
     else that many tokens, at least the 3 of the framing."""
     return None if tokens is None or tokens == -1 else max(tokens, 3)
+
 
 
 def texts_of(value: str | TextInput | Sequence[str | TextInput], field: str) -> list[str]:
@@ -252,7 +261,7 @@ class MultiVectorResponse(BaseModel):
 class RerankRequest(BaseModel):
     """POST /v1/rerank."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=ONE_TRUNCATION)
     model: ServedModelName = Field(None, examples=["jina-colbert-v2"])
     query: Text | TextInput = Field(..., examples=["What is the population of Berlin?"])
     documents: TextList
@@ -265,6 +274,12 @@ class RerankRequest(BaseModel):
         None, description="vLLM's: truncate each document to this many tokens (framing included, at least 3) when "
                           "below the server's length; -1 or none: the server's length"
     )
+    truncation_side: TruncationSide = Field(None, description="vLLM's; only right (cut at the end) is served")
+    max_tokens_per_doc: PositiveJsonInt | None = Field(
+        None, description="Cohere's name of truncate_prompt_tokens (give one of them)"
+    )
+    truncate: StrictBool | None = Field(None, description="false: a text the server would cut is refused (413), "
+                                                          "as on /v1/multi-vector; true or none: cut")
     rank_fields: Annotated[
         list[StrictStr] | None,
         WithJsonSchema({"anyOf": [{"type": "array", "items": {"enum": ["text"]}, "minItems": 1, "maxItems": 1},

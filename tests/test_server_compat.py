@@ -129,15 +129,14 @@ def test_tei_raw_scores_and_return_text(base_url: str, toy_encoder: ColbertEncod
 
 
 def test_tei_truncate_false_refuses_a_text_the_server_would_cut_naming_it(base_url: str) -> None:
-    """TEI answers `truncate: false` with an error for a too-long input; so does this server (413, the limit named),
-    rather than truncating what the client said not to."""
+    """TEI answers `truncate: false` with a validation error (422 since TEI 1.9) for a too-long input; so does this
+    server, naming the text and the limit, rather than truncating what the client said not to."""
     texts = ["Berlin is big.", "Berlin " * 9000]  # the second is over the toy folder's 8192 tokens
     r = post(base_url, "/rerank", {"query": QUERY, "texts": texts, "truncate": False})
-    assert r.status_code == 413, r.text
-    assert r.json()["limit"] == "document_max_length" and "texts[1]" in r.json()["detail"]
-    assert r.json()["value"] > r.json()["max"] == 8192
+    assert r.status_code == 422, r.text
+    assert "texts[1]" in r.json()["detail"] and "document_max_length=8192" in r.json()["detail"]
     r = post(base_url, "/rerank", {"query": "Berlin " * 40, "texts": ["Berlin is big."], "truncate": False})
-    assert r.status_code == 413 and r.json()["limit"] == "query_max_length" and "query" in r.json()["detail"]
+    assert r.status_code == 422 and "query_max_length=32" in r.json()["detail"] and "query" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("truncate", [True, None, False], ids=["true", "absent", "false-and-short-enough"])
@@ -301,3 +300,72 @@ def test_a_truncation_below_the_framing_keeps_the_framing(base_url: str) -> None
 def test_cohere_v2_requires_a_served_model(base_url: str) -> None:
     r = post(base_url, "/v2/rerank", {"query": "q", "documents": ["a"]})
     assert r.status_code == 422 and "model" in r.json()["detail"]
+
+
+# --- fields of the originals that are honoured, or refused by the schema, never dropped ------------------------
+
+
+@pytest.mark.parametrize("embed_dtype,endianness,dtype,atol", [
+    ("float32", "native", "=f4", 0), ("float32", "big", ">f4", 0), ("float16", "little", "<f2", 1e-3),
+    ("float16", "big", ">f2", 1e-3), ("bfloat16", "native", "=u2", 4e-3), ("bfloat16", "big", ">u2", 4e-3)])
+def test_vllm_pooling_base64_is_in_the_embed_dtype_and_byte_order_asked_for(base_url: str, embed_dtype, endianness,
+                                                                           dtype, atol) -> None:
+    import base64
+
+    body = {"input": DOCUMENTS[:2], "encoding_format": "float"}
+    floats = [np.asarray(x["data"], dtype=np.float32) for x in post(base_url, "/pooling", body).json()["data"]]
+    body.update(encoding_format="base64", embed_dtype=embed_dtype, endianness=endianness)
+    r = post(base_url, "/pooling", body)
+    assert r.status_code == 200, r.text
+    for item, want in zip(r.json()["data"], floats, strict=True):
+        raw = np.frombuffer(base64.b64decode(item["data"]), dtype=dtype)
+        got = ((raw.astype(np.uint32) << 16).view(np.float32) if embed_dtype == "bfloat16"
+               else raw.astype(np.float32))
+        np.testing.assert_allclose(got.reshape(want.shape), want, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/pooling", {"input": "x", "embed_dtype": "fp8_e4m3"}),
+    ("/pooling", {"input": "x", "add_special_tokens": False}),
+    ("/pooling", {"input": "x", "normalize": False}),
+    ("/pooling", {"input": "x", "use_activation": False}),
+    ("/pooling", {"input": "x", "truncation_side": "left"}),
+    ("/rerank", {"query": "q", "documents": ["d"], "truncation_side": "left"}),
+    ("/v1/rerank", {"query": "q", "documents": ["d"], "truncation_side": "left"}),
+    ("/v2/rerank", {"model": "rerank-v3.5", "query": "q", "documents": ["d"], "truncation_side": "left"}),
+    ("/score", {"text_1": "q", "text_2": ["d"], "truncation_side": "left"}),
+    ("/rerank", {"query": "q", "texts": ["d"], "truncation_direction": "Left"}),
+], ids=["fp8", "no-special-tokens", "no-normalize", "no-activation", "pooling-left", "vllm-left", "v1-left",
+        "v2-left", "score-left", "tei-left"])
+def test_a_setting_of_the_original_api_this_server_cannot_honour_is_a_422_naming_it(base_url: str, path: str,
+                                                                                    body: dict) -> None:
+    r = post(base_url, path, body)
+    assert r.status_code == 422, r.text
+    (field,) = [k for k in body if k not in ("input", "query", "documents", "texts", "model", "text_1", "text_2")]
+    assert field in r.text
+
+
+@pytest.mark.parametrize("path,field,extra", [
+    ("/v1/rerank", "max_tokens_per_doc", {}), ("/v1/rerank", "truncate_prompt_tokens", {}),
+    ("/v2/rerank", "truncate_prompt_tokens", {"model": "rerank-v3.5"}),
+    ("/v2/rerank", "max_tokens_per_doc", {"model": "rerank-v3.5"})])
+def test_either_truncation_field_truncates_on_either_rerank_route(base_url: str, toy_model_dir: Path, path, field,
+                                                                 extra) -> None:
+    r = post(base_url, path, {"query": QUERY, "documents": DOCUMENTS, field: 6, **extra})
+    assert r.status_code == 200, r.text
+    short = ColbertEncoder(toy_model_dir, dim=128, document_max_length=6)
+    assert_same_ranking([(x["index"], x["relevance_score"]) for x in r.json()["results"]], expected(short))
+
+
+@pytest.mark.parametrize("path,extra", [("/v1/rerank", {}), ("/v2/rerank", {"model": "rerank-v3.5"})])
+def test_both_truncation_fields_at_once_are_refused(base_url: str, path: str, extra: dict) -> None:
+    r = post(base_url, path, {"query": "q", "documents": ["d"], "max_tokens_per_doc": 6, "truncate_prompt_tokens": 8,
+                              **extra})
+    assert r.status_code == 422 and "not both" in r.json()["detail"]
+
+
+def test_jina_rerank_truncate_false_refuses_a_document_the_server_would_cut(base_url: str) -> None:
+    r = post(base_url, "/v1/rerank", {"query": QUERY, "documents": ["Berlin is big.", "Berlin " * 9000],
+                                      "truncate": False})
+    assert r.status_code == 413 and r.json()["limit"] == "document_max_length" and "documents[1]" in r.text
+    assert post(base_url, "/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "truncate": False}).status_code == 200
