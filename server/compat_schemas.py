@@ -64,7 +64,7 @@ class TeiRerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", json_schema_extra=_without("documents"))
     query: Text = Field(..., examples=["What is the population of Berlin?"])
-    texts: TextStrings
+    texts: Annotated[TextStrings, Field(min_length=1)]  # TEI: "`texts` cannot be empty"
     raw_scores: StrictBool = Field(False, description="true: MaxSim; false (default): MaxSim / query vectors (32)")
     return_text: StrictBool = Field(False, description="include each text")
     truncate: StrictBool | None = Field(None, description="true or none: a query over 32 tokens and texts over the "

@@ -369,3 +369,8 @@ def test_jina_rerank_truncate_false_refuses_a_document_the_server_would_cut(base
                                       "truncate": False})
     assert r.status_code == 413 and r.json()["limit"] == "document_max_length" and "documents[1]" in r.text
     assert post(base_url, "/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "truncate": False}).status_code == 200
+
+
+def test_tei_rerank_of_no_texts_is_refused_as_tei_does(base_url: str) -> None:
+    r = post(base_url, "/rerank", {"query": "q", "texts": []})
+    assert r.status_code == 422 and "texts" in r.text
