@@ -13,6 +13,7 @@ from .scoring import as_queries, check_offsets, maxsim_packed, maxsim_packed_int
 from .vectors import (
     QuantizedVectors,
     check_documents,
+    check_finite,
     int8_codes_to_uint8,
     pack_documents,
     pack_quantized_documents,
@@ -51,11 +52,14 @@ class PackedDocuments:
         if self.scales is None:
             if v.dtype not in (np.float32, np.float16):
                 raise InvalidInputError(f"vectors must be float32 or float16 (or uint8 with scales), got {v.dtype}")
+            check_finite(v, "vectors")
         elif v.dtype != np.uint8 or self.scales.shape != (v.shape[0],):
             raise InvalidInputError(
                 f"int8 storage needs uint8 vectors (code + 128) and ({v.shape[0]},) scales, "
                 f"got {v.dtype} and {self.scales.shape}"
             )
+        else:
+            check_finite(self.scales, "scales")
 
     @classmethod
     def from_list(

@@ -40,6 +40,9 @@ class QuantizedVectors:
         if not isinstance(scales, np.ndarray) or scales.shape != (codes.shape[0],):
             got = f"shape {scales.shape}" if isinstance(scales, np.ndarray) else type(scales).__name__
             raise InvalidInputError(f"scales must be a ({codes.shape[0]},) array, got {got}")
+        check_finite(scales, "scales")
+        if (scales < 0).any():
+            raise InvalidInputError("scales must not be negative (max|v| / 127 per vector)")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,7 +68,16 @@ def real_array(values: object, what: str) -> np.ndarray:
         if not isinstance(values, np.ndarray):
             got = f"{type(values).__name__} ({got})"
         raise InvalidInputError(f"{what} must be an array of real numbers, got {got}")
+    check_finite(array, what)
     return array
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """InvalidInputError when a float array holds NaN or infinity: a score computed from it would be NaN, and
+    ranked last, without a word."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInputError(f"{what} holds NaN or infinity (at flat index "
+                                f"{int(np.flatnonzero(~np.isfinite(array))[0])}); vectors must be finite")
 
 
 def check_documents(documents: object, what: str = "documents_vectors") -> None:

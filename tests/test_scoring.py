@@ -10,7 +10,7 @@ import colbert_onnx.scoring as scoring
 from colbert_onnx import InvalidInputError, maxsim
 from colbert_onnx.packed import PackedDocuments
 from colbert_onnx.scoring import maxsim_int8
-from colbert_onnx.vectors import pack_documents, quantize_vectors
+from colbert_onnx.vectors import QuantizedVectors, pack_documents, quantize_vectors
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -207,3 +207,26 @@ def test_maxsim_scores_queries_of_different_lengths_one_call_each():
 def test_maxsim_packed_refuses_float_offsets():
     with pytest.raises(InvalidInputError, match="offsets must be an integer numpy array, got float64"):
         scoring.maxsim_packed(np.ones((1, 2, 4), np.float32), np.ones((4, 4), np.float32), np.array([0.0, 2.0]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["query", "document", "packed-float16", "packed-from-arrays"])
+def test_vectors_holding_nan_or_infinity_are_refused_not_scored_nan(where, bad):
+    rng = np.random.default_rng(7)
+    query = rng.standard_normal((32, 16)).astype(np.float32)
+    docs = [rng.standard_normal((n, 16)).astype(np.float32) for n in (3, 5, 4)]
+    target = query if where == "query" else docs[1]
+    target[int(rng.integers(target.shape[0])), int(rng.integers(16))] = bad
+    with pytest.raises(InvalidInputError, match="NaN or infinity"):
+        if where in ("query", "document"):
+            maxsim(query, docs)
+        elif where == "packed-float16":
+            PackedDocuments.from_list(docs, dtype=np.float16)
+        else:
+            PackedDocuments(np.concatenate(docs), np.array([0, 3, 8]))
+
+
+@pytest.mark.parametrize("scale", [np.nan, np.inf, -0.5], ids=["nan", "inf", "negative"])
+def test_quantized_vectors_refuse_scales_that_are_not_finite_and_non_negative(scale):
+    with pytest.raises(InvalidInputError, match="scales"):
+        QuantizedVectors(np.zeros((2, 16), np.int8), np.array([0.1, scale], np.float32))
