@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from tokenizers import Tokenizer
 
 from colbert_onnx.errors import ColbertOnnxError
 
@@ -23,6 +25,8 @@ CHECKPOINT_FILES = (
     "artifact.metadata",
 )
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+METADATA_BOOLS = ("mask_punctuation", "attend_to_mask_tokens")  # artifact.metadata keys the manifest records
+METADATA_INTS = ("query_maxlen", "doc_maxlen")
 HEAD_KEY = "linear.weight"
 IGNORED_PREFIXES = ("pooler.",)
 
@@ -64,8 +68,30 @@ def resolve_source(source: str | Path, revision: str | None = None) -> tuple[Pat
     return Path(local), text
 
 
+def _config_int(config: dict, key: str, default: int | None = None, source: str = "config.json") -> int:
+    """A size of config.json: an int >= 1 (JSON's 64, not 64.7, "64" or true), else CheckpointError naming it."""
+    if key not in config and default is not None:
+        return default
+    if key not in config:
+        raise CheckpointError(f"{source} lacks {key!r}")
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{source}: {key}={value!r:.40}; expected an int >= 1")
+    return value
+
+
+def _config_positive(config: dict, key: str, default: float) -> float:
+    """A positive finite number of config.json (layer_norm_eps, rotary_emb_base), else CheckpointError naming it."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"config.json: {key}={value!r:.40}; expected a positive finite number")
+    return float(value)
+
+
 def read_backbone_config(config: dict) -> BackboneConfig:
     """Validate config.json against what this re-implementation supports."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"config.json holds a JSON {type(config).__name__}, not an object")
     if config.get("position_embedding_type", "rotary") != "rotary":
         raise CheckpointError(
             f"position_embedding_type={config.get('position_embedding_type')!r}; only rotary is supported"
@@ -73,19 +99,16 @@ def read_backbone_config(config: dict) -> BackboneConfig:
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
         raise CheckpointError(f"hidden_act={act!r}; jina-colbert-v2 uses exact 'gelu'")
-    try:
-        cfg = BackboneConfig(
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=int(config["hidden_size"]),
-            num_hidden_layers=int(config["num_hidden_layers"]),
-            num_attention_heads=int(config["num_attention_heads"]),
-            intermediate_size=int(config["intermediate_size"]),
-            type_vocab_size=int(config.get("type_vocab_size", 1)),
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
-            rotary_emb_base=float(config.get("rotary_emb_base", 10000.0)),
-        )
-    except KeyError as exc:
-        raise CheckpointError(f"config.json lacks {exc.args[0]!r}") from None
+    cfg = BackboneConfig(
+        vocab_size=_config_int(config, "vocab_size"),
+        hidden_size=_config_int(config, "hidden_size"),
+        num_hidden_layers=_config_int(config, "num_hidden_layers"),
+        num_attention_heads=_config_int(config, "num_attention_heads"),
+        intermediate_size=_config_int(config, "intermediate_size"),
+        type_vocab_size=_config_int(config, "type_vocab_size", 1),
+        layer_norm_eps=_config_positive(config, "layer_norm_eps", 1e-5),
+        rotary_emb_base=_config_positive(config, "rotary_emb_base", 10000.0),
+    )
     if cfg.hidden_size % cfg.num_attention_heads:
         raise CheckpointError("hidden_size is not a multiple of num_attention_heads")
     return cfg
@@ -141,6 +164,10 @@ def load_state_dict(path: Path, cfg: BackboneConfig) -> tuple[dict[str, torch.Te
             if name.startswith(IGNORED_PREFIXES):
                 continue
             tensor = f.get_tensor(key)
+            if not tensor.is_floating_point():
+                raise CheckpointError(f"{path}: tensor {key!r} is {tensor.dtype}; the weights are floating point")
+            if not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinity")
             if name == HEAD_KEY:
                 head = tensor
                 continue
@@ -161,7 +188,7 @@ def load_state_dict(path: Path, cfg: BackboneConfig) -> tuple[dict[str, torch.Te
         raise CheckpointError(f"{path} is missing {len(missing)} tensor(s), e.g. 'roberta.{missing[0]}'")
     if head is None:
         raise CheckpointError(f"{path} has no ColBERT head {HEAD_KEY!r}")
-    if head.ndim != 2 or head.shape[1] != cfg.hidden_size:
+    if head.ndim != 2 or head.shape[1] != cfg.hidden_size or head.shape[0] < 1:
         raise CheckpointError(
             f"{path}: {HEAD_KEY!r} has shape {tuple(head.shape)}, expected (dim, {cfg.hidden_size})"
         )
@@ -204,16 +231,32 @@ def load_checkpoint(source: str | Path, revision: str | None = None, hash_files:
             raise CheckpointError(f"{path} lacks {name}; is it a jina-colbert-v2 checkpoint?")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path / 'config.json'} is not valid JSON: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path / 'config.json'} is not valid UTF-8 JSON: {exc}") from exc
     cfg = read_backbone_config(config)
     backbone, head, backbone_sha = load_state_dict(path / "model.safetensors", cfg)
     metadata = {}
     if (path / "artifact.metadata").is_file():
         try:
             metadata = json.loads((path / "artifact.metadata").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path / 'artifact.metadata'} is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path / 'artifact.metadata'} is not valid UTF-8 JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"{path / 'artifact.metadata'} holds a JSON {type(metadata).__name__}, not an "
+                                  "object")
+        for key in METADATA_BOOLS:  # "false" is a truthy string: read as given, it would flip the convention
+            if key in metadata and not isinstance(metadata[key], bool):
+                raise CheckpointError(f"{path / 'artifact.metadata'}: {key}={metadata[key]!r:.40}; expected true "
+                                      "or false")
+        for key in METADATA_INTS:
+            if key in metadata and metadata[key] is not None:
+                _config_int(metadata, key, source=str(path / "artifact.metadata"))  # config.json's rule
+    if "max_position_embeddings" in config:
+        _config_int(config, "max_position_embeddings")
+    try:
+        Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as exc:  # tokenizers raises a bare Exception on a damaged file
+        raise CheckpointError(f"cannot read {path / 'tokenizer.json'}: {exc}") from None
     hashes = {}
     if hash_files:
         hashes = {n: sha256_file(path / n) for n in CHECKPOINT_FILES if (path / n).is_file()}

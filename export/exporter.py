@@ -34,6 +34,7 @@ from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
 from colbert_onnx.manifest import (
     FORMAT_NAME,
     MANIFEST_NAME,
+    MIN_FRAMED_LENGTH,
     Architecture,
     DocumentConvention,
     GraphEntry,
@@ -191,6 +192,13 @@ def export_model(
                          "must be positive; attention_chunk=None exports plain attention")
     if int8_method is not None and int8_method not in INT8_METHODS:
         raise CheckpointError(f"unknown int8 method {int8_method!r}; choose one of {', '.join(INT8_METHODS)}")
+    if int8_method is not None and "int8" not in precisions:
+        raise CheckpointError(f"int8_method={int8_method!r} makes int8 graphs, but precisions "
+                              f"{','.join(precisions)} has no int8")
+    if (isinstance(document_max_length, bool) or not isinstance(document_max_length, int)
+            or document_max_length < MIN_FRAMED_LENGTH):
+        raise CheckpointError(f"document_max_length must be an int >= {MIN_FRAMED_LENGTH} (<s>, the marker, a "
+                              f"token, </s>), got {document_max_length!r}")
     if isinstance(sources, (str, Path)):
         sources = [sources]
     if not sources:
@@ -204,8 +212,15 @@ def export_model(
             ckpt.backbone_state = twin.backbone_state
         checkpoints.append(ckpt)
     _check_compatible(checkpoints)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    trained = int(checkpoints[0].config.get("max_position_embeddings", 8194))
+    if document_max_length > trained:  # before any graph is built, not in the finished folder's manifest
+        raise CheckpointError(f"document_max_length={document_max_length} exceeds the {trained} positions the "
+                              "model was trained on (max_position_embeddings)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise CheckpointError(f"cannot write in {out.parent}: {exc.strerror or exc}") from None
     try:
         manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
                                 attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,

@@ -41,6 +41,8 @@ def parse_precisions(value: str | Sequence[str] | None) -> list[str]:
         return list(DEFAULT_PRECISIONS)
     items = value.split(",") if isinstance(value, str) else list(value)
     items = [p.strip() for p in items if p.strip()]
+    if not items:
+        raise CheckpointError(f"no precision given; choose from {', '.join(KNOWN_PRECISIONS)} (default: all)")
     unknown = sorted(set(items) - set(KNOWN_PRECISIONS))
     if unknown:
         raise CheckpointError(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_PRECISIONS)}")

@@ -107,6 +107,8 @@ def _encoder(args: argparse.Namespace):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.private and not args.push_to_hub:
+        raise InvalidInputError("--private applies with --push-to-hub (the repo it creates), which was not given")
     try:
         from colbert_onnx.export import ParityError, export_model
     except ImportError as exc:
@@ -141,7 +143,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from .hub import push_to_hub
 
-        report["pushed"] = push_to_hub(out, args.push_to_hub, private=args.private)
+        try:
+            report["pushed"] = push_to_hub(out, args.push_to_hub, private=args.private)
+        except ColbertOnnxError as exc:  # the folder is written: say so with the upload's failure
+            raise ColbertOnnxError(f"{out} is written, but {exc}") from None
     _write(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -385,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ColbertOnnxError as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:  # export and encode-parquet remove what they staged; the user asked to stop
+        print("colbert-onnx: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT
 
 
 def _silence_stdout() -> None:

@@ -85,12 +85,16 @@ def push_to_hub(
         raise ModelFolderError(f"repo id must look like ORG/NAME, got {repo_id!r}")
     hub = _hub()
     api = hub.HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(model.path),
-        repo_id=repo_id,
-        repo_type="model",
-        revision=revision,
-        commit_message=commit_message,
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=str(model.path),
+            repo_id=repo_id,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message,
+        )
+    except Exception as exc:  # offline, no token, no rights, network: huggingface_hub's own errors
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelFolderError(f"could not upload {model.path} to {repo_id}: {type(exc).__name__}: {first}") from exc
     return str(getattr(commit, "commit_url", commit))

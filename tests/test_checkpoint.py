@@ -140,3 +140,90 @@ def test_hub_id_without_network_or_cache_says_to_pass_a_folder(tmp_path, monkeyp
 def test_nonexistent_local_path_is_not_mistaken_for_hub_id(tmp_path):
     with pytest.raises(CheckpointError, match="neither an existing folder"):
         load_checkpoint(tmp_path / "nope" / "deeper")
+
+
+def _edit_json(folder: Path, name: str, edit) -> None:
+    data = json.loads((folder / name).read_text()) if (folder / name).is_file() else {}
+    (folder / name).write_text(json.dumps(edit(data) or data))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(hidden_size="sixty-four"), r"hidden_size='sixty-four'; expected an int >= 1"),
+    (lambda c: c.update(hidden_size=64.7), r"hidden_size=64.7; expected an int >= 1"),
+    (lambda c: c.update(hidden_size="64"), r"hidden_size='64'"),
+    (lambda c: c.update(vocab_size=None), r"vocab_size=None"),
+    (lambda c: c.update(num_attention_heads=0), r"num_attention_heads=0"),
+    (lambda c: c.update(num_hidden_layers=True), r"num_hidden_layers=True"),
+    (lambda c: c.update(layer_norm_eps="tiny"), r"layer_norm_eps='tiny'; expected a positive finite number"),
+    (lambda c: c.update(layer_norm_eps=-1), r"layer_norm_eps=-1"),
+    (lambda c: c.update(rotary_emb_base=float("nan")), r"rotary_emb_base=nan"),
+    (lambda c: c.update(max_position_embeddings=0), r"max_position_embeddings=0"),
+    (lambda c: [1, 2, 3], r"config.json holds a JSON list, not an object"),
+], ids=["str-size", "float-size", "str-number", "null-vocab", "zero-heads", "bool-layers", "str-eps", "negative-eps",
+        "nan-rotary", "zero-positions", "list"])
+def test_a_config_value_the_model_cannot_have_is_named_before_any_work(toy_trio, tmp_path, edit, message):
+    folder = _copy(toy_trio[128], tmp_path / "config")
+    _edit_json(folder, "config.json", edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(folder)
+
+
+def test_a_config_that_is_not_utf8_is_named(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "latin1")
+    (folder / "config.json").write_bytes('{"model_type": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(CheckpointError, match="config.json is not valid UTF-8 JSON"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(("key", "value"), [("roberta.emb_ln.weight", torch.ones(64, dtype=torch.int32)),
+                                            ("linear.weight", torch.ones(128, 64, dtype=torch.int8)),
+                                            ("roberta.emb_ln.bias", torch.zeros(64, dtype=torch.bool))],
+                         ids=["int32-backbone", "int8-head", "bool"])
+def test_a_weight_that_is_not_floating_point_is_named(toy_trio, tmp_path, key, value):
+    folder = _copy(toy_trio[128], tmp_path / "ints")
+    _rewrite_tensors(folder, lambda t: t.update({key: value}))
+    with pytest.raises(CheckpointError, match=f"{key}.*floating point"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("key", ["roberta.encoder.layers.1.mlp.fc2.weight", "linear.weight"])
+def test_a_weight_holding_nan_or_infinity_is_named(toy_trio, tmp_path, key, bad):
+    folder = _copy(toy_trio[128], tmp_path / "nan")
+
+    def poison(tensors):
+        tensor = tensors[key].clone()
+        tensor.view(-1)[3] = bad
+        tensors[key] = tensor
+
+    _rewrite_tensors(folder, poison)
+    with pytest.raises(CheckpointError, match=f"{key}' holds NaN or infinity"):
+        load_checkpoint(folder)
+
+
+def test_a_head_of_no_rows_is_refused(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "empty-head")
+    _rewrite_tensors(folder, lambda t: t.update({"linear.weight": torch.zeros(0, 64, dtype=torch.bfloat16)}))
+    with pytest.raises(CheckpointError, match="linear.weight"):
+        load_checkpoint(folder)
+
+
+def test_a_damaged_tokenizer_is_named_when_the_checkpoint_loads(toy_trio, tmp_path):
+    folder = _copy(toy_trio[128], tmp_path / "tokenizer")
+    text = (folder / "tokenizer.json").read_text()
+    (folder / "tokenizer.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CheckpointError, match="cannot read .*tokenizer.json"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.update(attend_to_mask_tokens="false"), "attend_to_mask_tokens='false'; expected true or false"),
+    (lambda m: m.update(mask_punctuation="no"), "mask_punctuation='no'"),
+    (lambda m: m.update(query_maxlen="long"), "query_maxlen='long'; expected an int >= 1"),
+    (lambda m: [1], "artifact.metadata holds a JSON list"),
+], ids=["str-bool", "str-bool-2", "str-int", "list"])
+def test_artifact_metadata_of_the_wrong_type_is_named_not_read_as_truthy(toy_trio, tmp_path, edit, message):
+    folder = _copy(toy_trio[128], tmp_path / "meta")
+    _edit_json(folder, "artifact.metadata", edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(folder)

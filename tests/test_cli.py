@@ -126,8 +126,64 @@ def test_export_refuses_a_document_max_length_of_0(toy_trio, tmp_path, capsys):
     pytest.importorskip("torch", reason="export needs the [export] extra")
     out = tmp_path / "cli-out"
     assert main(["export", str(toy_trio[64]), "--out", str(out), "--document-max-length", "0"]) == 2
-    assert "colbert-onnx: error: document_max_length must be >= 4, got 0" in capsys.readouterr().err
+    assert "colbert-onnx: error: document_max_length must be an int >= 4" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--int8-method", "dynamic", "--precision", "fp32"], "int8_method='dynamic' makes int8 graphs"),
+    (["--precision", ""], "no precision given"),
+    (["--precision", " , "], "no precision given"),
+    (["--document-max-length", "1000000000"], "exceeds the 8194 positions"),
+    (["--private"], "--private applies with --push-to-hub"),
+], ids=["int8-method-without-int8", "empty-precision", "blank-precisions", "length-over-positions", "private-alone"])
+def test_export_refuses_a_choice_it_would_ignore_before_any_work(toy_trio, tmp_path, capsys, flags, message):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    out = tmp_path / "cli-out"
+    assert main(["export", str(toy_trio[64]), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colbert-onnx: error:") and message in err, err
+    assert list(tmp_path.iterdir()) == [], "nothing is staged for a refused export"
+
+
+def test_export_into_a_folder_it_cannot_write_is_one_line(toy_trio, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    assert main(["export", str(toy_trio[64]), "--out", str(tmp_path / "o"), "--precision", "fp32"]) == 2
+    assert "cannot write in" in capsys.readouterr().err
+
+
+def test_a_failed_upload_says_the_folder_is_written(toy_trio, tmp_path, capsys, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub", reason="--push-to-hub needs huggingface_hub")
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+
+    def offline(self, *args, **kwargs):
+        raise OSError("no network here")
+
+    monkeypatch.setattr(hub.HfApi, "create_repo", offline)
+    out = tmp_path / "o"
+    assert main(["export", str(toy_trio[64]), "--out", str(out), "--precision", "fp32", "--engines", "onnxruntime",
+                 "--push-to-hub", "nobody/x"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is written, but could not upload" in err and "no network here" in err and "Traceback" not in err
+    assert ColbertEncoder(out, dim=64).encode_queries("x")[0].shape == (32, 64)
+
+
+def test_ctrl_c_is_one_line_and_status_130(toy_trio, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch", reason="export needs the [export] extra")
+    import colbert_onnx.export as export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_model", interrupted)
+    assert main(["export", str(toy_trio[64]), "--out", str(tmp_path / "o")]) == 130
+    assert capsys.readouterr().err == "colbert-onnx: interrupted\n"
 
 
 def _encode_command(model_dir) -> list[str]:
