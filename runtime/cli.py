@@ -242,13 +242,12 @@ def cmd_encode_parquet(args: argparse.Namespace) -> int:
             ray_module()
         except ImportError as exc:
             return _fail(f"encode-parquet --ray: {exc}")
-        with arrow.staged_output(args.input, args.out) as staging:
-            arrow.open_parquet(args.input)  # a missing or non-Parquet input: one line, before Ray starts
-            rows = encode_parquet(args.input, staging, args.model_dir, actors=1 if args.actors is None else args.actors,
-                                  cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
-                                  text_column=args.text_column, keep_columns=keep, progress=args.progress,
-                                  address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
-                                  config=encoder_config_from_args(args))
+        # all or nothing, never onto the input, a bad input named before Ray starts: ray.encode_parquet's own rules
+        rows = encode_parquet(args.input, args.out, args.model_dir, actors=1 if args.actors is None else args.actors,
+                              cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                              text_column=args.text_column, keep_columns=keep, progress=args.progress,
+                              address=args.ray_address, output=args.output, pool_factor=args.pool_factor,
+                              config=encoder_config_from_args(args))
     else:
         rows = arrow.encode_parquet(_encoder(args), args.input, args.out, text_column=args.text_column,
                                     output=args.output, pool_factor=args.pool_factor, keep_columns=keep,

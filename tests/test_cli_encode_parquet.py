@@ -74,20 +74,20 @@ def test_a_refused_text_is_one_line_naming_its_row_in_the_file(toy_model_dir, tm
 
 @pytest.fixture
 def fake_ray(monkeypatch):
-    """colbert_onnx.ray.encode_parquet replaced by one that writes part of its destination, then fails; the calls'
-    destinations recorded (no Ray cluster is started)."""
+    """The Ray pipeline behind colbert_onnx.ray.encode_parquet replaced by one that writes part of its destination,
+    then fails; the calls' destinations recorded (no Ray cluster is started)."""
     import colbert_onnx.ray as cr
     from colbert_onnx import InvalidInputError
 
     calls: list = []
 
-    def encode_parquet(source, destination, model_dir, **options):
+    def on_ray(ray, source, destination, *args):
         calls.append(destination)
         Path(destination).write_bytes(b"half a file")
         raise InvalidInputError("a row failed on Ray")
 
     monkeypatch.setattr(cr, "ray_module", lambda: None)
-    monkeypatch.setattr(cr, "encode_parquet", encode_parquet)
+    monkeypatch.setattr(cr, "_encode_parquet_on_ray", on_ray)
     return calls
 
 

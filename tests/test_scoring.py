@@ -37,13 +37,16 @@ def test_maxsim_with_document_split_across_blocks(monkeypatch):
     np.testing.assert_allclose(maxsim(query, docs), _naive(query, docs), rtol=1e-5, atol=1e-5)
 
 
-def test_maxsim_batched_queries_give_one_row_per_query():
+@pytest.mark.parametrize("make_queries", [lambda rng: _unit(rng, 3, 32, 8),
+                                          lambda rng: [_unit(rng, 32, 8), _unit(rng, 5, 8)]],
+                         ids=["one-array", "different-lengths-one-call-each"])
+def test_maxsim_of_several_queries_gives_one_row_per_query(make_queries):
     rng = np.random.default_rng(2)
-    queries = _unit(rng, 3, 32, 8)
+    queries = make_queries(rng)
     docs = [_unit(rng, n, 8) for n in (4, 9)]
     scores = maxsim(queries, docs)
-    assert scores.shape == (3, 2)
-    for q in range(3):
+    assert scores.shape == (len(queries), 2)
+    for q in range(len(queries)):
         np.testing.assert_allclose(scores[q], _naive(queries[q], docs), rtol=1e-5, atol=1e-5)
 
 
@@ -192,16 +195,6 @@ def test_maxsim_refuses_documents_that_are_not_a_list(documents):
 def test_maxsim_refuses_documents_that_are_not_real_numbers(dtype):
     with pytest.raises(InvalidInputError, match=r"documents_vectors\[1\] must be an array of real numbers"):
         maxsim(np.ones((2, 4), np.float32), [np.ones((3, 4), np.float32), np.ones((3, 4)).astype(dtype)])
-
-
-def test_maxsim_scores_queries_of_different_lengths_one_call_each():
-    rng = np.random.default_rng(10)
-    queries = [_unit(rng, 32, 8), _unit(rng, 5, 8)]
-    docs = [_unit(rng, n, 8) for n in (4, 9)]
-    scores = maxsim(queries, docs)
-    assert scores.shape == (2, 2)
-    for q in range(2):
-        np.testing.assert_allclose(scores[q], _naive(queries[q], docs), rtol=1e-5, atol=1e-5)
 
 
 def test_maxsim_packed_refuses_float_offsets():
