@@ -30,6 +30,7 @@ Compact documents (queries stay float32 on input; the vector types and codecs ar
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -453,6 +454,19 @@ def ragged_queries(query_vectors: object, what: str = "query_vectors") -> list[n
     return queries
 
 
+def _one_call_per_ragged_query(score: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """`score(query_vectors, documents, ...)` that also takes a list of queries of different lengths: one call each,
+    stacked into (n_queries, n_docs)."""
+    @functools.wraps(score)
+    def scored(query_vectors, documents, *args, **kwargs) -> np.ndarray:
+        ragged = ragged_queries(query_vectors)
+        if ragged is None:
+            return score(query_vectors, documents, *args, **kwargs)
+        return np.stack([score(q, documents, *args, **kwargs) for q in ragged])
+
+    return scored
+
+
 def _check_sign_bits(documents: Sequence[np.ndarray], dim: int) -> None:
     """InvalidInputError unless the sign-bit documents hold `dim` bits a vector (int8/uint8 arrays are read as bits)."""
     kind = compact_kind(documents)
@@ -486,6 +500,7 @@ def _blocked_maxsim(queries: np.ndarray, documents: Sequence, decode: Callable) 
     return out
 
 
+@_one_call_per_ragged_query
 def maxsim_int8(
     query_vectors: np.ndarray, documents: Sequence[QuantizedVectors], exact: bool = True
 ) -> np.ndarray:
@@ -496,9 +511,6 @@ def maxsim_int8(
     quantizes the query to int8 per token too and runs the integer kernel (2-3x faster, scores off by
     ~1e-4 per query token on average: docs/maxsim.md).
     """
-    ragged = ragged_queries(query_vectors)
-    if ragged is not None:  # queries of different lengths: one call each
-        return np.stack([maxsim_int8(q, documents, exact) for q in ragged])
     queries, single = as_queries(query_vectors)
     check_documents(documents)
     for i, doc in enumerate(documents):
@@ -511,6 +523,7 @@ def maxsim_int8(
     return scores[0] if single else scores
 
 
+@_one_call_per_ragged_query
 def maxsim_binary(
     query_vectors: np.ndarray, documents: Sequence[np.ndarray], binarize_query: bool = True
 ) -> np.ndarray:
@@ -521,9 +534,6 @@ def maxsim_binary(
     ``binarize_query=False`` the float query is scored against ``±1 / sqrt(dim)`` document vectors
     (asymmetric; docs/storage.md has both).
     """
-    ragged = ragged_queries(query_vectors)
-    if ragged is not None:  # queries of different lengths: one call each
-        return np.stack([maxsim_binary(q, documents, binarize_query) for q in ragged])
     queries, single = as_queries(query_vectors)
     dim = queries.shape[2]
     check_documents(documents)
@@ -536,6 +546,7 @@ def maxsim_binary(
     return scores[0] if single else scores
 
 
+@_one_call_per_ragged_query
 def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -> np.ndarray:
     """ColBERT MaxSim: for each document, sum over query vectors of the best dot product.
 
@@ -546,9 +557,6 @@ def maxsim(query_vectors: np.ndarray, documents_vectors: Sequence[np.ndarray]) -
     scored exactly, int8 ones (``QuantizedVectors``) against their dequantized vectors
     (:func:`maxsim_int8`), int8/uint8 arrays as sign bits by :func:`maxsim_binary`.
     """
-    ragged = ragged_queries(query_vectors)
-    if ragged is not None:  # queries of different lengths: one call each
-        return np.stack([maxsim(q, documents_vectors) for q in ragged])
     kind = compact_kind(documents_vectors)
     if kind == "int8":
         return maxsim_int8(query_vectors, documents_vectors)
