@@ -36,8 +36,8 @@ from colbert_onnx.export.fidelity import (
     collect,
     compare,
     fidelity_texts,
-    float64_runner,
     ort_runner,
+    reference_outputs,
 )
 from colbert_onnx.export.quantize import DEFAULT_INT8_METHOD, quantize_int8
 
@@ -90,7 +90,7 @@ def colbert_case(name: str, trio: dict[int, Path], work: Path) -> Case:
     heads = {d: load_checkpoint(trio[d], hash_files=False).head for d in dims}
     module = MultiHeadColbert(first.module().roberta, heads)
     plain = plain_peer_folder(module, trio[dims[0]], work / "peer")
-    reference = collect(float64_runner(module), fset)
+    reference = reference_outputs(module, fset)
     int8 = next(g for g in folder.manifest.graphs if g.precision == "int8")
     shipped = method_name(int8, "fp32 graph")  # as the exporter chose it
     calibration = calibration_feeds(pre)

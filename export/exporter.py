@@ -48,6 +48,7 @@ from colbert_onnx.tokenization import Preprocessor
 
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
+from .fidelity import collect, torch_runner
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .openvino_graphs import add_openvino_graphs, export_openvino_graph, why_no_openvino_graphs
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
@@ -342,9 +343,10 @@ def _export_into(
         # Recorded now, so the PyTorch weights can be freed before int8/fp16; the fidelity reference always,
         # so that no parity option switches off the int8/fp16 gates.
         set_attention_chunk(module, None)  # the reference is the plain PyTorch computation
+        fp32_outputs = collect(torch_runner(module), fset)  # the ties fp32 cannot resolve, before any float64
         if check_parity:
             parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
-        fidelity_refs.append(record_fidelity_reference(module, fset))  # float64, converted in place if not yet
+        fidelity_refs.append(record_fidelity_reference(module, fset, fp32_outputs))  # float64, in place if not yet
         del module
     for ckpt in checkpoints:
         ckpt.backbone_state = {}

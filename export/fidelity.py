@@ -3,20 +3,31 @@ runners; the metrics and gates themselves are the runtime's (runtime/fidelity.py
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from colbert_onnx.fidelity import GATES, TOP_K, Outputs, compare, judge, passes, spearman, token_cosines
+from colbert_onnx.fidelity import (
+    GATES,
+    TOP_K,
+    Outputs,
+    compare,
+    judge,
+    passes,
+    score_resolution,
+    spearman,
+    token_cosines,
+)
 from colbert_onnx.tokenization import Preprocessor, pad_batch
 
 from .corpus import multilingual_texts
 
 Feeds = dict[str, np.ndarray]
 __all__ = ["GATES", "TOP_K", "FidelitySet", "Outputs", "build_set", "calibration_texts", "collect", "compare",
-           "fidelity_texts", "float64_runner", "judge", "ort_runner", "passes", "spearman", "token_cosines",
-           "torch_runner"]
+           "fidelity_texts", "float64_runner", "judge", "ort_runner", "passes", "reference_outputs", "spearman",
+           "token_cosines", "torch_runner"]
 
 
 def fidelity_texts(n_queries: int = 24, n_concat: int = 36) -> dict[str, list[str]]:
@@ -118,3 +129,13 @@ def float64_runner(module) -> Callable[[Feeds], dict[int, np.ndarray]]:
     callers take their fp32 figures first. Rotary tables stay float32 (modeling.Backbone.rotary_tables).
     """
     return torch_runner(module.double())
+
+
+def reference_outputs(module, fset: FidelitySet, fp32: dict[int, Outputs] | None = None) -> dict[int, Outputs]:
+    """The float64 reference of `module` on `fset` (module converted in place), every head carrying its score
+    resolution: the ties its own fp32 outputs (`fp32`, else run here first) cannot resolve (runtime/fidelity.py)."""
+    if fp32 is None:
+        fp32 = collect(torch_runner(module), fset)
+    reference = collect(float64_runner(module), fset)
+    return {d: dataclasses.replace(ref, score_resolution=score_resolution(ref, fp32[d]))
+            for d, ref in reference.items()}

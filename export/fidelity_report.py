@@ -27,9 +27,9 @@ from .fidelity import (
     collect,
     compare,
     fidelity_texts,
-    float64_runner,
     ort_runner,
     passes,
+    reference_outputs,
 )
 from .optimize import optimize_fp32, save_graph
 from .outlier_family import calm_outlier_attention, outlier_channels_of, quiet_outlier_heads
@@ -137,7 +137,7 @@ def colbert_case(
     heads = {first.dim: first.head, **{d: load_checkpoint(trio[d], hash_files=False).head for d in dims[1:]}}
     module = MultiHeadColbert(first.module().roberta, heads)
     del first
-    reference = collect(float64_runner(module), fset)
+    reference = reference_outputs(module, fset)
     del module
     graph = out / "model.onnx"
     fp32_bytes = folder.graphs[0].bytes
@@ -222,7 +222,7 @@ def trained_minilm(work: Path) -> TrainedMiniLM:
     optimized, fusions = optimize_fp32(raw, work / "optimized.onnx", bcfg)
     fset = _bert_set(tokenizer, fidelity_texts())
     calib = _bert_set(tokenizer, {"queries": calibration_texts()[:8], "documents": calibration_texts()}, 8)
-    reference = collect(float64_runner(module), fset)
+    reference = reference_outputs(module, fset)
     return TrainedMiniLM(raw, optimized, fusions, fset, [calib.queries, *calib.documents], reference)
 
 

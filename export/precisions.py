@@ -23,9 +23,9 @@ from .fidelity import (
     calibration_texts,
     collect,
     fidelity_texts,
-    float64_runner,
     judge,
     ort_runner,
+    reference_outputs,
 )
 from .mixed_precision import NO_INT8_GEMM_LEFT, SEARCH_SECONDS, int8_gemms_left, relative_speed, search_float_nodes
 from .modeling import BackboneConfig, MultiHeadColbert
@@ -80,10 +80,12 @@ def fidelity_inputs(
     return pre, build_set(pre, list(manifest.document.skiplist_ids), fidelity_texts())
 
 
-def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet) -> dict[int, Outputs]:
-    """Every head's vectors on the fidelity set from the module in float64 (converted in place), recorded
+def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet,
+                              fp32: dict[int, Outputs] | None = None) -> dict[int, Outputs]:
+    """Every head's vectors on the fidelity set from the module in float64 (converted in place), with the ties its
+    fp32 outputs (`fp32`: taken before any float64 conversion; else run here first) cannot resolve; recorded
     before the weights are freed."""
-    return collect(float64_runner(module), fset)
+    return reference_outputs(module, fset, fp32)
 
 
 def build_precisions(

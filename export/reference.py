@@ -36,6 +36,9 @@ def write_reference(out: Path, manifest: Manifest, references: Sequence[dict[int
                 "of the documents sorted by token count",
         "heads": sorted({d for per_graph in references for d in per_graph}, reverse=True),
         "document_max_length": document_max_length,
+        # per head: MaxSim differences up to this are ties the ranking gates do not judge (runtime/fidelity.py)
+        "score_resolution": {str(dim): float(outputs.score_resolution) for per_graph in references
+                             for dim, outputs in sorted(per_graph.items(), reverse=True)},
         "texts": fidelity_texts(),
     }
     return dataclasses.replace(manifest, reference=record)

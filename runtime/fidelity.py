@@ -20,6 +20,10 @@ GATES = {
     "fp32": {"mean_token_cosine": 0.99999, "top10_overlap": 0.9, "spearman": 0.95},
 }
 TOP_K = 10
+# A reference's MaxSim scores closer than this many times the model's own fp32-vs-float64 score error are ties,
+# and never closer than this many float32 spacings of the largest score (the candidate's MaxSim runs in float32).
+RESOLUTION_FACTOR = 8.0
+RESOLUTION_FLOOR_ULPS = 16
 
 
 @dataclass(frozen=True)
@@ -29,20 +33,58 @@ class Outputs:
     queries: np.ndarray  # (n_queries, query_len, dim); float64 for the reference, float32 for graphs
     doc_tokens: np.ndarray  # (real document tokens, dim)
     documents: list[np.ndarray]  # per document, skiplist removed (MaxSim input)
+    # On a reference: MaxSim score differences up to this are ties the rankings are not judged on (score_resolution).
+    score_resolution: float = 0.0
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties), numpy only."""
+    return _pearson(_average_ranks(np.asarray(a, dtype=np.float64)), _average_ranks(np.asarray(b, dtype=np.float64)))
 
-    def ranks(x: np.ndarray) -> np.ndarray:
-        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-        ends = np.cumsum(counts)
-        return ((ends - (counts - 1) / 2.0) - 1.0)[inverse]
 
-    ra, rb = ranks(np.asarray(a, dtype=np.float64)), ranks(np.asarray(b, dtype=np.float64))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / denom) if denom > 0 else 1.0
+def score_resolution(reference: Outputs, fp32: Outputs) -> float:
+    """The MaxSim score difference up to which two documents count as tied: RESOLUTION_FACTOR x the largest score
+    difference between the model's own fp32 evaluation and its float64 one on the set, at least RESOLUTION_FLOOR_ULPS
+    float32 spacings of the largest score. An order the model's fp32 arithmetic cannot resolve is no property of the
+    checkpoint that a graph could keep or lose: on checkpoints whose scores sit within 1e-5 of each other
+    (degenerate random heads), exact fp32 graphs otherwise "missed" the ranking gates (docs/quantization.md)."""
+    scores = maxsim(reference.queries, reference.documents)
+    diff = np.abs(scores - maxsim(fp32.queries, fp32.documents))
+    if not diff.size:
+        return 0.0
+    floor = RESOLUTION_FLOOR_ULPS * float(np.spacing(np.float32(np.abs(scores).max())))
+    return float(max(RESOLUTION_FACTOR * diff.max(), floor))
+
+
+def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, top_k: int, resolution: float = 0.0) -> float:
+    """Share of the candidate's top `top_k` documents that the reference ranks in its top `top_k`, a document within
+    `resolution` of the reference's k-th score counting as in it. Without ties: the plain top-k overlap."""
+    k = min(top_k, len(reference))
+    kth = np.sort(reference)[::-1][k - 1]
+    picked = np.argsort(-candidate, kind="stable")[:k]
+    return float(np.mean(reference[picked] >= kth - resolution))
+
+
+def tie_aware_spearman(reference: np.ndarray, candidate: np.ndarray, resolution: float = 0.0) -> float:
+    """Spearman's rho of the candidate's scores against the reference's, a candidate score within `resolution` / 2
+    of the reference's counting as the reference's: a deviation below the resolution reorders only documents the
+    reference does not tell apart. Without a resolution: the plain Spearman."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    snapped = np.where(np.abs(candidate - reference) <= resolution / 2, reference, candidate)
+    return spearman(reference, snapped)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - (counts - 1) / 2.0) - 1.0)[inverse]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 1.0
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,18 +101,16 @@ def token_cosines(reference: Outputs, candidate: Outputs) -> np.ndarray:
 
 
 def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
-    """Token cosines (queries incl. `<mask>` slots, every real document token) and MaxSim ranking agreement."""
+    """Token cosines (queries incl. `<mask>` slots, every real document token) and MaxSim ranking agreement, on
+    the orders the reference resolves (`reference.score_resolution`)."""
     cos = token_cosines(reference, candidate)
     per_text = [_cosines(r, c).mean() for r, c in zip(reference.queries, candidate.queries, strict=True)]
     per_text += [_cosines(r, c).mean() for r, c in zip(reference.documents, candidate.documents, strict=True) if len(r)]
     ref_scores = maxsim(reference.queries, reference.documents)
     cand_scores = maxsim(candidate.queries, candidate.documents)
-    overlaps, rhos = [], []
-    for r, c in zip(ref_scores, cand_scores, strict=True):
-        top_r = set(np.argsort(-r, kind="stable")[:top_k].tolist())
-        top_c = set(np.argsort(-c, kind="stable")[:top_k].tolist())
-        overlaps.append(len(top_r & top_c) / top_k)
-        rhos.append(spearman(r, c))
+    resolution = reference.score_resolution
+    overlaps = [top_k_agreement(r, c, top_k, resolution) for r, c in zip(ref_scores, cand_scores, strict=True)]
+    rhos = [tie_aware_spearman(r, c, resolution) for r, c in zip(ref_scores, cand_scores, strict=True)]
     return {
         "mean_token_cosine": float(cos.mean()),
         "min_token_cosine": float(cos.min()),
@@ -79,6 +119,7 @@ def compare(reference: Outputs, candidate: Outputs, top_k: int = TOP_K) -> dict:
         "min_top10_overlap": float(np.min(overlaps)),
         "spearman": float(np.mean(rhos)),
         "min_spearman": float(np.min(rhos)),
+        "score_resolution": float(resolution),
         "finite": bool(np.isfinite(candidate.queries).all() and np.isfinite(candidate.doc_tokens).all()),
         "queries": int(reference.queries.shape[0]),
         "documents": len(reference.documents),

@@ -69,6 +69,12 @@ def _reference(folder: ModelFolder) -> tuple[dict, dict[str, np.ndarray]]:
         raise ModelFolderError(f"reference file missing: {path} (listed in the manifest)")
     if record.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
         raise ModelFolderError(f"{path} does not match the sha256 the manifest records: re-export the folder")
+    resolutions = record.get("score_resolution", {})  # absent in folders exported before it existed: exact ties only
+    if not isinstance(resolutions, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v >= 0
+            for v in resolutions.values()):
+        raise ModelFolderError(f"manifest.json of {folder.path}: reference.score_resolution must map heads to finite "
+                               f"non-negative numbers, not {resolutions!r}")
     with np.load(path) as data:
         return record, {k: data[k] for k in data.files}
 
@@ -95,7 +101,7 @@ def _outputs(engine, dims: Sequence[int], pre: Preprocessor, texts: dict, skipli
 
 
 def _reference_outputs(arrays: dict[str, np.ndarray], dim: int, pre: Preprocessor, texts: dict,
-                       skiplist: np.ndarray) -> Outputs:
+                       skiplist: np.ndarray, resolution: float = 0.0) -> Outputs:
     doc_tokens = arrays[f"doc_tokens_{dim}"].astype(np.float64)
     documents, offset = [], 0
     for _, mask, keep in _document_batches(pre, texts["documents"], skiplist):
@@ -103,7 +109,7 @@ def _reference_outputs(arrays: dict[str, np.ndarray], dim: int, pre: Preprocesso
             n = int(mask[row].sum())
             documents.append(doc_tokens[offset : offset + n][keep[row][:n]])
             offset += n
-    return Outputs(arrays[f"queries_{dim}"].astype(np.float64), doc_tokens, documents)
+    return Outputs(arrays[f"queries_{dim}"].astype(np.float64), doc_tokens, documents, float(resolution))
 
 
 def _graphs(folder: ModelFolder, engine: str, precisions: Sequence[str] | None) -> list[GraphEntry]:
@@ -163,7 +169,8 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
             note = f"OpenVINO ran {ran}, not {asked}, on this CPU" if asked and ran != asked else ""
             got = _outputs(engine, dims, pre, texts, skiplist)
             for d in dims:
-                metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist), got[d])
+                resolution = reference.get("score_resolution", {}).get(str(d), 0.0)
+                metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist, resolution), got[d])
                 gates = graph.precision if graph.precision in GATES else "fp32"
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
                                         passes(gates, metrics), graph.passed_gates(d), measured_with, note,

@@ -262,14 +262,13 @@ def _check_family_member(seed: int, tmp_path: Path) -> None:
                            engines="onnxruntime")
     manifest = _manifest(out)
     entry = _int8(out)
-    if entry.get("fp32_equivalent"):  # allowed only when the export says why: fp32 itself misses a gate, or only a
-        # graph without int8 GEMMs passes (then the fp32 graph serves int8 and passes the int8 gates)
-        reason = entry["mixed_precision"]["reason"]
-        assert reason, entry["mixed_precision"]
-        if reason == NO_INT8_GEMM_LEFT:
-            assert all(m["passed"] for m in entry["fidelity"].values()), member.describe()
-        else:
-            assert not all(m["passed"] for m in manifest["fidelity"]["fp32"].values()), member.describe()
+    # fp32 passes on every member: the degenerate ones (7, 11) score every document within 1e-5 of the others, and
+    # such ties are not judged (runtime/fidelity.score_resolution)
+    assert all(m["passed"] for m in manifest["fidelity"]["fp32"].values()), (member.describe(), manifest["fidelity"])
+    if entry.get("fp32_equivalent"):  # allowed only when only a graph without int8 GEMMs passes: then the fp32
+        # graph serves int8 and passes the int8 gates, and the export says why
+        assert entry["mixed_precision"]["reason"] == NO_INT8_GEMM_LEFT, entry["mixed_precision"]
+        assert all(m["passed"] for m in entry["fidelity"].values()), member.describe()
     else:
         missed = {d: m for d, m in entry["fidelity"].items() if not m["passed"]}
         assert not missed, (member.describe(), missed)

@@ -3,7 +3,8 @@
 Each member is drawn from a seed (export/outlier_family.py): hidden sizes that are not multiples of 64,
 1-4 outlier channels at random places, LayerNorm gains from x10-x40 in every layer or in some, heads
 quiet or not, attention calm to sharp. Every member must export (no ParityError) with its fp32 graph
-within 1e-4 of float64, and the manifest records the figure against the fp32 PyTorch module beside it.
+within 1e-4 of float64 and passing the fp32 fidelity gates, and the manifest records the figure against the
+fp32 PyTorch module beside it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def _check(seed: int, tmp_path, deep: bool = False) -> None:
     member = draw_member(seed, deep=deep)
     trio = build_member(member, tmp_path / "ckpt")
     out = export_model([trio[d] for d in member.dims], tmp_path / "onnx", precisions="fp32", engines="onnxruntime")
-    parity = json.loads((out / "manifest.json").read_text())["parity"]["fp32"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    parity = manifest["parity"]["fp32"]
     assert parity["reference"].startswith("float64")
     for dim in ("128", "96", "64"):
+        # members 3 and 11 score every document within 1e-5 of the others: their rankings are ties (score_resolution)
+        assert manifest["fidelity"]["fp32"][dim]["passed"], (member.describe(), manifest["fidelity"]["fp32"][dim])
         figures = parity[dim]
         assert figures["passed"] and figures["max_abs_diff"] <= figures["tolerance"], (member.describe(), figures)
         assert figures["max_abs_diff"] <= 1e-4, (member.describe(), figures)  # these members are calm enough

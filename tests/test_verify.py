@@ -144,9 +144,20 @@ def test_verify_reproduces_every_export_figure_where_rankings_are_near_ties(near
     for verdict in verdicts:
         exported = graph.fidelity[str(verdict.dim)]
         for key in ("mean_token_cosine", "min_token_cosine", "worst_text_mean_token_cosine", "top10_overlap",
-                    "min_top10_overlap", "spearman", "min_spearman"):
+                    "min_top10_overlap", "spearman", "min_spearman", "score_resolution"):
             assert verdict.metrics[key] == pytest.approx(exported[key], abs=1e-9), (verdict.dim, key)
         assert verdict.passed == verdict.passed_at_export
+
+
+@pytest.mark.parametrize("resolution", [-1.0, float("nan"), "0.1", True, [0.1]])
+def test_a_score_resolution_the_reference_cannot_have_is_a_typed_error(toy_model_dir: Path, tmp_path: Path,
+                                                                         resolution) -> None:
+    folder = shutil.copytree(toy_model_dir, tmp_path / "bad")
+    manifest = read_manifest(folder)
+    write_manifest(folder, dataclasses.replace(manifest, reference={**manifest.reference,
+                                                                    "score_resolution": {"128": resolution}}))
+    with pytest.raises(ModelFolderError, match="score_resolution"):
+        verify_folder(folder, engines=["onnxruntime"], precisions=["fp32"])
 
 
 def test_the_reference_is_stored_at_float64(toy_model_dir: Path) -> None:
