@@ -69,6 +69,7 @@ from .precisions import (
 )
 from .quantize import INT8_METHODS
 from .reference import write_reference
+from .staging import discard, make_staging, remove_dead_staging, seal
 
 OPSET = 17
 # Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
@@ -183,7 +184,8 @@ def export_model(
 
     The folder is built in a hidden sibling (`.NAME.partial-*`, same filesystem) and renamed into place
     only once complete and measured: a failure (or Ctrl-C) removes it and leaves a folder already at
-    `out_dir` as it was.
+    `out_dir` as it was. One a killed export left is removed by the next export once its owner is provably dead
+    (staging.py).
     """
     precisions = parse_precisions(precisions)
     no_openvino = why_no_openvino_graphs(engines)  # refuses unknown or uninstalled engines, before any work
@@ -219,16 +221,18 @@ def export_model(
                               "model was trained on (max_position_embeddings)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        remove_dead_staging(out)  # what killed exports of `out` left (staging.py); never raises
+        staging = make_staging(out)  # its owner record written first
     except OSError as exc:
         raise CheckpointError(f"cannot write in {out.parent}: {exc.strerror or exc}") from None
     try:
         manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
                                 attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
                                 no_openvino)
+        seal(staging)  # the owner record does not go into the model folder
         _move_into_place(staging, out)
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard(staging)
         if hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"colbert-onnx export: nothing was written to {out}"
                          + ("; the folder there is unchanged" if out.exists() else ""))
