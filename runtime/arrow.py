@@ -107,6 +107,7 @@ def corpus_metadata(
         "query_max_length": encoder.query_max_length,
         "long_documents": encoder.long_documents,
         "window_stride": encoder.window_stride,
+        "truncation_side": encoder.truncation_side,
         "colbert_onnx_version": __version__,
     }
 
@@ -133,6 +134,7 @@ def read_metadata(source: pa.Table | pa.Schema | str | Path) -> dict[str, Any]:
         raise ShardMetadataError(f"{where} has unreadable colbert_onnx metadata: {exc}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ShardMetadataError(f"{where}: colbert_onnx metadata is not of format {FORMAT!r}")
+    metadata.setdefault("truncation_side", "right")  # shards written before it was recorded were cut on the right
     return metadata
 
 

@@ -36,6 +36,7 @@ from .options import (
     positive_int,
 )
 from .session import DEVICES, SessionConfig
+from .tokenization import TRUNCATION_SIDES
 
 LONG_DOCUMENT_MODES = ("truncate", "windows")
 FRAMING_TOKENS = 3  # <s>, the marker and </s> around every text
@@ -82,6 +83,10 @@ class EncoderConfig:
     engine: str = option("auto", "inference engine: auto (picked for this CPU among the engines whose graph passed "
                                  "the fidelity gates; docs/engines.md), onnxruntime, or openvino ([openvino] extra)",
                          parse_str, choices=ENGINE_CHOICES)
+    truncation_side: str = option("right", "where a query or document over its length is cut: right keeps its "
+                                           "first tokens (as Jina's API), left its last; <s>, the marker and </s> "
+                                           "stay (with windows, documents are cut only at a call's own max_length)",
+                                  parse_str, choices=TRUNCATION_SIDES)
     session_options: SessionConfig = nested(SessionConfig)
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from .progress import progress_bar
 from .ranking import check_top_n, rank
 from .scoring import maxsim
 from .text import check_text
-from .tokenization import TEXT_KINDS, Preprocessor, TokenizedBatch, as_text_list, pad_batch
+from .tokenization import TEXT_KINDS, Preprocessor, TokenizedBatch, as_text_list, check_truncation_side, pad_batch
 from .windows import UNTRUNCATED, split_windows
 
 __all__ = ["LONG_DOCUMENT_MODES", "ColbertEncoder", "EncoderConfig", "plan_batches"]
@@ -82,7 +82,9 @@ class ColbertEncoder:
             manifest's, 8192), ``batch_size``, ``max_batch_tokens``, ``long_documents`` (``truncate`` as
             Jina's API, or ``windows``: overlapping windows, one vector per original token, each from the
             window where it is most central), ``window_stride``, ``io_binding`` (None: on for cuda, off
-            for cpu) and ``session_options`` (onnxruntime knobs, session.SessionConfig).
+            for cpu), ``truncation_side`` (``right``: a text over its length keeps its first tokens; ``left``: its
+            last; the default of every call, which may name its own) and ``session_options`` (onnxruntime knobs,
+            session.SessionConfig).
     """
 
     def __init__(self, model_dir: str | Path, config: EncoderConfig | None = None, **options) -> None:
@@ -169,6 +171,11 @@ class ColbertEncoder:
         return self.config.window_stride
 
     @property
+    def truncation_side(self) -> str:
+        """Where texts over their length are cut when a call names no side: right (keep the first tokens) or left."""
+        return self.config.truncation_side
+
+    @property
     def io_binding(self) -> bool:
         """Whether runs go through IOBinding: the config's choice, by default on for cuda only."""
         return self.device == "cuda" if self.config.io_binding is None else self.config.io_binding
@@ -200,33 +207,40 @@ class ColbertEncoder:
 
     # --- the data path: text -> tokens -> ids -> ONNX -> vectors -> scores ------------------------------
 
-    def tokenize(self, texts: str | Sequence[str], kind: str, *, max_length: int | None = None) -> TokenizedBatch:
+    def tokenize(self, texts: str | Sequence[str], kind: str, *, max_length: int | None = None,
+                 truncation_side: str | None = None) -> TokenizedBatch:
         """Framed ids of `texts` as ``query`` or ``document`` (``<s> [marker] text </s>``, truncated, queries
         ``<mask>``-padded; with long_documents="windows", documents untruncated and split into windows).
 
         `max_length` (documents only): truncate at this many tokens in all instead, a per-call limit such as
         Cohere's ``max_tokens_per_doc``: below document_max_length one sequence each; above it, windows over the
         first `max_length` tokens with long_documents="windows", document_max_length otherwise (the model's limit).
+
+        `truncation_side` (default: the config's): where a cut falls, ``right`` keeping a text's first tokens,
+        ``left`` its last (TEI's truncation_direction, vLLM's truncation_side); ``<s>``, the marker and ``</s>``
+        stay in place. Windows cut nothing unless `max_length` does, so there it only decides which `max_length`
+        tokens are windowed.
         """
         if kind not in TEXT_KINDS:
             raise InvalidInputError(f"kind must be one of {', '.join(TEXT_KINDS)}, got {kind!r}")
+        side = self.truncation_side if truncation_side is None else check_truncation_side(truncation_side)
         items = as_text_list(texts, "queries" if kind == "query" else "documents")
         if kind == "query":
             if max_length is not None:
                 raise InvalidInputError(f"max_length applies to documents; every query is framed to "
                                         f"{self.preprocessor.query_max_length} tokens, got max_length={max_length!r}")
-            return self.preprocessor.query_batch(items)
+            return self.preprocessor.query_batch(items, side)
         if max_length is not None:
             if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or max_length < 3:
                 raise InvalidInputError(f"max_length must be an int >= 3 (the framing tokens), got {max_length!r}")
             max_length = int(max_length)
             if max_length < self.document_max_length:
-                framed = self.preprocessor.documents(items, max_length=max_length)
+                framed = self.preprocessor.documents(items, max_length, side)
                 return dataclasses.replace(framed, windows=[split_windows(ids, max_length, 1) for ids in framed.ids])
         if self.long_documents == "windows":
-            framed = self.preprocessor.documents(items, max_length=UNTRUNCATED if max_length is None else max_length)
+            framed = self.preprocessor.documents(items, UNTRUNCATED if max_length is None else max_length, side)
         else:
-            framed = self.preprocessor.documents(items)
+            framed = self.preprocessor.documents(items, None, side)
         stride = self.window_stride or 1  # truncated documents are one window each: no stride to take
         windows = [split_windows(ids, self.document_max_length, stride) for ids in framed.ids]
         return dataclasses.replace(framed, windows=windows)
@@ -310,36 +324,45 @@ class ColbertEncoder:
         return results  # type: ignore[return-value]
 
     def encode_queries(
-        self, texts: str | Sequence[str], progress: bool = False, *, output: str = "float32"
+        self, texts: str | Sequence[str], progress: bool = False, *, output: str = "float32",
+        truncation_side: str | None = None,
     ) -> list[np.ndarray]:
         """One (query_max_length, dim) float32 array per query; `<mask>` padding vectors included.
 
-        ``output="muvera"`` (or a ``muvera:...`` spec) gives one query MUVERA encoding each (muvera.py).
+        ``output="muvera"`` (or a ``muvera:...`` spec) gives one query MUVERA encoding each (muvera.py);
+        ``truncation_side="left"`` keeps the last tokens of a query over its length (default: the config's).
         """
-        return self.encode_ids(self.tokenize(texts, "query"), output=output, progress=progress)
+        return self.encode_ids(self.tokenize(texts, "query", truncation_side=truncation_side), output=output,
+                               progress=progress)
 
     def encode_documents(
-        self, texts: str | Sequence[str], *, output: str = "float32", pool_factor: int = 1, progress: bool = False
+        self, texts: str | Sequence[str], *, output: str = "float32", pool_factor: int = 1, progress: bool = False,
+        truncation_side: str | None = None,
     ) -> list[np.ndarray]:
         """One (kept tokens, dim) float32 array per document: padding and punctuation removed.
 
         ``pool_factor`` > 1 merges similar token vectors (pooling.py); ``output`` float16, int8
-        (QuantizedVectors), binary or ubinary returns compact vectors (compact.py).
+        (QuantizedVectors), binary or ubinary returns compact vectors (compact.py); ``truncation_side="left"``
+        keeps the last tokens of a document over document_max_length (default: the config's).
         """
-        return self.encode_ids(self.tokenize(texts, "document"), output=output, pool_factor=pool_factor,
-                               progress=progress)
+        return self.encode_ids(self.tokenize(texts, "document", truncation_side=truncation_side), output=output,
+                               pool_factor=pool_factor, progress=progress)
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[dict]:
-        """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document."""
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, *,
+               truncation_side: str | None = None) -> list[dict]:
+        """Documents ranked by MaxSim against `query`, best first: dicts of index, relevance_score, document
+        (`truncation_side`: where the query and documents over their lengths are cut; default: the config's)."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         check_text(query, "query")
         docs = as_text_list(documents, "documents")
         top_n = check_top_n(top_n)
+        if truncation_side is not None:
+            check_truncation_side(truncation_side)
         if not docs:
             return []
-        (query_vectors,) = self.encode_queries([query])
-        scores = maxsim(query_vectors, self.encode_documents(docs))
+        (query_vectors,) = self.encode_queries([query], truncation_side=truncation_side)
+        scores = maxsim(query_vectors, self.encode_documents(docs, truncation_side=truncation_side))
         return [{"index": i, "relevance_score": score, "document": docs[i]} for i, score in rank(scores, top_n)]
 
     @classmethod

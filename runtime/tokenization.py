@@ -59,6 +59,21 @@ def pad_batch(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.n
 
 
 TEXT_KINDS = ("query", "document")
+# Where a text longer than its limit is cut: right keeps its first tokens (Jina's API, the default), left its last
+# (TEI's truncation_direction "Left", vLLM's truncation_side "left"). `<s>`, the marker and `</s>` stay either way.
+TRUNCATION_SIDES = ("right", "left")
+
+
+def check_truncation_side(side: object, what: str = "truncation_side") -> str:
+    """`side` if it is one of TRUNCATION_SIDES, else InvalidInputError naming `what` and the allowed values."""
+    if not isinstance(side, str) or side not in TRUNCATION_SIDES:
+        raise InvalidInputError(f"{what} must be one of {', '.join(TRUNCATION_SIDES)}, got {side!r}")
+    return side
+
+
+def truncated(ids: list[int], keep: int, side: str) -> list[int]:
+    """The first (right) or last (left) `keep` of `ids`; all of them when there are no more."""
+    return ids[:keep] if side == "right" else ids[max(0, len(ids) - keep):]
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,10 @@ class Preprocessor:
         self.query_max_length = query_max_length
         self.document_max_length = document_max_length
 
-    def _framed(self, texts: list[str], marker: int, max_length: int) -> list[np.ndarray]:
+    def _framed(self, texts: list[str], marker: int, max_length: int, side: str = "right") -> list[np.ndarray]:
+        """`<s> marker body </s>` per text, the body cut to `max_length` - 3 tokens on `side` (right: its first
+        tokens kept; left: its last)."""
+        check_truncation_side(side)
         body_max = max_length - 3
         check_texts(texts)  # callers that skip as_text_list get the same refusals, never the tokenizer's TypeError
         texts = [normalize_text(t) for t in texts]
@@ -148,15 +166,17 @@ class Preprocessor:
         encodings = self.tokenizer.encode_batch([t if t.strip() else "" for t in texts], add_special_tokens=False)
         head = [self.special.bos, marker]
         tail = [self.special.eos]
-        return [np.array(head + enc.ids[:body_max] + tail, dtype=np.int64) for enc in encodings]
+        return [np.array(head + truncated(enc.ids, body_max, side) + tail, dtype=np.int64) for enc in encodings]
 
-    def queries(self, texts: list[str]) -> np.ndarray:
-        """(batch, query_max_length) ids, right-padded with `<mask>` (the query augmentation)."""
-        return self._padded_queries(self._framed(texts, self.special.query_marker, self.query_max_length))
+    def queries(self, texts: list[str], truncation_side: str = "right") -> np.ndarray:
+        """(batch, query_max_length) ids, right-padded with `<mask>` (the query augmentation); a longer query is
+        cut on `truncation_side` first."""
+        return self._padded_queries(self._framed(texts, self.special.query_marker, self.query_max_length,
+                                                 truncation_side))
 
-    def query_batch(self, texts: list[str]) -> TokenizedBatch:
+    def query_batch(self, texts: list[str], truncation_side: str = "right") -> TokenizedBatch:
         """The queries' padded ids (one row each), billed their framed tokens before the padding."""
-        framed = self._framed(texts, self.special.query_marker, self.query_max_length)
+        framed = self._framed(texts, self.special.query_marker, self.query_max_length, truncation_side)
         counts = np.fromiter((len(ids) for ids in framed), dtype=np.int64, count=len(framed))
         return TokenizedBatch(list(self._padded_queries(framed)), kind="query", token_counts=counts)
 
@@ -166,7 +186,8 @@ class Preprocessor:
             row[: len(ids)] = ids
         return out
 
-    def documents(self, texts: list[str], max_length: int | None = None) -> TokenizedBatch:
-        """Framed document ids truncated to `max_length` tokens in all (specials included)."""
+    def documents(self, texts: list[str], max_length: int | None = None,
+                  truncation_side: str = "right") -> TokenizedBatch:
+        """Framed document ids truncated to `max_length` tokens in all (specials included), on `truncation_side`."""
         limit = self.document_max_length if max_length is None else max_length
-        return TokenizedBatch(self._framed(texts, self.special.document_marker, limit))
+        return TokenizedBatch(self._framed(texts, self.special.document_marker, limit, truncation_side))

@@ -26,7 +26,14 @@ from .compat_schemas import (
     VllmScoreRequest,
 )
 from .formats import embedding_bytes
-from .schemas import MODEL_ENDPOINT_STATUSES, RerankRequest, error_responses, texts_of, truncation_tokens
+from .schemas import (
+    MODEL_ENDPOINT_STATUSES,
+    RerankRequest,
+    error_responses,
+    texts_of,
+    truncation_side_of,
+    truncation_tokens,
+)
 from .service import BadRequest, LimitExceeded, ModelService
 
 # The model names each API's clients send by default (served when listed in --served-model-name, as Jina's):
@@ -56,7 +63,7 @@ async def vllm_rerank_answer(service: ModelService, body: RerankRequest | VllmRe
                              with_documents: bool) -> dict[str, Any]:
     """vLLM's rerank answer (its one shape, served at /rerank and at Jina's /v1/rerank, whose answer it extends):
     documents best first, `top_n` 0 or none = all, `truncate_prompt_tokens` applied, each document's text where
-    `with_documents`."""
+    `with_documents`; `truncation_side` where texts are cut."""
     model = service.check_model(body.model)
     (query,) = texts_of(body.query, "query")
     documents = texts_of(body.documents, "documents")
@@ -64,7 +71,8 @@ async def vllm_rerank_answer(service: ModelService, body: RerankRequest | VllmRe
     if getattr(body, "truncate", None) is False:
         await service.refuse_truncation([query], "query", "query")
         await service.refuse_truncation(documents, "documents", "document")
-    ranked, tokens = await service.rerank(query, documents, body.top_n or None, truncation)
+    ranked, tokens = await service.rerank(query, documents, body.top_n or None, truncation,
+                                          truncation_side_of(body.truncation_side))
     if with_documents:
         for hit in ranked:
             hit["document"] = {"text": documents[hit["index"]]}
@@ -82,7 +90,8 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
         model = service.check_model(body.model)
         (query,) = texts_of(body.query, "query")
         documents = texts_of(body.documents, "documents")
-        ranked, tokens = await service.rerank(query, documents, body.top_n, one_truncation(body))
+        ranked, tokens = await service.rerank(query, documents, body.top_n, one_truncation(body),
+                                              truncation_side_of(body.truncation_side))
         if body.return_documents:
             for hit in ranked:
                 hit["document"] = {"text": documents[hit["index"]]}
@@ -113,7 +122,7 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
                 await service.refuse_truncation(texts, "texts", "document")
             except LimitExceeded as exc:  # TEI (1.9 on) answers a validation error, 422, not 413
                 raise BadRequest(str(exc)) from None
-        scores, _ = await service.score([query], texts)
+        scores, _ = await service.score([query], texts, truncation_side=truncation_side_of(body.truncation_direction))
         ranked = np.argsort(-scores[0], kind="stable")  # best first, ties in input order, as ranking.rank
         divisor = 1.0 if body.raw_scores else float(service.query_length)
         results = [{"index": int(i), "score": float(scores[0][i]) / divisor} for i in ranked]
@@ -140,7 +149,8 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
                              "document (pairs)")
         pairs = len(queries) > 1
         scores, tokens = await service.score(queries, documents, pairs=pairs,
-                                             max_document_tokens=truncation_tokens(body.truncate_prompt_tokens))
+                                             max_document_tokens=truncation_tokens(body.truncate_prompt_tokens),
+                                             truncation_side=truncation_side_of(body.truncation_side))
         values = scores if pairs else scores[0]
         return _json({
             "id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()), "model": model,
@@ -160,7 +170,8 @@ def compat_router(service: ModelService, authorize: Callable[..., Any]) -> APIRo
             raise BadRequest("input is empty; pass a string or a non-empty list of strings")
         dim = service.default_dim if body.dimensions is None else body.dimensions
         truncation = truncation_tokens(body.truncate_prompt_tokens) if body.embedding_mode == "document" else None
-        encoded = await service.encode(texts, body.embedding_mode, dim, max_document_tokens=truncation)
+        encoded = await service.encode(texts, body.embedding_mode, dim, max_document_tokens=truncation,
+                                       truncation_side=truncation_side_of(body.truncation_side))
         data = [
             {"index": i, "object": "pooling", "data": (
                 np.ascontiguousarray(v, dtype=np.float32) if body.encoding_format == "float"

@@ -19,11 +19,13 @@ from pydantic_core import PydanticCustomError
 from .schemas import (
     NO_BOOL_OR_STR,
     ONE_TRUNCATION,
+    TRUNCATION_SIDE_HELP,
     JsonInt,
     PositiveJsonInt,
     RequiredServedModelName,
     ServedDimensions,
     ServedModelName,
+    TeiTruncationDirection,
     Text,
     TextInput,
     TextList,
@@ -56,7 +58,7 @@ class CohereRerankRequest(BaseModel):
     priority: JsonInt | None = Field(None, description="accepted and ignored: every request is queued alike")
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(
         None, description="vLLM's name of max_tokens_per_doc (give one of them); -1: the server's length")
-    truncation_side: TruncationSide = Field(None, description="vLLM's; only right (cut at the end) is served")
+    truncation_side: TruncationSide = Field(None, description=TRUNCATION_SIDE_HELP)
 
 
 class TeiRerankRequest(BaseModel):
@@ -70,8 +72,10 @@ class TeiRerankRequest(BaseModel):
     truncate: StrictBool | None = Field(None, description="true or none: a query over 32 tokens and texts over the "
                                         "server's document length (8192 by default) are truncated; false: refused "
                                         "with 422, as TEI (1.9 on) does")
-    truncation_direction: Literal["Right", "right"] | None = Field(None, description="only Right is served "
-                                                                   "(Left: 422)")
+    truncation_direction: TeiTruncationDirection = Field(
+        None, description="where the query and texts over their lengths are cut: Right keeps their first tokens, "
+                          "Left their last (<s>, marker and </s> kept); lowercase accepted; none: the server's "
+                          "--truncation-side (right by default)")
 
     @model_validator(mode="before")
     @classmethod
@@ -94,7 +98,7 @@ class VllmRerankRequest(BaseModel):
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(
         None, description="truncate each document to this many tokens; -1 or none: the server's length"
     )
-    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
+    truncation_side: TruncationSide = Field(None, description=TRUNCATION_SIDE_HELP)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,7 +133,7 @@ class VllmScoreRequest(BaseModel):
     data_1: ScoreTexts | None = None
     data_2: ScoreTexts | None = None
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="as for /rerank")
-    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
+    truncation_side: TruncationSide = Field(None, description=TRUNCATION_SIDE_HELP)
 
     def _given(self) -> list[tuple[str, str]]:
         return [p for p in SCORE_PAIRS if getattr(self, p[0]) is not None and getattr(self, p[1]) is not None]
@@ -167,7 +171,9 @@ class VllmPoolingRequest(BaseModel):
                                                            "the server's)")
     dimensions: ServedDimensions = None
     truncate_prompt_tokens: TruncatePromptTokens | None = Field(None, description="documents: as for /rerank")
-    truncation_side: TruncationSide = Field(None, description="only right (cut at the end) is served")
+    truncation_side: TruncationSide = Field(None, description="where a text over its length (a query: 32 tokens) "
+                                            "is cut: right keeps its first tokens, left its last (<s>, marker and "
+                                            "</s> kept); none: the server's --truncation-side (right by default)")
     add_special_tokens: Literal[True] | None = Field(None, description="the framing tokens are part of the model's "
                                                      "input: false is refused")
     normalize: Literal[True] | None = Field(None, description="vectors are unit length: false is refused")

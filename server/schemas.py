@@ -71,12 +71,24 @@ ServedDimensions = Annotated[
 ]
 
 
-# vLLM's truncation_side: documents are cut at their end here; "left" (keep the last tokens) is refused by the schema
-TruncationSide = Literal["right"] | None
+# vLLM's truncation_side: where a text over its length is cut (right: its first tokens kept; left: its last); the
+# framing tokens stay. None: the server's --truncation-side (right by default).
+TruncationSide = Literal["left", "right"] | None
+TRUNCATION_SIDE_HELP = ("vLLM's: where the query and documents over their lengths are cut: right keeps their first "
+                        "tokens, left their last (<s>, marker and </s> kept); none: the server's --truncation-side "
+                        "(right by default)")
+# TEI's truncation_direction: "Left" / "Right" as TEI spells them, and the lowercase spellings.
+TeiTruncationDirection = Literal["Left", "Right", "left", "right"] | None
 # JSON Schema of a rerank body: vLLM's truncate_prompt_tokens and Cohere's max_tokens_per_doc, not both set
 ONE_TRUNCATION = {"not": {"required": ["truncate_prompt_tokens", "max_tokens_per_doc"],
                           "properties": {"truncate_prompt_tokens": {"not": {"type": "null"}},
                                          "max_tokens_per_doc": {"not": {"type": "null"}}}}}
+
+
+def truncation_side_of(value: str | None) -> str | None:
+    """The runtime's truncation side ("left" / "right") of vLLM's truncation_side or TEI's truncation_direction;
+    None (the server's default) when the request has none."""
+    return None if value is None else value.lower()
 
 
 def truncation_tokens(tokens: int | None) -> int | None:
@@ -274,7 +286,7 @@ class RerankRequest(BaseModel):
         None, description="vLLM's: truncate each document to this many tokens (framing included, at least 3) when "
                           "below the server's length; -1 or none: the server's length"
     )
-    truncation_side: TruncationSide = Field(None, description="vLLM's; only right (cut at the end) is served")
+    truncation_side: TruncationSide = Field(None, description=TRUNCATION_SIDE_HELP)
     max_tokens_per_doc: PositiveJsonInt | None = Field(
         None, description="Cohere's name of truncate_prompt_tokens (give one of them)"
     )

@@ -35,7 +35,7 @@ _INLINE_TOKENIZE_CHARS = 4096
 class Encoder(Protocol):
     """The part of ColbertEncoder the server uses (tests may pass a stand-in)."""
 
-    def tokenize(self, texts: Sequence[str], kind: str) -> TokenizedBatch: ...
+    def tokenize(self, texts: Sequence[str], kind: str) -> TokenizedBatch: ...  # also max_length=, truncation_side=
 
     def encode_ids(self, batch: TokenizedBatch) -> list[np.ndarray]: ...
 
@@ -167,11 +167,15 @@ class ModelService:
             raise LimitExceeded("max_inputs_per_request", n, self.config.max_inputs_per_request, what)
 
     async def tokenize(
-        self, encoder: Encoder, texts: list[str], input_type: str, max_length: int | None = None
+        self, encoder: Encoder, texts: list[str], input_type: str, max_length: int | None = None,
+        truncation_side: str | None = None,
     ) -> TokenizedBatch:
         """`texts` tokenized once, as the model will run them (on a thread when they are long); `max_length`
-        truncates documents further (a request's own limit, e.g. Cohere's max_tokens_per_doc)."""
-        kwargs = {} if max_length is None else {"max_length": max_length}
+        truncates documents further (a request's own limit, e.g. Cohere's max_tokens_per_doc); `truncation_side`
+        (a request's own, e.g. vLLM's truncation_side) says where a text is cut, else the encoder's default."""
+        kwargs: dict[str, Any] = {} if max_length is None else {"max_length": max_length}
+        if truncation_side is not None:
+            kwargs["truncation_side"] = truncation_side
         if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
             return encoder.tokenize(texts, input_type, **kwargs)
         return await asyncio.to_thread(functools.partial(encoder.tokenize, **kwargs), texts, input_type)
@@ -216,40 +220,46 @@ class ModelService:
         return batcher
 
     async def encode(
-        self, texts: list[str], input_type: str, dim: int, max_document_tokens: int | None = None
+        self, texts: list[str], input_type: str, dim: int, max_document_tokens: int | None = None,
+        truncation_side: str | None = None,
     ) -> Encoded:
-        """Vectors for `texts` through the shared batcher of (input_type, dim), after the limit checks."""
+        """Vectors for `texts` through the shared batcher of (input_type, dim), after the limit checks; texts over
+        their length cut on `truncation_side` (None: the server's)."""
         if input_type not in INPUT_TYPES:
             raise BadRequest(f"input_type={input_type!r}; choose one of {', '.join(INPUT_TYPES)}")
         dim = self.check_dim(dim)
         self.check_count(len(texts), "inputs in this request")
         encoder = await self._encoder_for(dim)
         truncation = max_document_tokens if input_type == "document" else None
-        batch = await self.tokenize(encoder, texts, input_type, truncation)
+        batch = await self.tokenize(encoder, texts, input_type, truncation, truncation_side)
         self._check_tokens(batch.total_tokens)
         vectors = await self._batcher(input_type, dim, encoder).submit(batch)
         return Encoded(vectors, batch.total_tokens)
 
     async def rerank(
-        self, query: str, documents: list[str], top_n: int | None, max_document_tokens: int | None = None
+        self, query: str, documents: list[str], top_n: int | None, max_document_tokens: int | None = None,
+        truncation_side: str | None = None,
     ) -> tuple[list[dict], int]:
         """Documents ranked by MaxSim against `query` with the default dim, best first, and tokens used."""
-        scores, tokens = await self.score([query], documents, max_document_tokens=max_document_tokens)
+        scores, tokens = await self.score([query], documents, max_document_tokens=max_document_tokens,
+                                          truncation_side=truncation_side)
         if not documents:
             return [], tokens
         return [{"index": i, "relevance_score": score} for i, score in rank(scores[0], top_n)], tokens
 
     async def score(
-        self, queries: list[str], documents: list[str], pairs: bool = False, max_document_tokens: int | None = None
+        self, queries: list[str], documents: list[str], pairs: bool = False, max_document_tokens: int | None = None,
+        truncation_side: str | None = None,
     ) -> tuple[np.ndarray, int]:
         """MaxSim with the default dim of every query with every document, (n_queries, n_documents), or with
         `pairs` of query i with document i, (n,); and the tokens used. max_inputs_per_request counts the
-        documents (plus any queries past the first; pairs: the pairs), so that it is the schema's maxItems."""
+        documents (plus any queries past the first; pairs: the pairs), so that it is the schema's maxItems.
+        Queries and documents over their lengths are cut on `truncation_side` (None: the server's)."""
         dim = self.default_dim
         self.check_count(len(documents) + (0 if pairs else len(queries) - 1), "documents in this request")
         encoder = await self._encoder_for(dim)
-        query_batch = await self.tokenize(encoder, queries, "query")
-        docs = await self.tokenize(encoder, documents, "document", max_document_tokens)
+        query_batch = await self.tokenize(encoder, queries, "query", truncation_side=truncation_side)
+        docs = await self.tokenize(encoder, documents, "document", max_document_tokens, truncation_side)
         tokens = query_batch.total_tokens + docs.total_tokens
         self._check_tokens(tokens)
         if not documents:

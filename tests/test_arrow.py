@@ -193,6 +193,19 @@ def test_read_shards_ignores_only_the_keys_named(toy_encoder, tmp_path) -> None:
     assert ca.read_shards(tmp_path, ignore=["colbert_onnx_version"]).num_rows == len(TEXTS)
 
 
+def test_a_shard_written_before_truncation_side_was_recorded_joins_right_cut_shards_only(toy_model_dir, toy_encoder,
+                                                                                          tmp_path) -> None:
+    old = ca.encode_table(toy_encoder, pa.table({"text": TEXTS[:3]}))
+    meta = ca.read_metadata(old)
+    del meta["truncation_side"]
+    ca.write_parquet(ca.with_metadata(old, meta), tmp_path / "a.parquet")
+    _shard(toy_encoder, tmp_path / "b.parquet", TEXTS[3:])
+    assert ca.read_shards(tmp_path).num_rows == len(TEXTS)
+    _shard(ColbertEncoder(toy_model_dir, truncation_side="left"), tmp_path / "c.parquet", TEXTS[3:])
+    with pytest.raises(ca.ShardMetadataError, match="truncation_side='left' vs 'right'"):
+        ca.read_shards(tmp_path)
+
+
 def test_a_shard_without_metadata_is_refused(tmp_path) -> None:
     pq.write_table(pa.table({"vectors": [[1.0]]}), tmp_path / "plain.parquet")
     with pytest.raises(ca.ShardMetadataError, match="no colbert_onnx metadata"):

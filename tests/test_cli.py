@@ -25,6 +25,20 @@ def test_encode_documents_writes_one_json_line_per_text(toy_model_dir, tmp_path,
         np.testing.assert_allclose(np.array(line["embeddings"]), vectors, atol=1e-5)
 
 
+def test_encode_truncation_side_left_keeps_the_last_tokens_of_a_long_document(toy_model_dir, tmp_path, capsys):
+    text = "Rom liegt am Tiber. " * 5 + "Berlin ist die Hauptstadt Deutschlands."
+    src = tmp_path / "texts.txt"
+    src.write_text(text + "\n", encoding="utf-8")
+    argv = ["encode", str(toy_model_dir), "--input", str(src), "--document-max-length", "12"]
+    assert main([*argv, "--truncation-side", "left"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    encoder = ColbertEncoder(toy_model_dir, document_max_length=12)
+    (want,) = encoder.encode_documents([text], truncation_side="left")
+    np.testing.assert_allclose(np.array(json.loads(line)["embeddings"]), want, atol=1e-5)
+    (right,) = encoder.encode_documents([text])
+    assert right.shape != want.shape or not np.allclose(right, want, atol=1e-3)
+
+
 def test_encode_queries_from_stdin(toy_model_dir, monkeypatch, capsys):
     import io
 

@@ -302,3 +302,102 @@ def test_numpy_ints_are_taken_for_top_n_and_max_length(toy_encoder):
     assert len(toy_encoder.rerank("Berlin", TEXTS, top_n=np.int64(2))) == 2
     batch = toy_encoder.tokenize(["Berlin ist groß und alt."], "document", max_length=np.int64(5))
     assert len(batch.ids[0]) == 5
+
+
+# --- truncation side: right (the default) keeps a text's first tokens, left its last; the framing stays ----------
+
+SIDES_BASE = ("Berlin ist die Hauptstadt Deutschlands und hat 3,8 Millionen Einwohner; Paris liegt an der Seine, Rom "
+              "am Tiber. Москва — столица России. 東京は日本の首都である。 ") * 4
+QUERY_BODY, DOCUMENT_BODY = 29, 17  # 32 tokens in all for a query; document_max_length=20 below
+
+
+def _text_of_tokens(tokenizer: Tokenizer, n: int) -> str:
+    """The shortest prefix of SIDES_BASE whose body is exactly `n` tokens (it starts at a word)."""
+    for end in range(1, len(SIDES_BASE) + 1):
+        if len(tokenizer.encode(SIDES_BASE[:end], add_special_tokens=False).ids) == n:
+            return SIDES_BASE[:end]
+    raise AssertionError(f"no prefix of the base text has {n} tokens")
+
+
+@pytest.fixture(scope="module")
+def short_documents(toy_model_dir) -> ColbertEncoder:
+    return ColbertEncoder(toy_model_dir, document_max_length=DOCUMENT_BODY + 3)
+
+
+@pytest.mark.parametrize("over", [-5, 0, 1, 200], ids=["under", "exactly-at-the-limit", "one-over", "far-over"])
+def test_left_truncated_queries_keep_their_last_tokens_between_the_markers_then_the_masks(toy_encoder, tokenizer,
+                                                                                          over):
+    text = _text_of_tokens(tokenizer, QUERY_BODY + over)
+    body = tokenizer.encode(text, add_special_tokens=False).ids
+    bos, marker, eos, mask = _ids(tokenizer, "<s>", "[QueryMarker]", "</s>", "<mask>")
+    batch = toy_encoder.tokenize([text], "query", truncation_side="left")
+    framed = [bos, marker, *body[-QUERY_BODY:], eos]
+    assert batch.ids[0].tolist() == framed + [mask] * (32 - len(framed))
+    assert int(batch.token_counts[0]) == len(framed)
+    if over <= 0:  # nothing cut: the same ids either side
+        assert batch.ids[0].tolist() == toy_encoder.tokenize([text], "query").ids[0].tolist()
+
+
+@pytest.mark.parametrize("over", [-5, 0, 1, 200], ids=["under", "exactly-at-the-limit", "one-over", "far-over"])
+@pytest.mark.parametrize("limit", ["document_max_length", "max_length"])
+def test_left_truncated_documents_keep_their_last_tokens_between_the_markers(toy_encoder, short_documents, tokenizer,
+                                                                             over, limit):
+    """Cut at the encoder's document_max_length, or at a per-call max_length (Cohere's max_tokens_per_doc)."""
+    text = _text_of_tokens(tokenizer, DOCUMENT_BODY + over)
+    body = tokenizer.encode(text, add_special_tokens=False).ids
+    if limit == "max_length":
+        batch = toy_encoder.tokenize([text], "document", max_length=DOCUMENT_BODY + 3, truncation_side="left")
+    else:
+        batch = short_documents.tokenize([text], "document", truncation_side="left")
+    bos, marker, eos = _ids(tokenizer, "<s>", "[DocumentMarker]", "</s>")
+    assert batch.ids[0].tolist() == [bos, marker, *body[-DOCUMENT_BODY:], eos]
+    if over <= 0:
+        assert batch.ids[0].tolist() == short_documents.tokenize([text], "document").ids[0].tolist()
+
+
+@pytest.mark.parametrize("kind", ["query", "document"])
+def test_a_left_truncated_text_has_the_ids_and_vectors_of_its_tail_encoded_alone(toy_encoder, short_documents,
+                                                                                 tokenizer, kind):
+    encoder, body = (toy_encoder, QUERY_BODY) if kind == "query" else (short_documents, DOCUMENT_BODY)
+    tail = _text_of_tokens(tokenizer, body)
+    text = "Rom liegt am Tiber und hat viele Brunnen. " * 6 + tail
+    cut = encoder.tokenize([text], kind, truncation_side="left")
+    alone = encoder.tokenize([tail], kind)
+    np.testing.assert_array_equal(cut.ids[0], alone.ids[0])
+    encode = encoder.encode_queries if kind == "query" else encoder.encode_documents
+    (got,), (want,) = encode([text], truncation_side="left"), encode([tail])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    (right,) = encode([text])
+    assert right.shape != got.shape or not np.allclose(right, got, atol=1e-3), "the test text must start otherwise"
+
+
+def test_the_configs_truncation_side_is_the_default_a_call_may_override(toy_model_dir, short_documents, tokenizer):
+    text = _text_of_tokens(tokenizer, 200)
+    left = ColbertEncoder(toy_model_dir, document_max_length=DOCUMENT_BODY + 3, truncation_side="left")
+    assert left.truncation_side == "left" and short_documents.truncation_side == "right"
+    for kind in ("query", "document"):
+        np.testing.assert_array_equal(left.tokenize([text], kind).ids[0],
+                                      short_documents.tokenize([text], kind, truncation_side="left").ids[0])
+        np.testing.assert_array_equal(left.tokenize([text], kind, truncation_side="right").ids[0],
+                                      short_documents.tokenize([text], kind).ids[0])
+
+
+def test_rerank_cuts_the_query_and_documents_on_the_side_asked_for(short_documents, tokenizer):
+    query, documents = _text_of_tokens(tokenizer, 60), [_text_of_tokens(tokenizer, 40), TEXTS[4]]
+    got = {r["index"]: r["relevance_score"] for r in short_documents.rerank(query, documents, truncation_side="left")}
+    (q,) = short_documents.encode_queries([query], truncation_side="left")
+    want = maxsim(q, short_documents.encode_documents(documents, truncation_side="left"))
+    assert [got[i] for i in range(len(documents))] == pytest.approx(want.tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["Left", "middle", "", 1, True])
+def test_a_truncation_side_other_than_right_or_left_is_refused_naming_the_values(toy_encoder, bad):
+    calls = [lambda: toy_encoder.tokenize(["a"], "query", truncation_side=bad),
+             lambda: toy_encoder.tokenize(["a"], "document", truncation_side=bad),
+             lambda: toy_encoder.encode_queries(["a"], truncation_side=bad),
+             lambda: toy_encoder.encode_documents(["a"], truncation_side=bad),
+             lambda: toy_encoder.rerank("q", ["a"], truncation_side=bad),
+             lambda: toy_encoder.preprocessor.documents(["a"], truncation_side=bad)]
+    for call in calls:
+        with pytest.raises(InvalidInputError, match=f"truncation_side must be one of right, left, got {bad!r}"):
+            call()

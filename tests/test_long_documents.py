@@ -129,3 +129,29 @@ def test_max_length_for_queries_is_refused_naming_the_query_length(toy_model_dir
     encoder = ColbertEncoder(toy_model_dir)
     with pytest.raises(InvalidInputError, match="max_length applies to documents.*32"):
         encoder.tokenize(["what is Berlin"], "query", max_length=5)
+
+
+# Start and end differ: a cut on the left keeps other tokens than one on the right.
+NUMBERED = " ".join(f"Berlin {i} hat {3 * i} Museen." for i in range(120))
+
+
+def test_left_truncation_cuts_nothing_where_windows_cover_the_whole_document(toy_model_dir):
+    """Windows encode every token of a document: there is no cut for a side to decide, so left gives right's ids,
+    windows and vectors (accepted rather than refused: a server whose requests ask for left keeps serving)."""
+    encoder = ColbertEncoder(toy_model_dir, document_max_length=64, long_documents="windows", window_stride=20)
+    left, right = (encoder.tokenize([NUMBERED], "document", truncation_side=side) for side in ("left", "right"))
+    assert len(right.ids[0]) > 300
+    np.testing.assert_array_equal(left.ids[0], right.ids[0])
+    for a, b in zip(left.windows[0].sequences, right.windows[0].sequences, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("max_length", [40, 100, 257])
+def test_a_per_call_limit_in_windows_mode_keeps_the_last_tokens_when_cut_on_the_left(toy_model_dir, max_length):
+    """Below the window size one sequence of the last tokens; above it, the last `max_length` tokens windowed."""
+    encoder = ColbertEncoder(toy_model_dir, document_max_length=64, long_documents="windows", window_stride=20)
+    batch = encoder.tokenize([NUMBERED], "document", max_length=max_length, truncation_side="left")
+    whole = encoder.preprocessor.documents([NUMBERED], max_length=10**9).ids[0]
+    np.testing.assert_array_equal(batch.ids[0], np.concatenate([whole[:2], whole[-(max_length - 2):]]))
+    assert not np.array_equal(batch.ids[0], encoder.tokenize([NUMBERED], "document", max_length=max_length).ids[0])
+    assert all(len(seq) <= 64 for seq in batch.windows[0].sequences)

@@ -21,7 +21,7 @@ pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra 
 
 from test_server import running_server  # noqa: E402
 
-from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx import ColbertEncoder, maxsim  # noqa: E402
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402
 from colbert_onnx.examples import BERLIN_QUERY as QUERY  # noqa: E402
 from colbert_onnx.server import ServerConfig  # noqa: E402
@@ -329,14 +329,7 @@ def test_vllm_pooling_base64_is_in_the_embed_dtype_and_byte_order_asked_for(base
     ("/pooling", {"input": "x", "add_special_tokens": False}),
     ("/pooling", {"input": "x", "normalize": False}),
     ("/pooling", {"input": "x", "use_activation": False}),
-    ("/pooling", {"input": "x", "truncation_side": "left"}),
-    ("/rerank", {"query": "q", "documents": ["d"], "truncation_side": "left"}),
-    ("/v1/rerank", {"query": "q", "documents": ["d"], "truncation_side": "left"}),
-    ("/v2/rerank", {"model": "rerank-v3.5", "query": "q", "documents": ["d"], "truncation_side": "left"}),
-    ("/score", {"text_1": "q", "text_2": ["d"], "truncation_side": "left"}),
-    ("/rerank", {"query": "q", "texts": ["d"], "truncation_direction": "Left"}),
-], ids=["fp8", "no-special-tokens", "no-normalize", "no-activation", "pooling-left", "vllm-left", "v1-left",
-        "v2-left", "score-left", "tei-left"])
+], ids=["fp8", "no-special-tokens", "no-normalize", "no-activation"])
 def test_a_setting_of_the_original_api_this_server_cannot_honour_is_a_422_naming_it(base_url: str, path: str,
                                                                                     body: dict) -> None:
     r = post(base_url, path, body)
@@ -374,3 +367,97 @@ def test_jina_rerank_truncate_false_refuses_a_document_the_server_would_cut(base
 def test_tei_rerank_of_no_texts_is_refused_as_tei_does(base_url: str) -> None:
     r = post(base_url, "/rerank", {"query": "q", "texts": []})
     assert r.status_code == 422 and "texts" in r.text
+
+
+# --- truncation side: TEI's truncation_direction and vLLM's truncation_side, honoured wherever a body has one ------
+
+# A query over its 32 tokens and documents over SIDE_LIMIT tokens, each ending otherwise than it starts.
+SIDE_QUERY = ("What is the population of Berlin? " + "Tell me about the city and its long history. " * 3
+              + "Which river flows through Paris?")
+SIDE_DOCUMENTS = ["Berlin has 3.8 million inhabitants and many museums; Paris lies on the Seine.",
+                  "Paris is the capital of France and lies on the Seine; Berlin is the capital of Germany."]
+SIDE_LIMIT = 10
+# route id -> (path, body without the side, the side's field, its "left" and "right" as that API spells them)
+_VLLM_BODY = {"query": SIDE_QUERY, "documents": SIDE_DOCUMENTS, "truncate_prompt_tokens": SIDE_LIMIT}
+_SCORE_BODY = {"text_1": SIDE_QUERY, "text_2": SIDE_DOCUMENTS, "truncate_prompt_tokens": SIDE_LIMIT}
+SIDE_ROUTES = {
+    "vllm-rerank": ("/rerank", _VLLM_BODY, "truncation_side", "left", "right"),
+    "jina-v1-rerank": ("/v1/rerank", _VLLM_BODY, "truncation_side", "left", "right"),
+    "cohere-v2-rerank": ("/v2/rerank", {"model": "rerank-v3.5", "query": SIDE_QUERY, "documents": SIDE_DOCUMENTS,
+                                        "max_tokens_per_doc": SIDE_LIMIT}, "truncation_side", "left", "right"),
+    "score": ("/score", _SCORE_BODY, "truncation_side", "left", "right"),
+    "v1-score": ("/v1/score", _SCORE_BODY, "truncation_side", "left", "right"),
+    "tei-rerank": ("/rerank", {"query": SIDE_QUERY, "texts": SIDE_DOCUMENTS, "raw_scores": True},
+                   "truncation_direction", "Left", "Right"),
+    "tei-rerank-lowercase": ("/rerank", {"query": SIDE_QUERY, "texts": SIDE_DOCUMENTS, "raw_scores": True},
+                             "truncation_direction", "left", "right"),
+}
+
+
+def _scores_by_index(response: httpx.Response) -> list[float]:
+    """The score of each document in input order, from any of the rerank and score answers."""
+    body = response.json()
+    items = body if isinstance(body, list) else body.get("results") or body["data"]
+    by_index = {item["index"]: item.get("relevance_score", item.get("score")) for item in items}
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _side_scores(base_url: str, route: str, side: str) -> list[float]:
+    path, body, field, left, right = SIDE_ROUTES[route]
+    r = post(base_url, path, {**body, field: left if side == "left" else right})
+    assert r.status_code == 200, r.text
+    return _scores_by_index(r)
+
+
+@pytest.mark.parametrize("route", sorted(SIDE_ROUTES))
+def test_left_truncation_answers_with_the_scores_of_an_encoder_cutting_on_the_left(base_url: str, toy_model_dir: Path,
+                                                                                  route: str) -> None:
+    """The query keeps its last tokens, and so do the documents where the body cuts them (TEI's body has no
+    per-request limit: its texts here are under the server's length)."""
+    limited = not route.startswith("tei")
+    encoder = ColbertEncoder(toy_model_dir, dim=128, **({"document_max_length": SIDE_LIMIT} if limited else {}))
+    (query,) = encoder.encode_queries([SIDE_QUERY], truncation_side="left")
+    want = maxsim(query, encoder.encode_documents(SIDE_DOCUMENTS, truncation_side="left"))
+    assert _side_scores(base_url, route, "left") == pytest.approx(want.tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize("route", sorted(SIDE_ROUTES))
+def test_left_and_right_truncation_score_texts_that_end_otherwise_than_they_start_differently(base_url: str,
+                                                                                             route: str) -> None:
+    left, right = _side_scores(base_url, route, "left"), _side_scores(base_url, route, "right")
+    for a, b in zip(left, right, strict=True):
+        assert abs(a - b) > 1e-3, (left, right)
+
+
+@pytest.mark.parametrize("mode", ["document", "query"])
+def test_vllm_pooling_left_truncation_gives_the_vectors_of_the_last_tokens(base_url: str, toy_encoder, mode) -> None:
+    texts = SIDE_DOCUMENTS if mode == "document" else [SIDE_QUERY]
+    body = {"input": texts, "embedding_mode": mode, "truncation_side": "left"}
+    if mode == "document":
+        body["truncate_prompt_tokens"] = SIDE_LIMIT
+    r = post(base_url, "/pooling", body)
+    assert r.status_code == 200, r.text
+    batch = toy_encoder.tokenize(texts, mode, truncation_side="left",
+                                 **({"max_length": SIDE_LIMIT} if mode == "document" else {}))
+    want = toy_encoder.encode_ids(batch)
+    for item, vectors in zip(r.json()["data"], want, strict=True):
+        np.testing.assert_allclose(np.asarray(item["data"], dtype=np.float32), vectors, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["middle", "LEFT"])
+@pytest.mark.parametrize("path,body", [
+    ("/pooling", {"input": "x"}),
+    ("/rerank", {"query": "q", "documents": ["d"]}),
+    ("/v1/rerank", {"query": "q", "documents": ["d"]}),
+    ("/v2/rerank", {"model": "rerank-v3.5", "query": "q", "documents": ["d"]}),
+    ("/score", {"text_1": "q", "text_2": ["d"]}),
+    ("/v1/score", {"text_1": "q", "text_2": ["d"]}),
+    ("/rerank", {"query": "q", "texts": ["d"]}),
+], ids=["pooling", "vllm-rerank", "jina-v1-rerank", "cohere-v2-rerank", "score", "v1-score", "tei-rerank"])
+def test_a_truncation_side_neither_left_nor_right_is_a_422_naming_the_field_and_the_values(base_url: str, path: str,
+                                                                                          body: dict, value) -> None:
+    field = "truncation_direction" if "texts" in body else "truncation_side"
+    r = post(base_url, path, {**body, field: value})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert field in detail and "'left'" in detail and "'right'" in detail, detail
