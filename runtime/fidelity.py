@@ -66,13 +66,17 @@ def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, top_k: int, re
 
 
 def tie_aware_spearman(reference: np.ndarray, candidate: np.ndarray, resolution: float = 0.0) -> float:
-    """Spearman's rho of the candidate's scores against the reference's, a candidate score within `resolution` / 2
-    of the reference's counting as the reference's: a deviation below the resolution reorders only documents the
-    reference does not tell apart. Without a resolution: the plain Spearman."""
+    """Spearman's rho on the pairs the reference resolves: each document's rank is the number of documents it beats,
+    a pair whose reference scores lie within `resolution` counting half to each, in the reference's ranks and the
+    candidate's alike. A candidate keeping every resolved order scores 1.0; without a resolution this is the plain
+    Spearman (average ranks), the reference's exact ties being the candidate's too. O(documents^2) per query."""
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
-    snapped = np.where(np.abs(candidate - reference) <= resolution / 2, reference, candidate)
-    return spearman(reference, snapped)
+    resolved = np.abs(reference[:, None] - reference[None, :]) > resolution
+    wins = (candidate[:, None] > candidate[None, :]) + 0.5 * (candidate[:, None] == candidate[None, :])
+    ref_ranks = np.where(resolved, reference[:, None] > reference[None, :], 0.5).sum(axis=1)
+    cand_ranks = np.where(resolved, wins, 0.5).sum(axis=1)
+    return _pearson(ref_ranks, cand_ranks)
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

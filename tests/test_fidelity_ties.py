@@ -98,6 +98,19 @@ def test_exact_ties_at_the_top_k_boundary_count_as_in_the_top_k_even_at_zero_res
     reference = np.array([3.0, 2.0, 2.0, 2.0, 1.0])
     candidate = np.array([3.0, 1.9, 2.1, 2.0, 1.0])  # reorders only the tied three
     assert top_k_agreement(reference, candidate, 2, 0.0) == 1.0
+    assert tie_aware_spearman(reference, candidate, 0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_candidate_may_reorder_what_the_reference_does_not_resolve_by_any_amount(seed):
+    rng = np.random.default_rng(seed)
+    resolution = 1e-4
+    cluster = 5.0 + rng.uniform(0, resolution, 6)  # every pair within the resolution
+    reference = np.concatenate([[10.0, 9.0], cluster, [1.0, 0.0]])
+    candidate = reference.copy()
+    candidate[2:8] = rng.permutation(np.linspace(2.0, 8.0, 6))  # far from the reference, inside the resolved bounds
+    assert tie_aware_spearman(reference, candidate, resolution) == pytest.approx(1.0)
+    assert spearman(reference, candidate) < 0.99
 
 
 def test_score_resolution_is_the_factor_times_the_largest_fp32_score_error():
