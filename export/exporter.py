@@ -43,7 +43,7 @@ from colbert_onnx.manifest import (
     Source,
     write_manifest,
 )
-from colbert_onnx.model_folder import gate_verdicts
+from colbert_onnx.model_folder import gate_verdicts, graph_files, graph_fingerprint
 from colbert_onnx.tokenization import Preprocessor
 
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
@@ -365,6 +365,7 @@ def _export_into(
                                                         {"openvino": no_openvino}})
     # the reference vectors `colbert-onnx verify` measures against
     manifest = write_reference(out, manifest, fidelity_refs, fidelity_pre.document_max_length)
+    manifest = _fingerprinted(out, manifest)  # every graph is final from here on
     write_manifest(out, manifest)
 
     if check_parity:
@@ -388,6 +389,14 @@ def _export_into(
                                   "(figures against the fp32 module under vs_torch_fp32)", **parity}})
         write_manifest(out, manifest)
     return manifest
+
+
+def _fingerprinted(out: Path, manifest: Manifest) -> Manifest:
+    """`manifest` with every graph's fingerprint, which opening the folder checks (model_folder.graph_fingerprint)."""
+    def stamp(entries: tuple[GraphEntry, ...]) -> tuple[GraphEntry, ...]:
+        return tuple(dataclasses.replace(g, fingerprint=graph_fingerprint(graph_files(out, g))) for g in entries)
+
+    return dataclasses.replace(manifest, graphs=stamp(manifest.graphs), engine_graphs=stamp(manifest.engine_graphs))
 
 
 def marker_tokens(metadata: dict) -> tuple[str, str]:

@@ -96,10 +96,12 @@ class GraphEntry:
     fp32_equivalent: bool = False  # an int8 precision that is the fp32 graph: no graph with int8 GEMMs passed the gates
     fidelity: dict[str, dict] | None = None
     mixed_precision: dict | None = None
+    # graph_fingerprint of the file (and its external data) as written: a graph of another checkpoint is refused
+    fingerprint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     _KEYS = ("file", "precision", "outputs", "backbone_sha256", "external_data", "bytes", "fp32_equivalent",
-             "fidelity", "mixed_precision")
+             "fidelity", "mixed_precision", "fingerprint")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "graphs[]", source: str = MANIFEST_NAME) -> GraphEntry:
@@ -121,6 +123,7 @@ class GraphEntry:
             fp32_equivalent=r.get("fp32_equivalent", bool, False),
             fidelity=r.get("fidelity", dict, None),
             mixed_precision=r.get("mixed_precision", dict, None, optional=True),
+            fingerprint=r.get("fingerprint", str, None, optional=True),
             details=r.rest(cls._KEYS),
         )
 
@@ -150,6 +153,8 @@ class GraphEntry:
             out["fidelity"] = self.fidelity
         if self.mixed_precision is not None:
             out["mixed_precision"] = self.mixed_precision
+        if self.fingerprint is not None:
+            out["fingerprint"] = self.fingerprint
         return out
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +157,30 @@ class ModelFolder:
         return tokenizer, special
 
 
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_BYTES = 32, 4096
+
+
+def graph_fingerprint(files: Sequence[Path]) -> str:
+    """sha256 of each file's size and of 32 blocks of 4 KiB spread evenly over it. Reads at most 128 KiB a file,
+    so every open checks it: a graph of another checkpoint of the same architecture (same size, other weights)
+    never matches, where the size alone did. Not a full hash: corruption inside one block's gap is verify's to find."""
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{size};".encode())
+        span = max(size - FINGERPRINT_BLOCK_BYTES, 0)
+        with open(path, "rb") as handle:
+            for i in range(FINGERPRINT_BLOCKS):
+                handle.seek(span * i // (FINGERPRINT_BLOCKS - 1))
+                digest.update(handle.read(FINGERPRINT_BLOCK_BYTES))
+    return f"sampled-sha256:{digest.hexdigest()}"
+
+
+def graph_files(folder: Path, entry: GraphEntry) -> list[Path]:
+    """The files of a graph: the graph itself, then its external data where it has some."""
+    return [folder / name for name in (entry.file, entry.external_data) if name]
+
+
 def open_model_folder(model_dir: str | Path) -> ModelFolder:
     """Load manifest.json (typed, version-checked) and check the presence and size of every graph file it names."""
     if model_dir is None:
@@ -181,6 +207,12 @@ def open_model_folder(model_dir: str | Path) -> ModelFolder:
             raise ModelFolderError(
                 f"graph {path / entry.file} is {actual} bytes but the manifest records {entry.bytes}: "
                 "the file is truncated or was replaced; re-export the folder"
+            )
+        if entry.fingerprint is not None and graph_fingerprint(graph_files(path, entry)) != entry.fingerprint:
+            raise ModelFolderError(
+                f"graph {path / entry.file} is not the graph this folder's export wrote (its content differs from the "
+                "fingerprint the manifest records): a file of another export or checkpoint was copied in, or it "
+                "changed since; re-export the folder or restore the file"
             )
     if not manifest.graphs:
         raise ModelFolderError(f"{path / 'manifest.json'} lists no graphs")
