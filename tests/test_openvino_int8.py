@@ -20,6 +20,7 @@ from colbert_onnx import ColbertEncoder, FidelityWarning, verify_folder
 from colbert_onnx.engines import selection
 from colbert_onnx.engines.choice import choose_engine
 from colbert_onnx.manifest import GraphEntry, read_manifest, write_manifest
+from colbert_onnx.model_folder import graph_files, graph_fingerprint
 
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
 ZEN4 = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
@@ -158,7 +159,8 @@ def nncf_defaults_folder(openvino_int8_folder: Path, tmp_path_factory: pytest.Te
                           model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
     ov.save_model(model, str(folder / "model-openvino-int8.xml"), compress_to_fp16=False)
     graphs = tuple(dataclasses.replace(g, bytes=(folder / g.file).stat().st_size + (folder / g.external_data).stat(
-        ).st_size) if g.precision == "int8" else g for g in manifest.engine_graphs)
+        ).st_size, fingerprint=graph_fingerprint(graph_files(folder, g))) if g.precision == "int8" else g
+        for g in manifest.engine_graphs)  # as an export writing this graph records it
     write_manifest(folder, dataclasses.replace(manifest, engine_graphs=graphs))
     return folder
 

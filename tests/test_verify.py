@@ -14,6 +14,7 @@ import pytest
 from colbert_onnx import ColbertEncoder, EngineUnavailableError, InvalidInputError, ModelFolderError, verify_folder
 from colbert_onnx.cli import main
 from colbert_onnx.manifest import read_manifest, write_manifest
+from colbert_onnx.model_folder import graph_files, graph_fingerprint
 
 
 def test_export_writes_reference_vectors_of_every_head(toy_model_dir: Path) -> None:
@@ -58,7 +59,8 @@ def missed_folder(toy_model_dir: Path, tmp_path: Path) -> Path:
     folder = shutil.copytree(toy_model_dir, tmp_path / "missed")
     shutil.copyfile(folder / "model-int8.onnx", folder / "model.onnx")
     manifest = read_manifest(folder)
-    graphs = tuple(dataclasses.replace(g, bytes=(folder / g.file).stat().st_size) for g in manifest.graphs)
+    graphs = tuple(dataclasses.replace(g, bytes=(folder / g.file).stat().st_size,  # as an export writing it records
+                                       fingerprint=graph_fingerprint(graph_files(folder, g))) for g in manifest.graphs)
     write_manifest(folder, dataclasses.replace(manifest, graphs=graphs))
     return folder
 
