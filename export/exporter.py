@@ -31,6 +31,7 @@ from colbert_onnx.conventions import (
 )
 from colbert_onnx.encoder import ColbertEncoder
 from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
+from colbert_onnx.fidelity import gate_misses
 from colbert_onnx.manifest import (
     FORMAT_NAME,
     MANIFEST_NAME,
@@ -239,8 +240,10 @@ def export_model(
         raise
     missed = [f"{p} head {d}" for p, heads in gate_verdicts(manifest).items() for d, ok in heads.items() if not ok]
     if missed:
-        warnings.warn(f"{', '.join(missed)} missed the fidelity gates (figures in {out / MANIFEST_NAME}; "
-                      "docs/quantization.md)", FidelityWarning, stacklevel=2)
+        why = [f"{g.precision} head {d}: {', '.join(gate_misses(g.precision, m)) or 'as recorded'}"
+               for g in manifest.graphs for d, m in (g.fidelity or {}).items() if m.get("passed") is False]
+        warnings.warn(f"{', '.join(missed)} missed the fidelity gates ({'; '.join(why)}; figures in "
+                      f"{out / MANIFEST_NAME}; docs/quantization.md)", FidelityWarning, stacklevel=2)
     accepted = {d: p for d, p in manifest.parity_figures().items() if not p["passed"]}
     if accepted:
         warnings.warn(f"written with accept_parity_miss: {parity_failure_message(accepted)}", FidelityWarning,

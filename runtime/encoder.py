@@ -22,6 +22,7 @@ from .compact import check_output_kind, finish_documents, to_muvera
 from .config import LONG_DOCUMENT_MODES, EncoderConfig
 from .engines.selection import EngineRequest, gates_here, kernel_warning, open_engine, reopen
 from .errors import FidelityWarning, InvalidInputError
+from .fidelity import gate_misses
 from .model_folder import open_model_folder
 from .muvera import is_muvera_output
 from .planning import plan_batches
@@ -62,8 +63,9 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
     if metrics:
         figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",
                                                               "top10_overlap", "spearman") if k in metrics)
+        missed = "; ".join(gate_misses(precision, metrics)) or "the export's verdict"
         warnings.warn(
-            f"{precision} head {dim} of {folder.path} missed its fidelity gates at export ({figures}); its "
+            f"{precision} head {dim} of {folder.path} missed its fidelity gates at export ({missed}; {figures}); its "
             "vectors and rankings differ from the PyTorch model more than the gates allow "
             "(docs/quantization.md); fp32 or fp16 are faithful",
             FidelityWarning,

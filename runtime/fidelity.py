@@ -143,5 +143,10 @@ def judge(reference: dict[int, Outputs], got: dict[int, Outputs], dims, gates: s
 
 def passes(precision: str, metrics: dict) -> bool:
     """True when every gate of `precision` holds (and the output is finite)."""
-    gates = GATES.get(precision, {})
-    return bool(metrics.get("finite", True)) and all(metrics[k] >= v for k, v in gates.items())
+    return not gate_misses(precision, metrics)
+
+
+def gate_misses(precision: str, metrics: dict) -> list[str]:
+    """Each gate of `precision` that `metrics` miss, as 'name value < gate' (and non-finite output); [] if none."""
+    missed = [] if metrics.get("finite", True) else ["finite: the vectors hold NaN or inf"]
+    return missed + [f"{k} {metrics[k]:.6g} < {v:g}" for k, v in GATES.get(precision, {}).items() if metrics[k] < v]

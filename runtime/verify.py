@@ -19,7 +19,7 @@ from .engines import ENGINES
 from .engines.choice import cpu_features
 from .engines.selection import engine_for
 from .errors import EngineUnavailableError, InvalidInputError, ModelFolderError
-from .fidelity import GATES, Outputs, compare, passes
+from .fidelity import GATES, Outputs, compare, gate_misses, passes
 from .manifest import KNOWN_PRECISIONS, GraphEntry
 from .model_folder import ModelFolder, open_model_folder
 from .options import optional_thread_count
@@ -51,12 +51,18 @@ class Verdict:
         m = self.metrics
         figures = (f"could not run here: {self.error}" if self.error is not None else
                    f"mean {m['mean_token_cosine']:.6f}  min {m['min_token_cosine']:.4f}  top10 {m['top10_overlap']:.3f}"
-                   f"  spearman {m['spearman']:.4f}")
+                   f"  spearman {m['spearman']:.4f}"
+                   + ("" if self.passed else f"  missed: {'; '.join(gate_misses(gate_tier(self.precision), m))}"))
         return (f"{'PASS' if self.passed else 'FAIL'}  {self.engine:<11} {self.precision:<5} {self.dim:>4}  "
                 f"{figures}  ({self.graph}" + (f" at {self.inference_precision}" if self.inference_precision else "")
                 + "; " + (f"{self.note}; " if self.note else "") + "at export: "
                 f"{ {True: 'passed', False: 'missed', None: 'not measured'}[self.passed_at_export]}"
                 + (f" with {', '.join(self.measured_with)}" if self.measured_with else "") + ")")
+
+
+def gate_tier(precision: str) -> str:
+    """The gates a graph of `precision` is judged by: its own, or fp32's for a precision without gates of its own."""
+    return precision if precision in GATES else "fp32"
 
 
 def _reference(folder: ModelFolder) -> tuple[dict, dict[str, np.ndarray]]:
@@ -171,7 +177,7 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
             for d in dims:
                 resolution = reference.get("score_resolution", {}).get(str(d), 0.0)
                 metrics = compare(_reference_outputs(arrays, d, pre, texts, skiplist, resolution), got[d])
-                gates = graph.precision if graph.precision in GATES else "fp32"
+                gates = gate_tier(graph.precision)
                 verdicts.append(Verdict(engine_name, engine.describe(), graph.file, graph.precision, d, metrics,
                                         passes(gates, metrics), graph.passed_gates(d), measured_with, note,
                                         inference_precision=asked))

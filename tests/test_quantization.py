@@ -357,6 +357,18 @@ def test_export_warns_when_a_precision_misses_its_gates_even_after_the_search(la
         _export(larger_trio, tmp_path, precisions="fp32,int8")
 
 
+def test_loading_a_graph_that_missed_its_gates_names_each_missed_gate_and_its_threshold(larger_folder, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(larger_folder, folder)
+    manifest = _manifest(folder)
+    int8 = next(g for g in manifest["graphs"] if g["precision"] == "int8")
+    int8["fidelity"]["96"].update(worst_text_mean_token_cosine=0.9949, passed=False)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.warns(FidelityWarning, match=r"missed its fidelity gates at export \(worst_text_mean_token_cosine "
+                                             r"0\.9949 < 0\.995;"):
+        ColbertEncoder(folder, dim=96, precision="int8", engine="onnxruntime")
+
+
 def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(larger_folder, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(larger_folder, folder)

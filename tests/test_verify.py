@@ -75,6 +75,7 @@ def test_verify_command_exits_1_naming_the_failed_graph(missed_folder: Path, cap
     assert main(["verify", str(missed_folder), "--engine", "onnxruntime", "--precision", "fp32"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  onnxruntime fp32   128" in out and "CPU features read:" in out
+    assert "missed: mean_token_cosine 0.99" in out and "< 0.99999" in out  # the gate it missed, with its threshold
 
 
 def test_verify_command_exits_0_when_every_gate_holds(toy_model_dir: Path, capsys) -> None:

@@ -19,6 +19,7 @@ from colbert_onnx.fidelity import (
     RESOLUTION_FLOOR_ULPS,
     Outputs,
     compare,
+    gate_misses,
     passes,
     score_resolution,
     spearman,
@@ -166,3 +167,13 @@ def test_score_resolution_is_never_below_the_float32_spacing_floor_of_the_larges
 
     largest = np.abs(maxsim(queries, documents)).max()
     assert score_resolution(reference, reference) == RESOLUTION_FLOOR_ULPS * float(np.spacing(np.float32(largest)))
+
+
+def test_gate_misses_names_each_missed_gate_with_its_value_and_threshold():
+    metrics = {"mean_token_cosine": 0.9991, "worst_text_mean_token_cosine": 0.9949, "min_token_cosine": 0.97,
+               "top10_overlap": 0.95, "spearman": 0.99, "finite": True}
+    assert gate_misses("int8", metrics) == ["worst_text_mean_token_cosine 0.9949 < 0.995",
+                                            "min_token_cosine 0.97 < 0.98"]
+    assert not passes("int8", metrics)
+    assert gate_misses("int8", {**metrics, "worst_text_mean_token_cosine": 0.996, "min_token_cosine": 0.99}) == []
+    assert gate_misses("fp16", {**metrics, "finite": False}) == ["finite: the vectors hold NaN or inf"]
