@@ -44,12 +44,12 @@ from colbert_onnx.manifest import (
     Source,
     write_manifest,
 )
-from colbert_onnx.model_folder import gate_verdicts, graph_files, graph_fingerprint
+from colbert_onnx.model_folder import graph_files, graph_fingerprint
 from colbert_onnx.tokenization import Preprocessor
 
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, sha256_file
-from .fidelity import collect, torch_runner
+from .fidelity import collect, reference_outputs, torch_runner
 from .modeling import ATTENTION_BUDGET, MultiHeadColbert, set_attention_chunk
 from .openvino_graphs import add_openvino_graphs, export_openvino_graph, why_no_openvino_graphs
 from .optimize import EXTERNAL_DATA_THRESHOLD, save_graph
@@ -66,7 +66,6 @@ from .precisions import (
     calibration_feeds,
     fidelity_inputs,
     parse_precisions,
-    record_fidelity_reference,
 )
 from .quantize import INT8_METHODS
 from .reference import write_reference
@@ -238,12 +237,12 @@ def export_model(
             exc.add_note(f"colbert-onnx export: nothing was written to {out}"
                          + ("; the folder there is unchanged" if out.exists() else ""))
         raise
-    missed = [f"{p} head {d}" for p, heads in gate_verdicts(manifest).items() for d, ok in heads.items() if not ok]
+    missed = {f"{g.precision} head {d}": ", ".join(gate_misses(g.precision, m)) or "as recorded"
+              for g in manifest.graphs for d, m in (g.fidelity or {}).items() if not m.get("passed", True)}
     if missed:
-        why = [f"{g.precision} head {d}: {', '.join(gate_misses(g.precision, m)) or 'as recorded'}"
-               for g in manifest.graphs for d, m in (g.fidelity or {}).items() if m.get("passed") is False]
-        warnings.warn(f"{', '.join(missed)} missed the fidelity gates ({'; '.join(why)}; figures in "
-                      f"{out / MANIFEST_NAME}; docs/quantization.md)", FidelityWarning, stacklevel=2)
+        why = "; ".join(f"{head}: {gates}" for head, gates in missed.items())
+        warnings.warn(f"{', '.join(missed)} missed the fidelity gates ({why}; figures in {out / MANIFEST_NAME}; "
+                      "docs/quantization.md)", FidelityWarning, stacklevel=2)
     accepted = {d: p for d, p in manifest.parity_figures().items() if not p["passed"]}
     if accepted:
         warnings.warn(f"written with accept_parity_miss: {parity_failure_message(accepted)}", FidelityWarning,
@@ -353,7 +352,7 @@ def _export_into(
         fp32_outputs = collect(torch_runner(module), fset)  # the ties fp32 cannot resolve, before any float64
         if check_parity:
             parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
-        fidelity_refs.append(record_fidelity_reference(module, fset, fp32_outputs))  # float64, in place if not yet
+        fidelity_refs.append(reference_outputs(module, fset, fp32_outputs))  # float64, in place if not yet
         del module
     for ckpt in checkpoints:
         ckpt.backbone_state = {}

@@ -25,10 +25,9 @@ from .fidelity import (
     fidelity_texts,
     judge,
     ort_runner,
-    reference_outputs,
 )
 from .mixed_precision import NO_INT8_GEMM_LEFT, SEARCH_SECONDS, int8_gemms_left, relative_speed, search_float_nodes
-from .modeling import BackboneConfig, MultiHeadColbert
+from .modeling import BackboneConfig
 from .optimize import FUSION_METHOD, optimize_fp32, save_graph
 from .quantize import DEFAULT_INT8_METHOD, convert_fp16, quantize_int8
 
@@ -78,14 +77,6 @@ def fidelity_inputs(
         document_max_length=min(manifest.document.max_length, 512),
     )
     return pre, build_set(pre, list(manifest.document.skiplist_ids), fidelity_texts())
-
-
-def record_fidelity_reference(module: MultiHeadColbert, fset: FidelitySet,
-                              fp32: dict[int, Outputs] | None = None) -> dict[int, Outputs]:
-    """Every head's vectors on the fidelity set from the module in float64 (converted in place), with the ties its
-    fp32 outputs (`fp32`: taken before any float64 conversion; else run here first) cannot resolve; recorded
-    before the weights are freed."""
-    return reference_outputs(module, fset, fp32)
 
 
 def build_precisions(

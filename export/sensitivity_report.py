@@ -17,9 +17,9 @@ from pathlib import Path
 
 import onnx
 
-from .fidelity import spearman
+from .fidelity import reference_outputs, spearman
 from .mixed_precision import build_switchable, evaluate, restore_one_sensitivity
-from .precisions import calibration_feeds, fidelity_inputs, record_fidelity_reference
+from .precisions import calibration_feeds, fidelity_inputs
 
 TOP = 6
 
@@ -80,7 +80,7 @@ def member_rows(member, work: Path, method: str = "smooth-per-token") -> str:
     pre, fset = fidelity_inputs(folder.manifest, tokenizer, special)
     first = load_checkpoint(trio[dims[0]], hash_files=False)
     heads = {d: load_checkpoint(trio[d], hash_files=False).head for d in dims}
-    reference = record_fidelity_reference(MultiHeadColbert(first.module().roberta, heads), fset)
+    reference = reference_outputs(MultiHeadColbert(first.module().roberta, heads), fset)
     return _rows(f"outlier family, {member.describe()}", onnx.load(str(out / "model.onnx")), calibration_feeds(pre),
                  reference, fset, work, method)
 

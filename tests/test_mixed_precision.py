@@ -218,11 +218,11 @@ def test_the_sampled_stride_is_the_largest_sample_whose_restore_one_fits(toy_mod
 
 def _reference_and_inputs(trio: dict[int, Path], folder: Path):
     from colbert_onnx.export import load_checkpoint
+    from colbert_onnx.export.fidelity import reference_outputs
     from colbert_onnx.export.modeling import MultiHeadColbert
-    from colbert_onnx.export.precisions import record_fidelity_reference
 
     ckpt = load_checkpoint(trio[128], hash_files=False)
-    reference = record_fidelity_reference(MultiHeadColbert(ckpt.module().roberta, {128: ckpt.head}), _inputs(folder)[1])
+    reference = reference_outputs(MultiHeadColbert(ckpt.module().roberta, {128: ckpt.head}), _inputs(folder)[1])
     return reference, *_inputs(folder)
 
 
