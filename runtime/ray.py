@@ -407,7 +407,7 @@ def _encode_parquet_on_ray(ray, source, destination, model_dir, actors, cpus_per
         kept = check_columns(source_schema, text_column, keep_columns)
         from ray import data as ray_data
 
-        ds = ray_data.read_parquet(str(source), columns=list(dict.fromkeys([text_column, *kept])))
+        ds = ray_data.read_parquet(str(source)).select_columns(list(dict.fromkeys([text_column, *kept])))
         encoded = encode_documents(ds, model_dir, actors=actors, cpus_per_actor=cpus_per_actor,
                                    gpus_per_actor=gpus_per_actor, batch_size=batch_size, text_column=text_column,
                                    keep_columns=kept, **encoder_options)
