@@ -64,13 +64,32 @@ def _warn_if_gates_missed(folder, graph, dim: int, precision: str) -> None:
         figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("mean_token_cosine", "min_token_cosine",
                                                               "top10_overlap", "spearman") if k in metrics)
         missed = "; ".join(gate_misses(precision, metrics)) or "the export's verdict"
+        others = _faithful_precisions(folder, dim, precision)
         warnings.warn(
             f"{precision} head {dim} of {folder.path} missed its fidelity gates at export ({missed}; {figures}); its "
-            "vectors and rankings differ from the PyTorch model more than the gates allow "
-            "(docs/quantization.md); fp32 or fp16 are faithful",
+            "vectors and rankings differ from the PyTorch model more than the gates allow (docs/quantization.md); "
+            + (f"faithful at export in this folder: {', '.join(others)}" if others
+               else "no other precision of this folder was faithful at export"),
             FidelityWarning,
             stacklevel=3,
         )
+
+
+def _faithful_precisions(folder, dim: int, precision: str) -> list[str]:
+    """The folder's other precisions of head `dim` that met their gates at export: fp32 by the parity gate, the
+    others by their fidelity figures (a precision without figures is not called faithful)."""
+    faithful = []
+    for other in folder.precisions:
+        graph = next((g for g in folder.graphs if g.precision == other and dim in g.outputs), None)
+        if other == precision or graph is None:
+            continue
+        if other == "fp32":
+            passed = folder.missed_parity(dim) is None
+        else:
+            passed = ((graph.fidelity or {}).get(str(dim)) or {}).get("passed") is True
+        if passed:
+            faithful.append(other)
+    return faithful
 
 
 class ColbertEncoder:

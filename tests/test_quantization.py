@@ -387,6 +387,33 @@ def test_loading_a_graph_that_missed_its_gates_warns_and_names_the_figures(large
     assert encoder.encode_queries("x")[0].shape == (32, 96)
 
 
+@pytest.mark.parametrize(("missing", "named"), [("int8", "fp32, fp16"), ("fp16", "fp32, int8")])
+def test_a_miss_names_the_precisions_that_were_faithful_never_the_one_that_missed(larger_folder, tmp_path, missing,
+                                                                                  named):
+    folder = tmp_path / "copy"
+    shutil.copytree(larger_folder, folder)
+    manifest = _manifest(folder)
+    graph = next(g for g in manifest["graphs"] if g["precision"] == missing)
+    graph["fidelity"]["96"]["passed"] = False
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.warns(FidelityWarning, match=f"{missing} head 96 .* faithful at export in this folder: {named}$"):
+        ColbertEncoder(folder, dim=96, precision=missing, engine="onnxruntime")
+
+
+def test_a_miss_where_no_other_precision_met_its_gates_says_so(larger_folder, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(larger_folder, folder)
+    manifest = _manifest(folder)
+    for graph in manifest["graphs"]:
+        if graph["precision"] != "fp32":
+            graph["fidelity"]["96"]["passed"] = False
+    manifest["parity"]["fp32"]["96"].update(passed=False, accepted_by_user=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.warns(FidelityWarning, match="missed the fp32 parity gate"), pytest.warns(
+            FidelityWarning, match="int8 head 96 .* no other precision of this folder was faithful at export$"):
+        ColbertEncoder(folder, dim=96, precision="int8", engine="onnxruntime")
+
+
 def test_export_measured_gates_pass_on_the_outlier_trio(outlier_model_dir):
     # Before the embedding's LayerNorm-amplified columns stayed fp32, every int8 method failed here
     # (min token cosine ~0.8; docs/quantization.md).
