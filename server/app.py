@@ -231,6 +231,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
                 service.served_model_names,
                 service.dims,
                 config.max_inputs_per_request,
+                api_key=config.api_key is not None,
             )
         return app.openapi_schema
 

@@ -141,9 +141,20 @@ def error_responses(*statuses: int, api_key: bool) -> dict[int | str, dict[str, 
     return responses
 
 
-def served_openapi(schema: dict[str, Any], model_names: Sequence[str], dims: Sequence[int], max_inputs: int) -> dict:
+def served_openapi(schema: dict[str, Any], model_names: Sequence[str], dims: Sequence[int], max_inputs: int,
+                   api_key: bool) -> dict:
     """The OpenAPI `schema` with every SERVED_KEY field made exact for this server: `model` an enum of
-    `model_names`, `dimensions` an enum of `dims`, text lists at most `max_inputs` items. Changes `schema`."""
+    `model_names`, `dimensions` an enum of `dims`, text lists at most `max_inputs` items; without `api_key` no
+    operation asks for the bearer scheme, as the server asks for no key. Changes `schema`."""
+    if not api_key:
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    operation.pop("security", None)
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        schemes.pop("HTTPBearer", None)
+        if not schemes:
+            schema.get("components", {}).pop("securitySchemes", None)
     values = {"model": ("string", {"enum": list(model_names)}), "dimensions": ("integer", {"enum": list(dims)}),
               "inputs": ("array", {"maxItems": max_inputs})}
 

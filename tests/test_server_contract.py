@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from live_server import live_server, running_server, server_process  # noqa: E402
 
-from colbert_onnx import ColbertEncoder  # noqa: E402
+from colbert_onnx import ColbertEncoder, EncoderConfig  # noqa: E402
 from colbert_onnx.server import ServerConfig  # noqa: E402
 
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -281,20 +281,56 @@ def test_an_integral_number_is_an_integer_as_json_schema_says(base) -> None:
 # ---------------------------------------------------------------- schemathesis against the live server
 
 
-def test_schemathesis_finds_no_contract_violation(base, tmp_path) -> None:
-    """Every check of schemathesis 4 (`--checks all`): no 5xx, schema-valid bodies accepted, invalid ones
-    refused, statuses, headers and bodies as documented, auth enforced. Bounded: FUZZ_EXAMPLES cases per operation."""
+def run_schemathesis(base: str, examples: int, cwd: Path, *extra: str) -> None:
+    """Every check of schemathesis 4 (`--checks all`) against the live server at `base`, `examples` cases per
+    operation: no 5xx, schema-valid bodies accepted, invalid ones refused, statuses, headers, bodies and auth as
+    documented; every operation of the schema exercised."""
     st_cli = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st_cli, "schemathesis is in the [dev] extra"
-    cmd = [st_cli, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(FUZZ_EXAMPLES),
+    cmd = [st_cli, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", str(examples),
            "--seed", "24", "--workers", "1", "--generation-database", "none", "--no-color", "--request-timeout", "60",
-           "-H", f"Authorization: Bearer {KEY}"]
+           *extra]
     hooks = Path(__file__).with_name("schemathesis_hooks.py")  # the /score pairs rule JSON Schema cannot state
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(hooks)}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240 + 2 * FUZZ_EXAMPLES, cwd=tmp_path, env=env)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240 + 2 * examples, cwd=cwd, env=env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     selected, total = map(int, re.search(r"(\d+) selected / (\d+) total", result.stdout).groups())
     assert selected == total >= 6, "every operation of the schema is exercised"
+
+
+def test_schemathesis_finds_no_contract_violation(base, tmp_path) -> None:
+    """The server with an API key (auth enforced and documented on every operation). Bounded: FUZZ_EXAMPLES cases
+    per operation."""
+    run_schemathesis(base, FUZZ_EXAMPLES, tmp_path, "-H", f"Authorization: Bearer {KEY}")
+
+
+@pytest.fixture(scope="module")
+def keyless_base(toy_model_dir: Path) -> Iterator[str]:
+    """`serve` as most start it, without a key, here with the other document and truncation modes."""
+    encoder = EncoderConfig(long_documents="windows", document_max_length=64, window_stride=30, truncation_side="left")
+    with running_server(ServerConfig(model_dir=toy_model_dir, encoder=encoder)) as url:
+        yield url
+
+
+def test_a_server_without_a_key_documents_no_auth(keyless_base) -> None:
+    schema = httpx.get(f"{keyless_base}/openapi.json", timeout=30).json()
+    operations = [op for ops in schema["paths"].values() for op in ops.values()]
+    assert not [op["operationId"] for op in operations if "security" in op or "401" in op["responses"]]
+    assert "securitySchemes" not in schema.get("components", {})
+
+
+def test_a_server_with_a_key_documents_it_on_every_operation_but_the_probes(base) -> None:
+    schema = httpx.get(f"{base}/openapi.json", timeout=30).json()
+    unguarded = sorted(path for path, ops in schema["paths"].items() for op in ops.values()
+                       if op.get("security") != [{"HTTPBearer": []}] or "401" not in op["responses"])
+    assert unguarded == ["/health", "/ready"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_schemathesis_finds_no_contract_violation_on_a_server_without_a_key(keyless_base, tmp_path) -> None:
+    """Schemathesis's auth checks hold a keyless server to its schema: one that asks for a key it never checks
+    fails them. Fewer cases: the operations are those of the keyed run."""
+    run_schemathesis(keyless_base, max(5, FUZZ_EXAMPLES // 8), tmp_path)
 
 
 # ---------------------------------------------------------------- SIGTERM: drain, then exit 0
