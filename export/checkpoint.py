@@ -26,7 +26,8 @@ CHECKPOINT_FILES = (
 )
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 METADATA_BOOLS = ("mask_punctuation", "attend_to_mask_tokens")  # artifact.metadata keys the manifest records
-METADATA_INTS = ("query_maxlen", "doc_maxlen")
+METADATA_INTS = ("query_maxlen", "doc_maxlen")  # null reads as absent: query 32, doc_maxlen not recorded
+MIN_QUERY_LENGTH = 4
 HEAD_KEY = "linear.weight"
 IGNORED_PREFIXES = ("pooler.",)
 
@@ -111,6 +112,11 @@ def read_backbone_config(config: dict) -> BackboneConfig:
     )
     if cfg.hidden_size % cfg.num_attention_heads:
         raise CheckpointError("hidden_size is not a multiple of num_attention_heads")
+    head_size = cfg.hidden_size // cfg.num_attention_heads
+    if head_size % 2:
+        raise CheckpointError(f"config.json: hidden_size {cfg.hidden_size} / num_attention_heads "
+                              f"{cfg.num_attention_heads} = {head_size}, an odd head size; rotary positions rotate "
+                              "pairs of channels and need an even one")
     return cfg
 
 
@@ -223,6 +229,26 @@ class Checkpoint:
         return model.eval()
 
 
+def _check_conventions(metadata: dict, config: dict, source: Path) -> None:
+    """What the runtime would refuse in the finished folder's manifest, refused here naming the checkpoint's key:
+    a query length under 4 or over the trained positions, a similarity other than cosine."""
+    query_maxlen = metadata.get("query_maxlen")
+    if query_maxlen is not None:
+        trained = config.get("max_position_embeddings")
+        if query_maxlen < MIN_QUERY_LENGTH:
+            raise CheckpointError(f"{source}: query_maxlen={query_maxlen}; a query needs at least "
+                                  f"{MIN_QUERY_LENGTH} positions (<s>, the marker, a token, </s>)")
+        if isinstance(trained, int) and query_maxlen > trained:
+            raise CheckpointError(f"{source}: query_maxlen={query_maxlen} exceeds the {trained} positions the model "
+                                  "was trained on (config.json max_position_embeddings)")
+    similarity = metadata.get("similarity")
+    if similarity is not None and similarity != "cosine":
+        raise CheckpointError(
+            f"{source}: similarity={similarity!r:.40}; colbert-onnx scores by cosine MaxSim (dot products of unit "
+            "vectors). For unit vectors ColBERT's l2 ranks a query's documents the same, with scores 2 x cosine "
+            "MaxSim - 2 x query tokens; set similarity to cosine to export with cosine scores")
+
+
 def load_checkpoint(source: str | Path, revision: str | None = None, hash_files: bool = True) -> Checkpoint:
     """Load one checkpoint folder or hub id; every missing file or tensor is a CheckpointError."""
     path, source_id = resolve_source(source, revision)
@@ -234,6 +260,8 @@ def load_checkpoint(source: str | Path, revision: str | None = None, hash_files:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path / 'config.json'} is not valid UTF-8 JSON: {exc}") from exc
     cfg = read_backbone_config(config)
+    if "max_position_embeddings" in config:
+        _config_int(config, "max_position_embeddings")
     backbone, head, backbone_sha = load_state_dict(path / "model.safetensors", cfg)
     metadata = {}
     if (path / "artifact.metadata").is_file():
@@ -251,8 +279,7 @@ def load_checkpoint(source: str | Path, revision: str | None = None, hash_files:
         for key in METADATA_INTS:
             if key in metadata and metadata[key] is not None:
                 _config_int(metadata, key, source=str(path / "artifact.metadata"))  # config.json's rule
-    if "max_position_embeddings" in config:
-        _config_int(config, "max_position_embeddings")
+        _check_conventions(metadata, config, path / "artifact.metadata")
     try:
         Tokenizer.from_file(str(path / "tokenizer.json"))
     except Exception as exc:  # tokenizers raises a bare Exception on a damaged file

@@ -30,7 +30,7 @@ from colbert_onnx.conventions import (
     punctuation_skiplist,
 )
 from colbert_onnx.encoder import ColbertEncoder
-from colbert_onnx.errors import ColbertOnnxError, FidelityWarning
+from colbert_onnx.errors import ColbertOnnxError, FidelityWarning, ModelFolderError
 from colbert_onnx.fidelity import gate_misses
 from colbert_onnx.manifest import (
     FORMAT_NAME,
@@ -44,7 +44,7 @@ from colbert_onnx.manifest import (
     Source,
     write_manifest,
 )
-from colbert_onnx.model_folder import graph_files, graph_fingerprint
+from colbert_onnx.model_folder import graph_files, graph_fingerprint, open_model_folder
 from colbert_onnx.tokenization import Preprocessor
 
 from .attention import UNMASKED_MIN_TOKENS, expand_attention
@@ -147,6 +147,29 @@ def _check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
     vocab = {c.backbone_config.vocab_size for c in checkpoints}
     if len(vocab) > 1:
         raise CheckpointError(f"the checkpoints have different vocab sizes {sorted(vocab)}")
+    # One manifest records one architecture and one set of conventions (the first checkpoint's): a checkpoint that
+    # differs would be checked, optimized and described as another.
+    for what, of in (("backbone architectures", _architecture_of), ("query and document conventions", _conventions_of)):
+        differing = [c for c in checkpoints[1:] if of(c) != of(checkpoints[0])]
+        if differing:
+            first, other = checkpoints[0], differing[0]
+            diff = {k: (v, of(other).get(k)) for k, v in of(first).items() if of(other).get(k) != v}
+            raise CheckpointError(
+                f"{first.source_id} and {other.source_id} have different {what} "
+                f"({'; '.join(f'{k}: {a!r} and {b!r}' for k, (a, b) in diff.items())}); one folder holds checkpoints "
+                "of one architecture and convention: export them into separate folders")
+
+
+def _architecture_of(checkpoint: Checkpoint) -> dict:
+    return {**dataclasses.asdict(checkpoint.backbone_config), "vocab_size": None,
+            "max_position_embeddings": checkpoint.config.get("max_position_embeddings", 8194)}
+
+
+def _conventions_of(checkpoint: Checkpoint) -> dict:
+    metadata = checkpoint.metadata
+    return {"markers": marker_tokens(metadata), "query_maxlen": metadata.get("query_maxlen") or QUERY_MAX_LENGTH,
+            "attend_to_mask_tokens": metadata.get("attend_to_mask_tokens", True),
+            "mask_punctuation": metadata.get("mask_punctuation", True)}
 
 
 def export_model(
@@ -230,6 +253,10 @@ def export_model(
                                 attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
                                 no_openvino)
         seal(staging)  # the owner record does not go into the model folder
+        try:  # parity opens it too, but not with check_parity=False: a folder the runtime refuses is not written
+            open_model_folder(staging)
+        except ModelFolderError as exc:
+            raise CheckpointError(f"the export made a folder the runtime would refuse: {exc}") from None
         _move_into_place(staging, out)
     except BaseException as exc:
         discard(staging)
@@ -335,7 +362,8 @@ def _export_into(
     manifest = _manifest(out, checkpoints, tokenizer, special, query_marker, document_marker, document_max_length,
                          opset)
     records = _graph_records(groups, attention_chunk, attention_budget)
-    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest.query.max_length, document_max_length))
+    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest.query.max_length, document_max_length,
+                                                manifest.query.attend_to_mask_tokens))
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []
@@ -478,7 +506,7 @@ def _manifest(
         tokenizer_sha256=sha256_file(out / "tokenizer.json"),
         special_ids=special,
         query=QueryConvention(
-            max_length=int(metadata.get("query_maxlen", QUERY_MAX_LENGTH)),
+            max_length=int(metadata.get("query_maxlen") or QUERY_MAX_LENGTH),
             marker=query_marker,
             marker_id=special.query_marker,
             pad_token=MASK_TOKEN,
@@ -494,5 +522,5 @@ def _manifest(
             skiplist_rule="tokenizer.encode(p, add_special_tokens=False).ids[0] for p in string.punctuation",
             skiplist_ids=tuple(punctuation_skiplist(tokenizer)) if mask_punctuation else (),
         ),
-        similarity=metadata.get("similarity", "cosine"),
+        similarity="cosine",  # the only one load_checkpoint lets through
     )

@@ -59,8 +59,8 @@ def build_set(
     pre: Preprocessor, skiplist: Sequence[int], texts: dict[str, list[str]], batch_size: int = 16
 ) -> FidelitySet:
     """Batch queries (`<mask>`-padded) and documents (right-padded, grouped by length) like the runtime does."""
-    q_ids = pre.queries(texts["queries"])
-    queries = {"input_ids": q_ids, "attention_mask": np.ones_like(q_ids)}
+    q_ids, q_mask = pre.query_feeds(texts["queries"])
+    queries = {"input_ids": q_ids, "attention_mask": q_mask}
     seqs = sorted(pre.documents(texts["documents"]).ids, key=len)
     docs, keep = [], []
     for start in range(0, len(seqs), batch_size):

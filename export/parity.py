@@ -68,9 +68,8 @@ class ParityBatches:
 def parity_batches(pre: Preprocessor, texts: dict[str, list[str]] | None = None,
                    long_tokens: int = 2048) -> ParityBatches:
     texts = texts or parity_texts()
-    query_ids = pre.queries(texts["queries"])
     batches = {
-        "queries": (query_ids, np.ones_like(query_ids)),
+        "queries": pre.query_feeds(texts["queries"]),
         "documents": pad_batch(pre.documents(texts["documents"]).ids, pre.special.pad),
         "long": pad_batch(pre.documents(texts["long"], long_tokens).ids, pre.special.pad),
     }

@@ -75,6 +75,7 @@ def fidelity_inputs(
         special,
         query_max_length=manifest.query.max_length,
         document_max_length=min(manifest.document.max_length, 512),
+        attend_to_mask_tokens=manifest.query.attend_to_mask_tokens,
     )
     return pre, build_set(pre, list(manifest.document.skiplist_ids), fidelity_texts())
 

@@ -121,6 +121,7 @@ class ColbertEncoder:
             special,
             query_max_length=manifest.query.max_length,
             document_max_length=self.config.document_max_length,
+            attend_to_mask_tokens=manifest.query.attend_to_mask_tokens,
         )
         self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
         c = self.config
@@ -315,7 +316,7 @@ class ColbertEncoder:
     def _encode_queries(self, batch: TokenizedBatch, progress: bool) -> list[np.ndarray]:
         """Padded query ids in runs of batch_size rows (all of one length: no sorting, no budget)."""
         ids = np.stack(batch.ids).astype(np.int64, copy=False)
-        mask = np.ones_like(ids)
+        mask = self.preprocessor.query_mask(batch.token_counts)
         out: list[np.ndarray] = []
         with progress_bar(progress, total=len(batch), unit="query", desc="encoding queries") as bar:
             for start in range(0, len(ids), self.batch_size):

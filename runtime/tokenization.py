@@ -143,6 +143,7 @@ class Preprocessor:
         special: SpecialIds,
         query_max_length: int,
         document_max_length: int,
+        attend_to_mask_tokens: bool = True,
     ) -> None:
         if query_max_length < 4:
             raise InvalidInputError(f"query_max_length must be >= 4, got {query_max_length}")
@@ -154,6 +155,7 @@ class Preprocessor:
         self.special = special
         self.query_max_length = query_max_length
         self.document_max_length = document_max_length
+        self.attend_to_mask_tokens = attend_to_mask_tokens
 
     def _framed(self, texts: list[str], marker: int, max_length: int, side: str = "right") -> list[np.ndarray]:
         """`<s> marker body </s>` per text, the body cut to `max_length` - 3 tokens on `side` (right: its first
@@ -179,6 +181,21 @@ class Preprocessor:
         framed = self._framed(texts, self.special.query_marker, self.query_max_length, truncation_side)
         counts = np.fromiter((len(ids) for ids in framed), dtype=np.int64, count=len(framed))
         return TokenizedBatch(list(self._padded_queries(framed)), kind="query", token_counts=counts)
+
+    def query_mask(self, token_counts: np.ndarray) -> np.ndarray:
+        """The attention mask of `<mask>`-padded queries of `token_counts` framed tokens each: all ones where the model
+        attends to its `<mask>` padding (jina-colbert-v2), else ones on each query's own tokens only, as ColBERT's
+        QueryTokenizer leaves it with attend_to_mask_tokens false (manifest query.attend_to_mask_tokens); every
+        position still gets its vector."""
+        counts = np.asarray(token_counts, dtype=np.int64)
+        if self.attend_to_mask_tokens:
+            return np.ones((len(counts), self.query_max_length), dtype=np.int64)
+        return (np.arange(self.query_max_length)[None, :] < counts[:, None]).astype(np.int64)
+
+    def query_feeds(self, texts: list[str], truncation_side: str = "right") -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask) of the queries, as the runtime runs them."""
+        batch = self.query_batch(texts, truncation_side)
+        return np.stack(batch.ids), self.query_mask(batch.token_counts)
 
     def _padded_queries(self, framed: list[np.ndarray]) -> np.ndarray:
         out = np.full((len(framed), self.query_max_length), self.special.mask, dtype=np.int64)

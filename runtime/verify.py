@@ -94,8 +94,7 @@ def _document_batches(pre: Preprocessor, texts: list[str], skiplist: np.ndarray)
 
 
 def _outputs(engine, dims: Sequence[int], pre: Preprocessor, texts: dict, skiplist: np.ndarray) -> dict[int, Outputs]:
-    q_ids = pre.queries(texts["queries"])
-    queries = engine.run(q_ids, np.ones_like(q_ids), dims)
+    queries = engine.run(*pre.query_feeds(texts["queries"]), dims)
     tokens: dict[int, list] = {d: [] for d in dims}
     docs: dict[int, list] = {d: [] for d in dims}
     for ids, mask, keep in _document_batches(pre, texts["documents"], skiplist):
@@ -154,7 +153,8 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
     tokenizer, special = folder.load_tokenizer()
     manifest = folder.manifest
     pre = Preprocessor(tokenizer, special, query_max_length=manifest.query.max_length,
-                       document_max_length=int(reference["document_max_length"]))
+                       document_max_length=int(reference["document_max_length"]),
+                       attend_to_mask_tokens=manifest.query.attend_to_mask_tokens)
     texts = reference["texts"]
     skiplist = np.asarray(manifest.document.skiplist_ids, dtype=np.int64)
     verdicts = []

@@ -227,3 +227,47 @@ def test_artifact_metadata_of_the_wrong_type_is_named_not_read_as_truthy(toy_tri
     _edit_json(folder, "artifact.metadata", edit)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(("hidden", "heads"), [(60, 4), (120, 8), (30, 2), (18, 6), (1000, 40)])
+def test_an_odd_head_size_is_refused_naming_both_sizes(toy_trio, tmp_path, hidden, heads):
+    folder = _copy(toy_trio[128], tmp_path / "odd")
+    _edit_json(folder, "config.json", lambda c: c.update(hidden_size=hidden, num_attention_heads=heads))
+    with pytest.raises(CheckpointError, match=f"hidden_size {hidden} / num_attention_heads {heads} = "
+                                              f"{hidden // heads}, an odd head size"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize(("positions", "query_maxlen"), [(24, 32), (31, 32), (64, 65), (512, 1000)])
+def test_a_query_length_over_the_trained_positions_is_named_before_any_work(toy_trio, tmp_path, positions,
+                                                                            query_maxlen):
+    folder = _copy(toy_trio[128], tmp_path / "positions")
+    _edit_json(folder, "config.json", lambda c: c.update(max_position_embeddings=positions))
+    _edit_json(folder, "artifact.metadata", lambda m: m.update(query_maxlen=query_maxlen))
+    with pytest.raises(CheckpointError, match=f"artifact.metadata: query_maxlen={query_maxlen} exceeds the "
+                                              f"{positions} positions"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("query_maxlen", [1, 3])
+def test_a_query_length_too_short_for_the_framing_is_named(toy_trio, tmp_path, query_maxlen):
+    folder = _copy(toy_trio[128], tmp_path / "short")
+    _edit_json(folder, "artifact.metadata", lambda m: m.update(query_maxlen=query_maxlen))
+    with pytest.raises(CheckpointError, match=f"artifact.metadata: query_maxlen={query_maxlen}; a query needs at "
+                                              "least 4 positions"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("similarity", ["l2", "dot", "", 5, ["cosine"]])
+def test_a_similarity_other_than_cosine_is_refused_with_what_l2_would_give(toy_trio, tmp_path, similarity):
+    folder = _copy(toy_trio[128], tmp_path / "similarity")
+    _edit_json(folder, "artifact.metadata", lambda m: m.update(similarity=similarity))
+    with pytest.raises(CheckpointError, match="similarity=.*colbert-onnx scores by cosine MaxSim"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("key", ["query_maxlen", "similarity", "doc_maxlen"])
+def test_a_null_convention_reads_as_absent(toy_trio, tmp_path, key):
+    folder = _copy(toy_trio[128], tmp_path / "null")
+    _edit_json(folder, "artifact.metadata", lambda m: m.update({key: None}))
+    assert load_checkpoint(folder, hash_files=False).metadata[key] is None

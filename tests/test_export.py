@@ -250,3 +250,62 @@ def test_different_backbones_with_more_precisions_get_parity_for_every_head(toy_
     parity = _manifest(out)["parity"]["fp32"]
     assert {k for k in parity if k != "reference"} == {"64", "128"}
     assert all(parity[d]["passed"] for d in ("64", "128"))
+
+
+ARCHITECTURE_CHANGES = {
+    "hidden and heads": {"hidden_size": 96, "num_attention_heads": 3, "intermediate_size": 192},
+    "layers": {"num_hidden_layers": 3},
+    "rotary base": {"rotary_emb_base": 500000.0},
+    "eps": {"layer_norm_eps": 1e-12},
+    "positions": {"max_position_embeddings": 512},
+}
+
+
+@pytest.mark.parametrize("change", list(ARCHITECTURE_CHANGES), ids=str)
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_checkpoints_of_different_architectures_are_refused_in_either_order(toy_trio, tmp_path, change, order):
+    """One manifest records one architecture: before, the first checkpoint's positions and sizes were checked,
+    recorded and used to optimize every graph, so the outcome depended on the order of the sources."""
+    other = make_toy_trio(tmp_path / "other", seed=1, dims=(64,), config_overrides=ARCHITECTURE_CHANGES[change])
+    sources = [toy_trio[128], other[64]] if order == "first" else [other[64], toy_trio[128]]
+    key = next(iter(ARCHITECTURE_CHANGES[change]))
+    with pytest.raises(CheckpointError, match=f"different backbone architectures \\({key}: "):
+        export_model(sources, tmp_path / "out", precisions="fp32", engines="onnxruntime")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("key", "value"), [("attend_to_mask_tokens", False), ("query_maxlen", 16),
+                                            ("mask_punctuation", False), ("query_token", "[Q]")])
+def test_checkpoints_of_different_query_or_document_conventions_are_refused(toy_trio, tmp_path, key, value):
+    other = make_toy_trio(tmp_path / "other", seed=1, dims=(64,))
+    metadata = _read_json(other[64] / "artifact.metadata")
+    metadata[key] = value
+    (other[64] / "artifact.metadata").write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="different query and document conventions"):
+        export_model([toy_trio[128], other[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime")
+
+
+def _read_json(path):
+    return json.loads(path.read_text())
+
+
+def test_a_null_query_maxlen_exports_jina_colbert_v2s_32(toy_trio, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(toy_trio[64], folder)
+    metadata = _read_json(folder / "artifact.metadata")
+    metadata.update(query_maxlen=None, similarity=None)
+    (folder / "artifact.metadata").write_text(json.dumps(metadata))
+    out = export_model([folder], tmp_path / "out", precisions="fp32", engines="onnxruntime")
+    assert _manifest(out)["query"]["max_length"] == 32 and _manifest(out)["similarity"] == "cosine"
+
+
+def test_a_folder_the_runtime_would_refuse_is_not_written_even_without_parity(toy_trio, tmp_path, monkeypatch):
+    from colbert_onnx.errors import ModelFolderError
+
+    def refuse(path):
+        raise ModelFolderError(f"{path}/manifest.json: constructed refusal")
+
+    monkeypatch.setattr(exporter, "open_model_folder", refuse)
+    with pytest.raises(CheckpointError, match="the export made a folder the runtime would refuse: .*constructed"):
+        export_model([toy_trio[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime", check_parity=False)
+    assert not (tmp_path / "out").exists()
