@@ -175,7 +175,7 @@ def _conventions_of(checkpoint: Checkpoint) -> dict:
 def export_model(
     sources: Sequence[str | Path],
     out_dir: str | Path,
-    document_max_length: int = DOCUMENT_MAX_LENGTH,
+    document_max_length: int | None = None,
     opset: int = OPSET,
     revision: str | None = None,
     check_parity: bool = True,
@@ -204,6 +204,8 @@ def export_model(
     None is the default method, which alone may be replaced when it misses a fidelity gate.
     `engines` (default auto: onnxruntime, and OpenVINO where installed) names the engines whose graphs are
     written; "onnxruntime" alone skips the OpenVINO graphs and their NNCF int8 search (docs/engines.md).
+    `document_max_length` defaults to 8192, or to max_position_embeddings where the checkpoints have fewer; a
+    length given over it is refused.
 
     The folder is built in a hidden sibling (`.NAME.partial-*`, same filesystem) and renamed into place
     only once complete and measured: a failure (or Ctrl-C) removes it and leaves a folder already at
@@ -221,8 +223,9 @@ def export_model(
     if int8_method is not None and "int8" not in precisions:
         raise CheckpointError(f"int8_method={int8_method!r} makes int8 graphs, but precisions "
                               f"{','.join(precisions)} has no int8")
-    if (isinstance(document_max_length, bool) or not isinstance(document_max_length, int)
-            or document_max_length < MIN_FRAMED_LENGTH):
+    if document_max_length is not None and (isinstance(document_max_length, bool)
+                                            or not isinstance(document_max_length, int)
+                                            or document_max_length < MIN_FRAMED_LENGTH):
         raise CheckpointError(f"document_max_length must be an int >= {MIN_FRAMED_LENGTH} (<s>, the marker, a "
                               f"token, </s>), got {document_max_length!r}")
     if isinstance(sources, (str, Path)):
@@ -239,6 +242,8 @@ def export_model(
         checkpoints.append(ckpt)
     _check_compatible(checkpoints)
     trained = int(checkpoints[0].config.get("max_position_embeddings", 8194))
+    if document_max_length is None:  # the default: jina-colbert-v2's 8192, or the positions a smaller model has
+        document_max_length = min(DOCUMENT_MAX_LENGTH, trained)
     if document_max_length > trained:  # before any graph is built, not in the finished folder's manifest
         raise CheckpointError(f"document_max_length={document_max_length} exceeds the {trained} positions the "
                               "model was trained on (max_position_embeddings)")

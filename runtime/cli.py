@@ -113,13 +113,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         from colbert_onnx.export import ParityError, export_model
     except ImportError as exc:
         return _fail(f"export needs the [export] extra (pip install 'colbert-onnx[export]'): {exc}")
-    from .conventions import DOCUMENT_MAX_LENGTH
 
     try:
         out = export_model(
             args.sources,
             args.out,
-            document_max_length=DOCUMENT_MAX_LENGTH if args.document_max_length is None else args.document_max_length,
+            document_max_length=args.document_max_length,
             precisions=args.precision,
             int8_method=args.int8_method,
             parity_tolerance=args.parity_tolerance,
@@ -276,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export checkpoints (folders or hub ids) into one model folder")
     p.add_argument("sources", nargs="+", help="checkpoint folders or hub ids, e.g. the 128/96/64 trio")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--document-max-length", type=int, default=None, help="default 8192")
+    p.add_argument("--document-max-length", type=int, default=None,
+                   help="default 8192, or the positions the model was trained on where it has fewer")
     p.add_argument(
         "--precision",
         default="fp32,int8,fp16",

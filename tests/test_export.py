@@ -309,3 +309,18 @@ def test_a_folder_the_runtime_would_refuse_is_not_written_even_without_parity(to
     with pytest.raises(CheckpointError, match="the export made a folder the runtime would refuse: .*constructed"):
         export_model([toy_trio[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime", check_parity=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("positions", [64, 514, 8194, 16384])
+def test_the_default_document_length_is_8192_or_the_positions_a_smaller_model_has(tmp_path, positions):
+    trio = make_toy_trio(tmp_path / "ckpt", dims=(64,), config_overrides={"max_position_embeddings": positions})
+    out = export_model([trio[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime")
+    assert _manifest(out)["document"]["max_length"] == min(8192, positions)
+    (vectors,) = ColbertEncoder(out).encode_documents(["Berlin " * 20000])
+    assert len(vectors) <= min(8192, positions)
+
+
+def test_a_document_length_given_over_the_trained_positions_is_still_refused(tmp_path):
+    trio = make_toy_trio(tmp_path / "ckpt", dims=(64,), config_overrides={"max_position_embeddings": 514})
+    with pytest.raises(CheckpointError, match="document_max_length=1024 exceeds the 514 positions"):
+        export_model([trio[64]], tmp_path / "out", document_max_length=1024, precisions="fp32", engines="onnxruntime")
