@@ -155,10 +155,10 @@ parse_str.__name__ = "str"
 
 
 def parse_bool(text: str) -> bool:
-    value = parse_optional_bool(text)
-    if value is None:
-        raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
-    return value
+    lowered = text.strip().lower()
+    if lowered in _TRUE + _FALSE:
+        return lowered in _TRUE
+    raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")  # never "or auto": it has no auto
 
 
 def parse_optional_bool(text: str) -> bool | None:

@@ -117,6 +117,14 @@ def test_a_bad_variable_is_an_error_naming_it(configure, variable: str, text: st
         configure("rerank", environ={variable: text})
 
 
+@pytest.mark.parametrize("variable", ["COLBERT_ONNX_ENABLE_CPU_MEM_ARENA", "COLBERT_ONNX_DENORMAL_AS_ZERO"])
+@pytest.mark.parametrize("text", ["2", "auto", "none"])
+def test_a_setting_without_auto_never_offers_auto(configure, variable: str, text: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"{variable}='{text}' is not valid") as info:
+        configure("rerank", environ={variable: text})
+    assert "auto" not in str(info.value).split("is not valid")[1]
+
+
 def test_the_cli_reports_a_bad_variable_and_exits_2(toy_model_dir, monkeypatch, capsys) -> None:
     monkeypatch.setenv("COLBERT_ONNX_THREADS", "-1")
     assert main(["rerank", str(toy_model_dir), "--query", "q", "-d", "x"]) == 2
