@@ -314,13 +314,20 @@ class ColbertEncoder:
             raise InvalidInputError("the query ids of one batch must all have the same (padded) length")
 
     def _encode_queries(self, batch: TokenizedBatch, progress: bool) -> list[np.ndarray]:
-        """Padded query ids in runs of batch_size rows (all of one length: no sorting, no budget)."""
+        """Padded query ids in runs of at most batch_size rows and max_batch_tokens padded tokens (all rows of one
+        length: no sorting)."""
         ids = np.stack(batch.ids).astype(np.int64, copy=False)
         mask = self.preprocessor.query_mask(batch.token_counts)
+        rows = self.batch_size
+        if self.max_batch_tokens is not None and len(ids):
+            if ids.shape[1] > self.max_batch_tokens:
+                raise InvalidInputError(f"max_batch_tokens={self.max_batch_tokens} is smaller than one query of "
+                                        f"{ids.shape[1]} tokens (the query length)")
+            rows = min(rows, self.max_batch_tokens // ids.shape[1])
         out: list[np.ndarray] = []
         with progress_bar(progress, total=len(batch), unit="query", desc="encoding queries") as bar:
-            for start in range(0, len(ids), self.batch_size):
-                vectors = self._run(ids[start : start + self.batch_size], mask[start : start + self.batch_size])
+            for start in range(0, len(ids), rows):
+                vectors = self._run(ids[start : start + rows], mask[start : start + rows])
                 out.extend(np.ascontiguousarray(v) for v in vectors)
                 bar.update(len(vectors))
         return out

@@ -50,6 +50,24 @@ def test_batched_queries_equal_one_at_a_time(toy_model_dir):
         np.testing.assert_allclose(encoder.encode_queries([text])[0], vectors, atol=1e-5)
 
 
+@pytest.mark.parametrize(("batch_size", "budget", "rows"), [(32, 100, 3), (32, 64, 2), (2, 10_000, 2), (32, 32, 1),
+                                                         (32, None, 32)])
+def test_queries_run_within_the_token_budget_too(toy_model_dir, batch_size, budget, rows):
+    encoder = ColbertEncoder(toy_model_dir, batch_size=batch_size, max_batch_tokens=budget)
+    runs = []
+    real_run = encoder._run
+    encoder._run = lambda ids, mask: runs.append(ids.shape) or real_run(ids, mask)
+    got = encoder.encode_queries(TEXTS[:20])
+    assert max(r for r, _ in runs) == min(rows, 20) and sum(r for r, _ in runs) == 20
+    for a, b in zip(got, ColbertEncoder(toy_model_dir).encode_queries(TEXTS[:20]), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_token_budget_under_the_query_length_is_refused_naming_both(toy_model_dir):
+    with pytest.raises(InvalidInputError, match="max_batch_tokens=31 is smaller than one query of 32 tokens"):
+        ColbertEncoder(toy_model_dir, max_batch_tokens=31).encode_queries(["q"])
+
+
 def test_concurrent_threads_give_serial_results(toy_model_dir):
     encoder = ColbertEncoder(toy_model_dir, threads=1)
     serial = [encoder.encode_documents([t])[0] for t in TEXTS]
