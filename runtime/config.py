@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,10 +89,6 @@ class EncoderConfig:
     session_options: SessionConfig = nested(SessionConfig)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # numpy's ints (dim=np.int64(64)) as the plain ints they stand for
-            value = getattr(self, f.name)
-            if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)):
-                object.__setattr__(self, f.name, int(value))
         if self.session_options is None:
             object.__setattr__(self, "session_options", SessionConfig())
         elif not isinstance(self.session_options, SessionConfig):

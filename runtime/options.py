@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,12 @@ def nested(factory: type) -> Any:
 
 
 def check_options(instance: Any) -> None:
-    """Run every field's check; called by the options dataclass's ``__post_init__`` (the one place)."""
+    """numpy's ints become the plain ints they stand for (dim=np.int64(64)), then every field's check runs; called
+    by the options dataclass's ``__post_init__`` (the one place)."""
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)):
+            object.__setattr__(instance, f.name, int(value))
     for f in dataclasses.fields(instance):
         spec = f.metadata.get("spec")
         if spec is not None and spec.check is not None:

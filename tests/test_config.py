@@ -196,3 +196,11 @@ def test_the_encoders_own_config_opens_the_folder_again(toy_model_dir) -> None:
 def test_a_window_length_over_the_trained_positions_says_it_is_the_window_length(toy_model_dir) -> None:
     with pytest.raises(InvalidInputError, match="exceeds the 8194 positions.*length of one window"):
         ColbertEncoder(toy_model_dir, long_documents="windows", document_max_length=10**5)
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.int32, np.uint16])
+def test_numpy_ints_are_taken_as_the_ints_they_stand_for_in_session_options_too(integer) -> None:
+    session = SessionConfig(gpu_mem_limit=integer(4096))
+    assert session.gpu_mem_limit == 4096 and type(session.gpu_mem_limit) is int
+    config = EncoderConfig(batch_size=integer(7), session_options=session)
+    assert type(config.batch_size) is int and config.session_options.gpu_mem_limit == 4096
