@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import add_encoder_arguments, encoder_config_from_args
+from .config import add_encoder_arguments, encoder_config_from_args, encoder_settings_from_environment
 from .errors import ColbertOnnxError, InvalidInputError, InvalidTextError
 from .text import text_problem
 
@@ -388,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"colbert-onnx: error: {exc}", file=sys.stderr)
         return 1
     except ColbertOnnxError as exc:
-        return _fail(str(exc))
+        from_environment = encoder_settings_from_environment(args)
+        return _fail(str(exc) + (f" (settings from the environment: {', '.join(from_environment)})"
+                                 if from_environment else ""))
     except KeyboardInterrupt:  # export and encode-parquet remove what they staged; the user asked to stop
         print("colbert-onnx: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT

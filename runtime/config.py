@@ -22,6 +22,7 @@ from .manifest import Manifest
 from .options import (
     add_arguments,
     check_options,
+    environment_settings,
     from_arguments,
     nested,
     option,
@@ -141,6 +142,15 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare one flag per EncoderConfig field (session knobs included) on `parser`, each with its variable."""
     group = parser.add_argument_group("encoder options (each also an environment variable, flag first)")
     add_arguments(group, EncoderConfig)
+    parser.set_defaults(takes_encoder_options=True)
+
+
+def encoder_settings_from_environment(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The COLBERT_ONNX_* variables a command with encoder options took a setting from (none for other commands):
+    a refusal names them, as a stale variable is otherwise hard to find."""
+    if not getattr(args, "takes_encoder_options", False):
+        return []
+    return environment_settings(EncoderConfig, args, environ)
 
 
 def encoder_config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> EncoderConfig:

@@ -117,6 +117,13 @@ def from_arguments(cls: type, args: argparse.Namespace, environ: Mapping[str, st
     return cls(**values)
 
 
+def environment_settings(cls: type, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> list[str]:
+    """`VARIABLE='text'` for each option of `cls` that `args` took from the environment (no flag given)."""
+    environ = os.environ if environ is None else environ
+    return [f"{env_name(f.name)}={environ[env_name(f.name)]!r}" for f, _ in _option_fields(cls)
+            if not hasattr(args, f.name) and environ.get(env_name(f.name)) is not None]
+
+
 def _from_environment(name: str, spec: Spec, text: str) -> Any:
     variable = env_name(name)
     try:

@@ -204,3 +204,29 @@ def test_numpy_ints_are_taken_as_the_ints_they_stand_for_in_session_options_too(
     assert session.gpu_mem_limit == 4096 and type(session.gpu_mem_limit) is int
     config = EncoderConfig(batch_size=integer(7), session_options=session)
     assert type(config.batch_size) is int and config.session_options.gpu_mem_limit == 4096
+
+
+@pytest.mark.parametrize(("variable", "text", "refusal"), [
+    ("COLBERT_ONNX_DIM", "32", "dim 32 is not in"),
+    ("COLBERT_ONNX_PRECISION", "FP32", "unknown precision 'FP32'"),
+    ("COLBERT_ONNX_WINDOW_STRIDE", "5", "window_stride=5 applies to long_documents='windows'"),
+    ("COLBERT_ONNX_DOCUMENT_MAX_LENGTH", "99999", "document_max_length=99999 exceeds"),
+])
+def test_a_refusal_of_a_setting_from_the_environment_names_the_variable(toy_model_dir, monkeypatch, capsys, variable,
+                                                                        text, refusal) -> None:
+    monkeypatch.setenv(variable, text)
+    assert main(["rerank", str(toy_model_dir), "--query", "q", "-d", "x"]) == 2
+    err = capsys.readouterr().err
+    assert refusal in err and f"(settings from the environment: {variable}='{text}')" in err
+
+
+def test_a_setting_given_as_a_flag_is_not_blamed_on_the_environment(toy_model_dir, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLBERT_ONNX_DIM", "96")
+    assert main(["rerank", str(toy_model_dir), "--query", "q", "-d", "x", "--dim", "32"]) == 2
+    assert "environment" not in capsys.readouterr().err
+
+
+def test_a_command_without_encoder_options_does_not_name_encoder_variables(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setenv("COLBERT_ONNX_DIM", "32")
+    assert main(["verify", str(tmp_path / "missing")]) == 2
+    assert "environment" not in capsys.readouterr().err
