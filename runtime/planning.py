@@ -46,7 +46,9 @@ def plan_batches(
         return []
     longest = int(lengths[order[0]])
     if max_batch_tokens is not None and longest > max_batch_tokens:
-        raise InvalidInputError(f"max_batch_tokens={max_batch_tokens} is smaller than one sequence of {longest} tokens")
+        raise InvalidInputError(f"max_batch_tokens={max_batch_tokens} is smaller than one sequence of {longest} "
+                                f"tokens: raise it to at least {longest}, or lower document_max_length (windows: the "
+                                "window size) to at most it")
     ends = _best_batch_ends(lengths[order], batch_size, max_batch_tokens, run_overhead_tokens, long_tokens)
     return [order[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 

@@ -24,8 +24,9 @@ def test_plan_batches_respects_sizes_and_token_budget():
     assert list(batches[0]) == [1, 6], "longest sequences first"
 
 
-def test_max_batch_tokens_smaller_than_a_sequence_is_a_clear_error():
-    with pytest.raises(InvalidInputError, match="smaller than one sequence of 50 tokens"):
+def test_max_batch_tokens_smaller_than_a_sequence_is_a_clear_error_saying_what_to_change():
+    with pytest.raises(InvalidInputError, match="smaller than one sequence of 50 tokens: raise it to at least 50, or "
+                                                "lower document_max_length"):
         plan_batches(np.array([50, 3]), batch_size=4, max_batch_tokens=10)
 
 
