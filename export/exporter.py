@@ -166,6 +166,8 @@ def _architecture_of(checkpoint: Checkpoint) -> dict:
 
 
 def _conventions_of(checkpoint: Checkpoint) -> dict:
+    """The query and document conventions a checkpoint's artifact.metadata gives (its defaults: jina-colbert-v2's),
+    as the manifest records them."""
     metadata = checkpoint.metadata
     return {"markers": marker_tokens(metadata), "query_maxlen": metadata.get("query_maxlen") or QUERY_MAX_LENGTH,
             "attend_to_mask_tokens": metadata.get("attend_to_mask_tokens", True),
@@ -485,7 +487,8 @@ def _manifest(
     first = checkpoints[0]
     metadata = first.metadata
     cfg = first.backbone_config
-    mask_punctuation = bool(metadata.get("mask_punctuation", True))
+    conventions = _conventions_of(first)
+    mask_punctuation = conventions["mask_punctuation"]
     return Manifest(
         model=MODEL_NAME,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -511,12 +514,12 @@ def _manifest(
         tokenizer_sha256=sha256_file(out / "tokenizer.json"),
         special_ids=special,
         query=QueryConvention(
-            max_length=int(metadata.get("query_maxlen") or QUERY_MAX_LENGTH),
+            max_length=conventions["query_maxlen"],
             marker=query_marker,
             marker_id=special.query_marker,
             pad_token=MASK_TOKEN,
             pad_id=special.mask,
-            attend_to_mask_tokens=bool(metadata.get("attend_to_mask_tokens", True)),
+            attend_to_mask_tokens=conventions["attend_to_mask_tokens"],
         ),
         document=DocumentConvention(
             max_length=int(document_max_length),
