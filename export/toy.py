@@ -338,6 +338,7 @@ def make_toy_trio(
         num_hidden_layers=config["num_hidden_layers"],
         num_attention_heads=config["num_attention_heads"],
         intermediate_size=config["intermediate_size"],
+        type_vocab_size=config.get("type_vocab_size", 1),
     )
     generator = torch.Generator().manual_seed(seed)
     backbone = random_backbone(cfg, generator, outliers=outlier_channels, weight_std=weight_std)

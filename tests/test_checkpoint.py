@@ -271,3 +271,11 @@ def test_a_null_convention_reads_as_absent(toy_trio, tmp_path, key):
     folder = _copy(toy_trio[128], tmp_path / "null")
     _edit_json(folder, "artifact.metadata", lambda m: m.update({key: None}))
     assert load_checkpoint(folder, hash_files=False).metadata[key] is None
+
+
+def test_a_toy_checkpoint_with_two_token_types_has_the_table_its_config_says(tmp_path):
+    from colbert_onnx.export import make_toy_trio
+
+    trio = make_toy_trio(tmp_path / "types", dims=(64,), config_overrides={"type_vocab_size": 2})
+    checkpoint = load_checkpoint(trio[64], hash_files=False)
+    assert tuple(checkpoint.backbone_state["embeddings.token_type_embeddings.weight"].shape) == (2, 64)
