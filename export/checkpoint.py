@@ -28,6 +28,7 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 METADATA_BOOLS = ("mask_punctuation", "attend_to_mask_tokens")  # artifact.metadata keys the manifest records
 METADATA_INTS = ("query_maxlen", "doc_maxlen")  # null reads as absent: query 32, doc_maxlen not recorded
 MIN_QUERY_LENGTH = 4
+TRAINED_POSITIONS = 8194  # jina-colbert-v2's max_position_embeddings, taken where config.json has none
 HEAD_KEY = "linear.weight"
 IGNORED_PREFIXES = ("pooler.",)
 
@@ -218,6 +219,11 @@ class Checkpoint:
     @property
     def dim(self) -> int:
         return int(self.head.shape[0])
+
+    @property
+    def trained_positions(self) -> int:
+        """config.json's max_position_embeddings (validated at load), jina-colbert-v2's 8194 where absent."""
+        return int(self.config.get("max_position_embeddings", TRAINED_POSITIONS))
 
     def module(self) -> ColbertModel:
         """The plain-PyTorch reference model (eval mode, fp32)."""

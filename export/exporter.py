@@ -150,19 +150,20 @@ def _check_compatible(checkpoints: Sequence[Checkpoint]) -> None:
     # One manifest records one architecture and one set of conventions (the first checkpoint's): a checkpoint that
     # differs would be checked, optimized and described as another.
     for what, of in (("backbone architectures", _architecture_of), ("query and document conventions", _conventions_of)):
-        differing = [c for c in checkpoints[1:] if of(c) != of(checkpoints[0])]
-        if differing:
-            first, other = checkpoints[0], differing[0]
-            diff = {k: (v, of(other).get(k)) for k, v in of(first).items() if of(other).get(k) != v}
+        first = of(checkpoints[0])
+        other = next((c for c in checkpoints[1:] if of(c) != first), None)
+        if other is not None:
+            theirs = of(other)
+            diff = {k: (v, theirs.get(k)) for k, v in first.items() if theirs.get(k) != v}
             raise CheckpointError(
-                f"{first.source_id} and {other.source_id} have different {what} "
+                f"{checkpoints[0].source_id} and {other.source_id} have different {what} "
                 f"({'; '.join(f'{k}: {a!r} and {b!r}' for k, (a, b) in diff.items())}); one folder holds checkpoints "
                 "of one architecture and convention: export them into separate folders")
 
 
 def _architecture_of(checkpoint: Checkpoint) -> dict:
     return {**dataclasses.asdict(checkpoint.backbone_config), "vocab_size": None,
-            "max_position_embeddings": checkpoint.config.get("max_position_embeddings", 8194)}
+            "max_position_embeddings": checkpoint.trained_positions}
 
 
 def _conventions_of(checkpoint: Checkpoint) -> dict:
@@ -243,7 +244,7 @@ def export_model(
             ckpt.backbone_state = twin.backbone_state
         checkpoints.append(ckpt)
     _check_compatible(checkpoints)
-    trained = int(checkpoints[0].config.get("max_position_embeddings", 8194))
+    trained = checkpoints[0].trained_positions  # every checkpoint's, as _check_compatible made sure
     if document_max_length is None:  # the default: jina-colbert-v2's 8192, or the positions a smaller model has
         document_max_length = min(DOCUMENT_MAX_LENGTH, trained)
     if document_max_length > trained:  # before any graph is built, not in the finished folder's manifest
@@ -502,7 +503,7 @@ def _manifest(
                       for c in checkpoints),
         shared_backbone=len({c.backbone_sha256 for c in checkpoints}) == 1 and len(checkpoints) > 1,
         architecture=Architecture(
-            max_position_embeddings=int(first.config.get("max_position_embeddings", 8194)),
+            max_position_embeddings=first.trained_positions,
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Architecture) if hasattr(cfg, f.name)},
         ),
         vocab_size=cfg.vocab_size,
