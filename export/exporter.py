@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
@@ -492,7 +492,7 @@ def _manifest(
     mask_punctuation = conventions["mask_punctuation"]
     return Manifest(
         model=MODEL_NAME,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         created_with={
             "colbert_onnx": colbert_onnx.__version__,
             "torch": torch.__version__,

@@ -22,7 +22,7 @@ import shutil
 import socket
 import tempfile
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OWNER_FILE = ".owner.json"
@@ -45,7 +45,7 @@ def make_staging(out: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
     try:
         record = {"format": OWNER_FORMAT, "out": out.name, **_this_process(),
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  "created": datetime.now(UTC).isoformat(timespec="seconds")}
         partial = staging / f"{OWNER_FILE}.tmp"
         partial.write_text(json.dumps(record), encoding="utf-8")
         os.replace(partial, staging / OWNER_FILE)  # a reader never sees half a record

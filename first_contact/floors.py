@@ -5,6 +5,7 @@ run by the same first-contact tests as the development venv's versions: a floor 
 Read from the installed colbert-onnx's metadata (the development venv's editable install of this pyproject.toml).
 
     python first_contact/floors.py [EXTRA ...] > floors.txt
+    python first_contact/floors.py --python      # the lowest Python declared (Requires-Python), e.g. 3.11
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.metadata
 import sys
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 
@@ -30,5 +32,18 @@ def floor_constraints(extras: list[str]) -> list[str]:
     return sorted(set(lines))
 
 
+def python_floor() -> str:
+    """The lowest Python minor release `Requires-Python` admits (`>=3.11` -> `3.11`): the floor job's interpreter."""
+    spec = importlib.metadata.metadata("colbert-onnx")["Requires-Python"]
+    floors = [Version(s.version) for s in SpecifierSet(spec) if s.operator == ">="]
+    if not floors:
+        raise SystemExit(f"Requires-Python {spec!r} declares no >= floor")
+    major, minor = (max(floors).release + (0,))[:2]
+    return f"{major}.{minor}"
+
+
 if __name__ == "__main__":
-    print("\n".join(floor_constraints(sys.argv[1:])))
+    if sys.argv[1:] == ["--python"]:
+        print(python_floor())
+    else:
+        print("\n".join(floor_constraints(sys.argv[1:])))

@@ -4,8 +4,8 @@
 #   2. runtime: a fresh venv with `pip install .` (+ pytest) runs test_installed_env/_runtime.py
 #   3. server:  a fresh venv with `pip install '.[server]'` (+ pytest) runs test_installed_env/_server.py
 #   4. openvino: a fresh venv with `pip install '.[openvino]'` (+ pytest) runs test_installed_env/_openvino.py
-#   5. floor: a fresh venv with `pip install '.[server]'` at the lowest versions pyproject.toml declares (floors.py:
-#      `numpy>=1.24` -> numpy 1.24.x) runs test_installed_env/_runtime/_server.py
+#   5. floor: a fresh venv of the lowest Python declared, with `pip install '.[server]'` at the lowest versions
+#      pyproject.toml declares (floors.py: `numpy>=1.24` -> numpy 1.24.x), runs test_installed_env/_runtime/_server.py
 # `.` is a copy of the checkout's tracked and untracked-but-not-ignored files, as a fresh clone would have
 # them: no build/ or *.egg-info left by earlier builds (setuptools reuses an old SOURCES.txt, which once
 # shipped files that pyproject.toml no longer declared). Versions are pinned to the development venv's
@@ -40,13 +40,13 @@ copy_source() {  # the checkout as a fresh clone has it, into $OUT/src
         | xargs -0 cp --parents -t "$OUT/src"
 }
 
-make_venv() {  # make_venv KIND REQUIREMENT [CONSTRAINTS]: a fresh venv holding REQUIREMENT (of $OUT/src) and pytest
-    local venv="$OUT/venv-$1" log="$OUT/pip-$1.log" constraints=${3:-$OUT/constraints.txt}
+make_venv() {  # make_venv KIND REQUIREMENT [CONSTRAINTS [PYTHON]]: a fresh venv holding REQUIREMENT (of $OUT/src), pytest
+    local venv="$OUT/venv-$1" log="$OUT/pip-$1.log" constraints=${3:-$OUT/constraints.txt} python=${4:-$PYTHON}
     rm -rf "$venv"
     # No pip of its own (ensurepip costs ~20 s here): the development venv's pip installs into it (--python).
     # --no-compile: writing .pyc for all of numpy and onnxruntime took ~40 s of a loaded run; imports write them.
     # --only-binary: wheels as users get them (an old floor must not be built from its sdist here instead).
-    "$PYTHON" -m venv --without-pip "$venv"
+    "$python" -m venv --without-pip "$venv"
     (cd "$OUT/src" && "$PY" -m pip --python "$venv/bin/python" install --no-compile --disable-pip-version-check \
         --only-binary=:all: -c "$constraints" "$2" pytest) > "$log" 2>&1 \
         || { cat "$log"; echo "first-contact: pip install $2 failed ($log)" >&2; return 1; }
@@ -74,10 +74,21 @@ timed server-tests run_tests server first_contact/test_installed_env.py first_co
 # The floors: the same tests at the lowest versions declared (the references come from the development venv's
 # onnxruntime: a floor whose kernels round differently enough to miss their tolerances is raised, docs/install.md).
 # The runtime venv's check that `serve` names the missing [server] extra does not apply where it is installed.
+# Its interpreter is the lowest Python declared (Requires-Python) where one is on PATH: a Python nobody ran is no
+# claim either (>=3.10 once stood there, where no onnxruntime the floors admit has a wheel).
 "$PY" first_contact/floors.py server > "$OUT/floors.txt"
-timed floor-venv make_venv floor ".[server]" "$OUT/floors.txt"
-"$PY" -m pip --python "$OUT/venv-floor/bin/python" list --format=freeze --disable-pip-version-check \
-    > "$OUT/floor-versions.txt" 2>/dev/null
+FLOOR_PYTHON_VERSION=$("$PY" first_contact/floors.py --python)
+FLOOR_PYTHON=$(command -v "python$FLOOR_PYTHON_VERSION" || true)
+if [ -z "$FLOOR_PYTHON" ]; then
+    FLOOR_PYTHON=$PYTHON
+    echo "first-contact floor: python$FLOOR_PYTHON_VERSION (the declared lowest Python) is not on PATH; the floor" \
+        "job runs on $("$PYTHON" -c 'import platform; print(platform.python_version())') instead" \
+        | tee -a "$OUT/timings.txt"
+fi
+timed floor-venv make_venv floor ".[server]" "$OUT/floors.txt" "$FLOOR_PYTHON"
+{ "$OUT/venv-floor/bin/python" -c 'import platform; print("# Python", platform.python_version())'
+  "$PY" -m pip --python "$OUT/venv-floor/bin/python" list --format=freeze --disable-pip-version-check 2>/dev/null
+} > "$OUT/floor-versions.txt"
 timed floor-tests run_tests floor first_contact/test_installed_env.py first_contact/test_installed_runtime.py \
     first_contact/test_installed_server.py \
     --deselect first_contact/test_installed_runtime.py::test_cli_serve_explains_that_it_needs_the_server_extra
