@@ -26,8 +26,17 @@ from .batching import Overloaded, ShuttingDown
 from .compat import ENDPOINTS as COMPAT_ENDPOINTS
 from .compat import compat_router, vllm_rerank_answer
 from .config import ServerConfig
+from .content_coding import (
+    ACCEPT_ENCODING,
+    DecodedTooLarge,
+    UndecodableBody,
+    UnsupportedCoding,
+    applied_codings,
+    decode_body,
+)
 from .formats import encode_vectors
 from .schemas import (
+    BODY_STATUSES,
     MODEL_ENDPOINT_STATUSES,
     RETRY_AFTER_HEADER,
     ErrorBody,
@@ -67,7 +76,8 @@ def parsed_as_json(content_type: bytes) -> bool:
 
 
 class BodyLimitMiddleware:
-    """Rejects request bodies over `max_bytes` with 413 before the app reads them (any transfer encoding)."""
+    """Rejects request bodies over `max_bytes` with 413 before the app reads them (any transfer encoding), and
+    decodes a `Content-Encoding` (gzip, deflate) within the same limit or refuses it by name (content_coding)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -85,6 +95,11 @@ class BodyLimitMiddleware:
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope["headers"].append((b"content-type", b"application/json"))
+        try:
+            applied = applied_codings(b",".join(v for k, v in scope["headers"] if k == b"content-encoding"))
+        except UnsupportedCoding as exc:
+            await _error(415, str(exc), {"Accept-Encoding": ACCEPT_ENCODING})(scope, receive, send)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send, int(declared))
@@ -104,6 +119,21 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if applied:
+            try:
+                body = decode_body(body, applied, self.max_bytes)
+            except UndecodableBody as exc:
+                await _error(400, str(exc))(scope, receive, send)
+                return
+            except DecodedTooLarge as exc:
+                detail = f"{exc}; max_body_bytes={self.max_bytes}"
+                response = _error(413, detail, limit="max_body_bytes", value=exc.size, max=self.max_bytes)
+                await response(scope, receive, send)
+                return
+            scope = dict(scope)
+            stale = (b"content-encoding", b"content-length")
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in stale]
+            scope["headers"].append((b"content-length", str(len(body)).encode()))
         replayed = False
 
         async def replay() -> Message:
@@ -124,6 +154,40 @@ class BodyLimitMiddleware:
             max=self.max_bytes,
         )
         await response(scope, receive, send)
+
+
+class HeadMiddleware:
+    """HEAD answered as GET without the body (RFC 9110 9.3.2: general-purpose servers support GET and HEAD; load
+    balancers probe with it), and HEAD named beside GET in every 405's `Allow`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = dict(scope, method="GET")
+
+        async def send_as_asked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[_allow_head(k, v) for k, v in message.get("headers", [])])
+            elif head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(scope, receive, send_as_asked)
+
+
+def _allow_head(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    methods = [m.strip() for m in value.split(b",")]
+    if name.lower() == b"allow" and b"GET" in methods and b"HEAD" not in methods:
+        return name, b", ".join([*methods, b"HEAD"])
+    return name, value
 
 
 class Drain:
@@ -215,6 +279,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
     )
     app.state.service = service
     app.state.drain = drain = Drain()
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(DrainMiddleware, drain=drain, retry_after_s=config.retry_after_s)  # outermost
 
@@ -389,7 +454,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
         status_code=404,
         responses={
             404: {"model": ErrorBody, "description": "always: this model has no single-vector embeddings"},
-            **errors(413, 503),
+            **errors(*BODY_STATUSES, 503),
         },
         summary="not served: single-vector clients are told to call /v1/multi-vector",
     )

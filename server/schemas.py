@@ -111,21 +111,25 @@ def texts_of(value: str | TextInput | Sequence[str | TextInput], field: str) -> 
 
 
 ERROR_STATUSES: dict[int, str] = {
-    400: "malformed JSON body",
+    400: "malformed JSON body, or a body that is not what its Content-Encoding says",
     401: "missing or wrong API key (the server was started with one)",
     404: "not served",
-    413: "over a limit: body bytes, inputs or tokens per request; `limit` names it",
+    413: "over a limit: body bytes (decoded too), inputs or tokens per request; `limit` names it",
+    415: "a Content-Encoding other than gzip, deflate or identity; Accept-Encoding lists those",
     422: "invalid field value (type, unserved model or dimensions, task, encoding, empty input) or a text the "
     "text rule refuses (lone surrogate, NUL, over the length limit); `detail` names the field and item",
     429: "queue full; retry after Retry-After seconds",
     500: "model or internal error (a bug: please report it)",
     503: "model not loaded yet, or the server is shutting down; retry after Retry-After seconds",
 }
+# What every POST endpoint can answer from its body's transport alone (content_coding; the body limit).
+BODY_STATUSES = (400, 413, 415)
 # What a POST endpoint that runs the model can answer besides 200 and 401.
-MODEL_ENDPOINT_STATUSES = (400, 413, 422, 429, 500, 503)
+MODEL_ENDPOINT_STATUSES = (*BODY_STATUSES, 422, 429, 500, 503)
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    415: {"Accept-Encoding": {"description": "the Content-Encodings accepted", "schema": {"type": "string"}}},
     429: RETRY_AFTER_HEADER,
     503: RETRY_AFTER_HEADER,
 }

@@ -209,13 +209,13 @@ def test_the_schema_of_a_folder_served_with_fewer_heads_lists_only_those(toy_mod
     assert _branch(props["input"], "array")["maxItems"] == 7
 
 
-MODEL_STATUSES = {"200", "400", "401", "413", "422", "429", "500", "503"}
+MODEL_STATUSES = {"200", "400", "401", "413", "415", "422", "429", "500", "503"}
 STATUSES = {
     ("/v1/multi-vector", "post"): MODEL_STATUSES,
     ("/v1/rerank", "post"): MODEL_STATUSES,
     **{(path, "post"): MODEL_STATUSES for path in ("/v2/rerank", "/rerank", "/score", "/v1/score", "/pooling")},
     ("/v1/models", "get"): {"200", "401", "503"},
-    ("/v1/embeddings", "post"): {"404", "401", "413", "503"},
+    ("/v1/embeddings", "post"): {"400", "404", "401", "413", "415", "503"},
     ("/ready", "get"): {"200", "503"},
     ("/health", "get"): {"200"},
 }
