@@ -30,6 +30,7 @@ from benchmarks.length_mix import documents, run_planned
 from benchmarks.machine import describe
 from benchmarks.sizes import SIZES as BENCH_SIZES
 from colbert_onnx import ColbertEncoder, FidelityWarning
+from colbert_onnx.engines.openvino_engine import import_openvino
 from colbert_onnx.planning import plan_batches
 from colbert_onnx.session import SessionConfig
 
@@ -61,7 +62,7 @@ def export(root: Path, size: str, factor: float) -> Path:
 
 def ungated_openvino_int8(folder: Path, plain: str) -> Path:
     """NNCF's int8 of the plain graph as the exporter makes it (alpha 0.5), beside the folder, for timing only."""
-    import openvino as ov
+    ov = import_openvino()
 
     from colbert_onnx.export.openvino_int8 import SMOOTH_ALPHAS, quantize
     from colbert_onnx.export.precisions import calibration_feeds

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from colbert_onnx.engines.openvino_engine import import_openvino
+from colbert_onnx.telemetry import import_without_telemetry
+
 Feeds = dict[str, np.ndarray]
 PLAIN_GRAPH = "onnx/model.onnx"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
@@ -55,7 +58,7 @@ def missing_peer(name: str) -> str | None:
 
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin can run bf16 here (AVX512-bf16 or AMX)."""
-    import openvino as ov
+    ov = import_openvino()
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -97,7 +100,7 @@ class OpenVinoEngine:
     """
 
     def __init__(self, model, hint: str = "f32", threads: int | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
@@ -116,7 +119,7 @@ class OpenVinoEngine:
 
     def describe(self) -> str:
         """Which engine ran, for the benchmark rows."""
-        import openvino as ov
+        ov = import_openvino()
 
         int8 = f", NNCF int8 (overflow_fix {self.overflow_fix})" if self.overflow_fix else ""
         return f"OpenVINO {ov.get_version().split('-')[0]} CPU{int8}, hint {self.hint}, ran {self.precision}"
@@ -130,8 +133,8 @@ class OpenVinoEngine:
 def nncf_int8(graph: Path, calibration: Sequence[Feeds], overflow_fix: str = "first_layer_only"):
     """OpenVINO int8 of `graph` by NNCF post-training quantization (model_type=TRANSFORMER), calibrated on
     every batch of `calibration`, with NNCF's `overflow_fix` (enable | first_layer_only, its default | disable)."""
-    import nncf
-    import openvino as ov
+    nncf = import_without_telemetry("nncf")
+    ov = import_openvino()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     model = ov.Core().read_model(str(graph))

@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from colbert_onnx.engines.choice import EXACT_INT8_FEATURES, cpu_features
-from colbert_onnx.engines.openvino_engine import plugin_message
+from colbert_onnx.engines.openvino_engine import import_openvino, plugin_message
+from colbert_onnx.telemetry import import_without_telemetry
 
 from .fidelity import GATES
 from .mixed_precision import SEARCH_SECONDS
@@ -63,8 +64,8 @@ def gate_margin(fidelity: dict[str, dict]) -> float:
 def quantize(graph: Path, calibration: Sequence[dict], alpha: float, kept_float: Sequence[str] = ()):
     """NNCF's int8 (an ov.Model) of the plain graph file `graph`: SmoothQuant `alpha`, the embedding kept float, and
     the MatMuls whose names match a `kept_float` pattern (NNCF refuses a pattern that matches none)."""
-    import nncf
-    import openvino as ov
+    nncf = import_without_telemetry("nncf")
+    ov = import_openvino()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     nncf.set_log_level(logging.ERROR)  # its INFO lines and (below) progress bars are not the exporter's output
@@ -88,7 +89,7 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
     `measure(graph file)` is its per-head fidelity on OpenVINO (f32 inference) against float64, int8 gates.
     No attempt is started after `budget_seconds` (the onnxruntime int8 search's budget: one NNCF run and one
     measurement take minutes at full size)."""
-    import openvino as ov
+    ov = import_openvino()
 
     file = openvino_int8_file(entry["file"])
     xml, weights = out / file, (out / file).with_suffix(".bin")
@@ -108,7 +109,7 @@ def build_openvino_int8(out: Path, entry: dict, calibration: Sequence[dict], mea
         passed = all(m["passed"] for m in fidelity.values())
         attempts.append({**tried, "gate_margin": round(gate_margin(fidelity), 6), "passed": passed})
         if passed:
-            import nncf
+            nncf = import_without_telemetry("nncf")
 
             floats = "embedding Gather" + (f" and MatMuls {', '.join(kept)}" if kept else "")
             return {

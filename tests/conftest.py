@@ -11,7 +11,16 @@ from pathlib import Path
 # traffic off this machine (runtime/__init__.py).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+import importlib.util
+
 import pytest
+
+if importlib.util.find_spec("openvino") is not None:
+    # Tests import openvino directly too: the first import goes through the runtime's guard, so that no test run
+    # sends OpenVINO's usage telemetry or writes under ~/intel (runtime/telemetry.py).
+    from colbert_onnx.telemetry import import_without_telemetry
+
+    import_without_telemetry("openvino")
 
 
 @pytest.fixture(scope="session")

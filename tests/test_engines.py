@@ -92,16 +92,7 @@ def test_forced_openvino_without_the_package_is_refused_naming_the_extra(toy_mod
 
 
 def test_openvino_import_error_is_typed_and_names_the_extra(monkeypatch) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_openvino(name, *args, **kwargs):
-        if name == "openvino":
-            raise ImportError("No module named 'openvino'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError, as where it is absent
     with pytest.raises(EngineUnavailableError, match=r"pip install 'colbert-onnx\[openvino\]'"):
         ov_engine.import_openvino()
 

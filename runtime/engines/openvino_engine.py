@@ -13,15 +13,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import EngineUnavailableError
+from ..telemetry import import_without_telemetry
 from . import float_environment, signature_mismatch
 
 INFERENCE_PRECISIONS = ("f32", "bf16")
 
 
 def import_openvino():
-    """The openvino package, or EngineUnavailableError naming the extra."""
+    """The openvino package (imported without its usage telemetry: runtime/telemetry.py), or
+    EngineUnavailableError naming the extra."""
     try:
-        import openvino
+        openvino = import_without_telemetry("openvino")
     except ImportError as exc:
         raise EngineUnavailableError(
             "engine='openvino' needs the openvino extra: pip install 'colbert-onnx[openvino]'") from exc
