@@ -25,19 +25,26 @@ def floor_constraints(extras: list[str]) -> list[str]:
     for spec in importlib.metadata.requires("colbert-onnx") or []:
         req = Requirement(spec)
         wanted = req.marker is None or any(req.marker.evaluate({"extra": extra}) for extra in extras)
-        floors = [Version(s.version) for s in req.specifier if s.operator == ">="]
-        if wanted and floors:
-            major, minor = (max(floors).release + (0,))[:2]
-            lines.append(f"{req.name}=={major}.{minor}.*")
+        floor = minor_floor(req.specifier)
+        if wanted and floor:
+            lines.append(f"{req.name}=={floor}.*")
     return sorted(set(lines))
 
 
 def python_floor() -> str:
     """The lowest Python minor release `Requires-Python` admits (`>=3.11` -> `3.11`): the floor job's interpreter."""
     spec = importlib.metadata.metadata("colbert-onnx")["Requires-Python"]
-    floors = [Version(s.version) for s in SpecifierSet(spec) if s.operator == ">="]
-    if not floors:
+    floor = minor_floor(SpecifierSet(spec))
+    if floor is None:
         raise SystemExit(f"Requires-Python {spec!r} declares no >= floor")
+    return floor
+
+
+def minor_floor(specifiers: SpecifierSet) -> str | None:
+    """`X.Y` of the highest `>=` bound in `specifiers` (`>=1.24.2` -> `1.24`), None without one."""
+    floors = [Version(s.version) for s in specifiers if s.operator == ">="]
+    if not floors:
+        return None
     major, minor = (max(floors).release + (0,))[:2]
     return f"{major}.{minor}"
 
