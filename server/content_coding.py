@@ -72,9 +72,9 @@ def _inflate_with(body: bytes, wbits: int, max_bytes: int) -> bytes:
     while True:
         inflater = zlib.decompressobj(wbits)
         while not inflater.eof:
-            if not data:
+            part = inflater.decompress(data, _CHUNK)  # with no data left, what zlib still holds
+            if not part and not data:
                 raise zlib.error("the data ends before the end of the compressed stream")
-            part = inflater.decompress(data, _CHUNK)
             size += len(part)
             if size > max_bytes:
                 raise DecodedTooLarge(size, max_bytes)

@@ -17,6 +17,7 @@ from live_server import running_server  # noqa: E402
 
 from colbert_onnx.server import ServerConfig  # noqa: E402
 from colbert_onnx.server.compat import ENDPOINTS as COMPAT_ENDPOINTS  # noqa: E402
+from colbert_onnx.server.content_coding import UndecodableBody, decode_body  # noqa: E402
 
 KEY = "transport-key"
 MAX_BODY = 20_000
@@ -167,3 +168,15 @@ def test_a_405_on_a_get_endpoint_allows_get_and_head(base, path) -> None:
     r = httpx.put(f"{base}{path}", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 405
     assert sorted(m.strip() for m in r.headers["allow"].split(",")) == ["GET", "HEAD"]
+
+
+@pytest.mark.parametrize("size", [1, 65535, 65536, 65537, 3 * 65536 + 7, 1_000_003])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "deflate (raw, as some clients send it)"])
+@pytest.mark.parametrize("kind", ["zeros", "json"])
+def test_decoding_returns_every_byte_in_64k_steps_and_refuses_a_cut_stream(size, coding, kind) -> None:
+    """Highly compressible bodies end with a few input bytes that decode to many output steps."""
+    plain = bytes(size) if kind == "zeros" else (b'{"input": ["Berlin is the capital."]}' * size)[:size]
+    sent = CODINGS[coding](plain)
+    assert decode_body(sent, [_header(coding)], size) == plain
+    with pytest.raises(UndecodableBody):
+        decode_body(sent[:-3], [_header(coding)], size)
