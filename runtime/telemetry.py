@@ -14,19 +14,22 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
 TELEMETRY_MODULE = "openvino_telemetry"
+_FIRST_IMPORT = threading.RLock()
 
 
 def import_without_telemetry(name: str) -> ModuleType:
     """`importlib.import_module(name)` (openvino, nncf) with OpenVINO's usage telemetry left out, unless the user
     opted in; raises ImportError as the import would."""
-    if name in sys.modules or opted_in():
-        return importlib.import_module(name)
-    with _hidden(TELEMETRY_MODULE):
-        return importlib.import_module(name)
+    with _FIRST_IMPORT:  # one thread hides and restores sys.modules' entries at a time
+        if name in sys.modules or opted_in():
+            return importlib.import_module(name)
+        with _hidden(TELEMETRY_MODULE):
+            return importlib.import_module(name)
 
 
 def opted_in() -> bool:

@@ -43,6 +43,10 @@ OPENVINO_FIRST_IMPORTS = {
     "nncf": "from colbert_onnx.telemetry import import_without_telemetry\nimport_without_telemetry('nncf')",
     "encoder": "from colbert_onnx import ColbertEncoder\n"
                "ColbertEncoder(sys.argv[1], engine='openvino').encode_documents(['Berlin'])",
+    "8 threads at once, then the user's own import": (
+        "import threading\nfrom colbert_onnx.engines.openvino_engine import import_openvino\n"
+        "threads = [threading.Thread(target=import_openvino) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n[t.join() for t in threads]\nimport openvino_telemetry"),
     "export quantize": "import numpy as np\nfrom pathlib import Path\n"
                        "from colbert_onnx.export.openvino_int8 import quantize\n"
                        "ids = np.array([[0, 5, 6, 7, 2]])\n"
