@@ -370,8 +370,7 @@ def _export_into(
     manifest = _manifest(out, checkpoints, tokenizer, special, query_marker, document_marker, document_max_length,
                          opset)
     records = _graph_records(groups, attention_chunk, attention_budget)
-    parity_inputs = parity_batches(Preprocessor(tokenizer, special, manifest.query.max_length, document_max_length,
-                                                manifest.query.attend_to_mask_tokens))
+    parity_inputs = parity_batches(Preprocessor.for_manifest(tokenizer, special, manifest, document_max_length))
     fidelity_pre, fset = fidelity_inputs(manifest, tokenizer, special)
     parity_refs: list = []
     fidelity_refs: list = []

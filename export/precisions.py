@@ -70,13 +70,7 @@ def fidelity_inputs(
     """
     if not isinstance(manifest, Manifest):
         manifest = Manifest.from_dict(manifest)
-    pre = Preprocessor(
-        tokenizer,
-        special,
-        query_max_length=manifest.query.max_length,
-        document_max_length=min(manifest.document.max_length, 512),
-        attend_to_mask_tokens=manifest.query.attend_to_mask_tokens,
-    )
+    pre = Preprocessor.for_manifest(tokenizer, special, manifest, min(manifest.document.max_length, 512))
     return pre, build_set(pre, list(manifest.document.skiplist_ids), fidelity_texts())
 
 

@@ -116,13 +116,7 @@ class ColbertEncoder:
         manifest = self.folder.manifest
         self.config = config.for_manifest(manifest)
         tokenizer, special = self.folder.load_tokenizer()
-        self.preprocessor = Preprocessor(
-            tokenizer,
-            special,
-            query_max_length=manifest.query.max_length,
-            document_max_length=self.config.document_max_length,
-            attend_to_mask_tokens=manifest.query.attend_to_mask_tokens,
-        )
+        self.preprocessor = Preprocessor.for_manifest(tokenizer, special, manifest, self.config.document_max_length)
         self._skiplist = np.array(manifest.document.skiplist_ids, dtype=np.int64)
         c = self.config
         self._opened = open_engine(self._engine_request(), c.engine)

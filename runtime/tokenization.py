@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -13,6 +14,9 @@ from .conventions import SpecialIds
 from .errors import InvalidInputError
 from .text import check_texts, normalize_text
 from .windows import DocumentWindows
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
 def as_text_list(texts: str | Sequence[str], what: str = "texts") -> list[str]:
@@ -181,6 +185,14 @@ class Preprocessor:
         framed = self._framed(texts, self.special.query_marker, self.query_max_length, truncation_side)
         counts = np.fromiter((len(ids) for ids in framed), dtype=np.int64, count=len(framed))
         return TokenizedBatch(list(self._padded_queries(framed)), kind="query", token_counts=counts)
+
+    @classmethod
+    def for_manifest(cls, tokenizer: Tokenizer, special: SpecialIds, manifest: Manifest,
+                     document_max_length: int) -> Preprocessor:
+        """The preprocessor of a folder with `manifest`: its query length and whether queries attend to their
+        `<mask>` padding (the one place that reads its query convention), documents cut at `document_max_length`."""
+        return cls(tokenizer, special, manifest.query.max_length, document_max_length,
+                   manifest.query.attend_to_mask_tokens)
 
     def query_mask(self, token_counts: np.ndarray) -> np.ndarray:
         """The attention mask of `<mask>`-padded queries of `token_counts` framed tokens each: all ones where the model

@@ -152,9 +152,7 @@ def verify_folder(model_dir: str | Path, engines: Sequence[str] | None = None,
     reference, arrays = _reference(folder)
     tokenizer, special = folder.load_tokenizer()
     manifest = folder.manifest
-    pre = Preprocessor(tokenizer, special, query_max_length=manifest.query.max_length,
-                       document_max_length=int(reference["document_max_length"]),
-                       attend_to_mask_tokens=manifest.query.attend_to_mask_tokens)
+    pre = Preprocessor.for_manifest(tokenizer, special, manifest, int(reference["document_max_length"]))
     texts = reference["texts"]
     skiplist = np.asarray(manifest.document.skiplist_ids, dtype=np.int64)
     verdicts = []
