@@ -72,6 +72,8 @@ from .reference import write_reference
 from .staging import discard, make_staging, remove_dead_staging, seal
 
 OPSET = 17
+# PyTorch weights at least this large are collected (gc) once freed, before int8/fp16 build their own copies
+COLLECT_AFTER_BYTES = 64 * 2**20
 # Attention runs as fused MultiHeadAttention steps of at least this many queries, as many as keep
 # batch x heads x queries x seq scores within ATTENTION_BUDGET (2^26: 256 MB in fp32): one step for
 # 8 x 512 tokens, 16 steps of 512 for one 8192-token document instead of its 4.3 GB score matrix
@@ -389,9 +391,11 @@ def _export_into(
             parity_refs.append(record_parity_reference(module, parity_inputs))  # leaves `module` in float64
         fidelity_refs.append(reference_outputs(module, fset, fp32_outputs))  # float64, in place if not yet
         del module
+    freed = sum(t.numel() * t.element_size() for ckpt in checkpoints for t in ckpt.backbone_state.values())
     for ckpt in checkpoints:
         ckpt.backbone_state = {}
-    gc.collect()
+    if freed >= COLLECT_AFTER_BYTES:  # a full collection costs ~0.3 s in a large process; worth it for real weights
+        gc.collect()
 
     manifest = dataclasses.replace(manifest, graphs=tuple(GraphEntry.from_dict(r) for r in records))
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)

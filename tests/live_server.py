@@ -21,6 +21,15 @@ from benchmarks.server_process import free_port, wait_until_ready
 from colbert_onnx.server import ServerConfig, create_app
 from colbert_onnx.server.main import GracefulServer, make_server
 
+# One TLS context for every test client (the servers speak plain HTTP): httpx builds one, loading the CA bundle, per
+# Client and per top-level call, which cost ~50 s of the default suite's thousands of loopback requests.
+TLS = httpx.create_ssl_context()
+
+
+def http_client(**kwargs) -> httpx.Client:
+    """An httpx client on the shared TLS context, 60 s timeout unless told."""
+    return httpx.Client(verify=TLS, **{"timeout": 60, **kwargs})
+
 
 @dataclass
 class LiveServer:

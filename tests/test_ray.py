@@ -257,6 +257,7 @@ def _free_port() -> int:
 def test_serve_deployment_answers_concurrent_reranks_as_direct(cluster, toy_model_dir, toy_encoder) -> None:
     httpx = pytest.importorskip("httpx", reason="needs the server extra")
     pytest.importorskip("fastapi", reason="needs the server extra")
+    from live_server import TLS
     from ray import serve
 
     from colbert_onnx.server import ServerConfig
@@ -276,7 +277,7 @@ def test_serve_deployment_answers_concurrent_reranks_as_direct(cluster, toy_mode
 
         def rerank(query: str) -> dict:
             body = {"query": query, "documents": documents, "top_n": 5}
-            return httpx.post(f"{url}/v1/rerank", json=body, timeout=60).json()
+            return httpx.post(f"{url}/v1/rerank", json=body, timeout=60, verify=TLS).json()
 
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(rerank, queries))

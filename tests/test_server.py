@@ -22,7 +22,7 @@ pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra 
 pytest.importorskip("uvicorn", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
 httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([server] extra)")
 
-from live_server import free_port, rss_kib, running_server, server_process  # noqa: E402, F401
+from live_server import free_port, http_client, rss_kib, running_server, server_process  # noqa: E402, F401
 
 from colbert_onnx import ColbertEncoder, EncoderConfig  # noqa: E402
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402
@@ -640,7 +640,7 @@ def test_32_concurrent_clients_get_identical_results_and_are_batched(base_url: s
 
     def client_run(worker: int) -> list[str]:
         errors = []
-        with httpx.Client(base_url=base_url, timeout=60) as c:
+        with http_client(base_url=base_url) as c:
             for i in range(25):
                 if (worker + i) % 2:
                     k = (worker * 25 + i) % len(doc_sets)
@@ -740,7 +740,7 @@ def test_soak_2000_requests_keeps_memory_flat(toy_model_dir: Path) -> None:
 
     def hammer(n: int, worker: int) -> int:
         bad = 0
-        with httpx.Client(base_url=base, timeout=60) as c:
+        with http_client(base_url=base) as c:
             for i in range(n):
                 path, payload = payloads[(worker + i) % len(payloads)]
                 bad += c.post(path, json=payload).status_code != 200

@@ -19,7 +19,7 @@ os.environ.setdefault("LANGCHAIN_TRACING_V2", "false")
 httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([dev] extra)")
 pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
 
-from test_server import running_server  # noqa: E402
+from live_server import TLS, running_server  # noqa: E402
 
 from colbert_onnx import ColbertEncoder, maxsim  # noqa: E402
 from colbert_onnx.examples import BERLIN_DOCUMENTS as DOCUMENTS  # noqa: E402
@@ -169,7 +169,7 @@ def test_vllm_haystack_ranker(base_url: str, toy_encoder: ColbertEncoder, suffix
 
 def post(base_url: str, path: str, body: dict[str, Any], key: str | None = KEY) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(f"{base_url}{path}", json=body, headers=headers, timeout=60)
+    return httpx.post(f"{base_url}{path}", json=body, headers=headers, timeout=60, verify=TLS)
 
 
 def test_vllm_rerank_shares_the_path_with_tei_told_apart_by_documents(base_url: str, toy_encoder) -> None:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the HTTP server needs the [server] extra (pip install '.[server]')")
 httpx = pytest.importorskip("httpx", reason="the server tests talk HTTP with httpx ([server] extra)")
 
-from live_server import running_server  # noqa: E402
+from live_server import TLS, running_server  # noqa: E402
 
 from colbert_onnx.server import ServerConfig  # noqa: E402
 from colbert_onnx.server.compat import ENDPOINTS as COMPAT_ENDPOINTS  # noqa: E402
@@ -67,7 +67,7 @@ def base(toy_model_dir: Path) -> Iterator[str]:
 
 def post(base: str, path: str, content: bytes, **headers: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **headers}
-    return httpx.post(f"{base}{path}", content=content, headers=headers, timeout=60)
+    return httpx.post(f"{base}{path}", content=content, headers=headers, timeout=60, verify=TLS)
 
 
 def _comparable(answer: dict | list) -> dict | list:
