@@ -23,7 +23,7 @@ def write_reference(out: Path, manifest: Manifest, references: Sequence[dict[int
     and the ranking gates (top-10, Spearman) are not smooth in the reference. On a sharp checkpoint whose MaxSim
     scores sit within float16 rounding of each other, a float16 copy (tried first: half of float32's bytes)
     turned a passing fp32 graph's top-10 overlap of 0.946 into 0.283 (docs/engines.md). Not zip-compressed: float64
-    vectors shrink by 4 % for 20x the time (1 s of every export, 17 MB for the three heads)."""
+    vectors shrink by 4 % for 20x the time (1 s of every export, 18 MB for the three heads)."""
     arrays = {}
     for per_graph in references:
         for dim, outputs in per_graph.items():
