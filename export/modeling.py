@@ -45,9 +45,12 @@ def key_bias_of(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + key_bias) v on (batch, heads, seq, head_dim) tensors.
 
-    PyTorch's fused kernel computes it without the scores' intermediate passes: 4x faster than the plain three-step
-    form on a 2048-token document in float64 and in float32 (the float64 reference dominates an export's time),
-    within 2e-15 of it in float64 (docs/export.md)."""
+    Run eagerly (the float64 reference, the fp32 module), PyTorch's fused kernel computes it without the scores'
+    intermediate passes: 4x faster than the three-step form on a 2048-token document in float64 and in float32, within
+    2e-15 of it in float64 (docs/export.md). Traced into a graph, it stays the three steps: PyTorch's ONNX form of the
+    fused kernel scales q and k by sqrt(scale) each, which would change the plain and OpenVINO graphs."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + key_bias, dim=-1), v)
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, scale=scale)
 
 

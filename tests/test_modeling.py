@@ -83,3 +83,43 @@ def test_rotary_makes_vectors_depend_on_position(toy_trio):
     with torch.no_grad():
         out = model(ids, torch.ones_like(ids))
     assert not torch.allclose(out[0, 2], out[0, 3], atol=1e-4)
+
+
+# --- attention: the fused kernel eagerly, the three steps in a graph ---------------------------------------------
+
+
+def _attention_case(seed: int, sharpness: float, dtype=torch.float64):
+    """q, k, v (2 x 3 heads x 7 tokens x 8) and a key bias masking the second row's last 3 keys."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, dtype=dtype) * s for s in (sharpness, sharpness, 1.0))
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    mask[1, 4:] = 0
+    from colbert_onnx.export.modeling import key_bias_of
+
+    return q, k, v, key_bias_of(mask, dtype)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sharpness", [1.0, 8.0])
+def test_eager_attention_equals_the_three_step_form_in_float64(seed: int, sharpness: float) -> None:
+    from colbert_onnx.export.modeling import attention
+
+    q, k, v, bias = _attention_case(seed, sharpness)
+    plain = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * 0.35 + bias, dim=-1), v)
+    assert torch.allclose(attention(q, k, v, bias, 0.35), plain, rtol=0, atol=1e-12)
+
+
+def test_attention_traces_as_one_scaled_score_matrix_softmax_and_matmuls(tmp_path) -> None:
+    """The graphs keep the three-step form (one Mul on the scores): PyTorch's ONNX form of its fused kernel scales q
+    and k by sqrt(scale) each, which would change the plain and OpenVINO graphs."""
+    onnx = pytest.importorskip("onnx")
+    from colbert_onnx.export.modeling import attention
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v, bias):
+            return attention(q, k, v, bias, 0.35)
+
+    torch.onnx.export(Attention(), _attention_case(0, 1.0, torch.float32), str(tmp_path / "a.onnx"), dynamo=False,
+                      opset_version=17)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "a.onnx")).graph.node if n.op_type != "Constant"]
+    assert sorted(ops) == ["Add", "MatMul", "MatMul", "Mul", "Softmax", "Transpose"], ops
