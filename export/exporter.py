@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 import colbert_onnx
+from colbert_onnx import float_environment
 from colbert_onnx.conventions import (
     DOCUMENT_MARKER,
     DOCUMENT_MAX_LENGTH,
@@ -259,9 +260,10 @@ def export_model(
     except OSError as exc:
         raise CheckpointError(f"cannot write in {out.parent}: {exc.strerror or exc}") from None
     try:
-        manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
-                                attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
-                                no_openvino)
+        with float_environment.kept():  # the engines' first sessions and compiles change this thread's flush mode
+            manifest = _export_into(staging, checkpoints, document_max_length, opset, check_parity, precisions,
+                                    attention_chunk, int8_method, attention_budget, gate, accept_parity_miss,
+                                    no_openvino)
         seal(staging)  # the owner record does not go into the model folder
         try:  # parity opens it too, but not with check_parity=False: a folder the runtime refuses is not written
             open_model_folder(staging)

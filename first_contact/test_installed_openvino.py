@@ -17,6 +17,7 @@ import reference_cases as rc
 from installs import require_install
 
 from colbert_onnx import ColbertEncoder, EngineUnavailableError, verify_folder
+from colbert_onnx.engines import selection
 from colbert_onnx.engines.choice import cpu_features
 from colbert_onnx.manifest import read_manifest, write_manifest
 from colbert_onnx.model_folder import open_model_folder
@@ -59,7 +60,10 @@ def test_auto_runs_openvino_exactly_where_the_cpu_has_its_units_and_its_graph_pa
     require_install("openvino")
     folder = open_model_folder(model_dir)
     passed = any(g.passed_gates(128) for g in folder.engine_graphs_for("openvino", 128, precision))
-    expected = "openvino" if passed and UNITS[precision] & cpu_features() else "onnxruntime"
+    graph = selection.openvino_graph(folder, 128, precision)
+    # and where the CPU plugin fuses that graph's attention here (what auto reads besides the flags)
+    fused = graph is not None and selection.engine_for(folder, graph, threads=None).attention_fused
+    expected = "openvino" if passed and UNITS[precision] & cpu_features() and fused else "onnxruntime"
     encoder = ColbertEncoder(model_dir, precision=precision)
     assert encoder.describe()["engine"] == expected, encoder.describe()
     assert encoder.encode_queries(["q"])[0].shape == (32, 128)

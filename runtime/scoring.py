@@ -41,6 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import InvalidInputError
+from .session import inference_session
 from .vectors import (
     QuantizedVectors,
     check_documents,
@@ -109,7 +110,7 @@ def _session(kind: str) -> ort.InferenceSession:
                 options.intra_op_num_threads = 1  # parallel over document shards instead (no spinning pool)
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
-                session = ort.InferenceSession(_graph(kind), options, providers=["CPUExecutionProvider"])
+                session = inference_session(_graph(kind), options, ["CPUExecutionProvider"])
                 _SESSIONS[kind] = session
     return session
 

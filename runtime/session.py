@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import DeviceUnavailableError, ModelFolderError
+from .float_environment import kept
 from .options import boolean, check_options, option, optional_positive_int, parse_bool, parse_optional_int, parse_str
 
 DEVICES = ("cpu", "cuda")
@@ -101,9 +102,7 @@ def create_session(
     providers = providers_for(device)
     provider_options = [cuda_options if p == "CUDAExecutionProvider" else {} for p in providers]
     try:
-        session = ort.InferenceSession(
-            graph_path, sess_options=options, providers=providers, provider_options=provider_options
-        )
+        session = inference_session(graph_path, options, providers, provider_options)
     except Exception as exc:  # onnxruntime raises several unrelated exception types on bad files
         raise ModelFolderError(f"cannot load ONNX graph {graph_path}: {str(exc).strip()[:500]}") from exc
     if providers[0] not in session.get_providers():
@@ -115,6 +114,15 @@ def create_session(
             "onnxruntime-gpu needs, or use device='cpu'"
         )
     return session
+
+
+def inference_session(model: str | bytes, options: ort.SessionOptions, providers: list[str],
+                      provider_options: list[dict] | None = None) -> ort.InferenceSession:
+    """`ort.InferenceSession`, the calling thread's floating-point environment as it was: the process's first
+    session sets or clears FTZ/DAZ on the thread that creates it, for good (float_environment)."""
+    with kept():
+        return ort.InferenceSession(model, sess_options=options, providers=providers,
+                                    provider_options=provider_options)
 
 
 BINDING_DEVICES = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import onnxruntime as ort
 
 from ..errors import ModelFolderError
+from ..float_environment import subnormals_flushed
 from ..session import SessionConfig, binding_device, create_session, run_with_binding
 from . import signature_mismatch
 
 
 class OnnxruntimeEngine:
-    """A graph on onnxruntime: the session of session.create_session (subnormals flushed by default)."""
+    """A graph on onnxruntime: the session of session.create_session (subnormals flushed by default: by its pool
+    threads, and by the calling thread while it runs its share, float_environment)."""
 
     name = "onnxruntime"
     attention_fused = True  # the exported graphs run attention as MultiHeadAttention, in query steps (docs/memory.md)
@@ -24,6 +27,7 @@ class OnnxruntimeEngine:
         self.outputs = dict(outputs)
         self.device = device
         self.session = create_session(graph_path, device=device, threads=threads, config=config)
+        self._flushes = device == "cpu" and (config or SessionConfig()).denormal_as_zero
         mismatch = signature_mismatch(graph_path, self.outputs, [i.name for i in self.session.get_inputs()],
                                       {o.name: (o.shape or [None])[-1] for o in self.session.get_outputs()})
         if mismatch:
@@ -36,10 +40,11 @@ class OnnxruntimeEngine:
         dims = list(self.outputs) if dims is None else list(dims)
         names = [self.outputs[d] for d in dims]
         inputs = {"input_ids": ids, "attention_mask": mask}
-        if self.binding is not None and len(names) == 1:
-            values = [run_with_binding(self.session, names[0], inputs, self.binding)]
-        else:
-            values = self.session.run(names, inputs)
+        with subnormals_flushed() if self._flushes else nullcontext():
+            if self.binding is not None and len(names) == 1:
+                values = [run_with_binding(self.session, names[0], inputs, self.binding)]
+            else:
+                values = self.session.run(names, inputs)
         return {d: np.asarray(v, dtype=np.float32) for d, v in zip(dims, values, strict=True)}
 
     def describe(self) -> str:

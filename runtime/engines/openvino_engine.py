@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import EngineUnavailableError
+from ..float_environment import current, kept, running_with
 from ..telemetry import import_without_telemetry
-from . import float_environment, signature_mismatch
+from . import signature_mismatch
 
 INFERENCE_PRECISIONS = ("f32", "bf16")
 
@@ -85,12 +86,12 @@ class OpenvinoEngine:
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
-        with float_environment.kept():  # the plugin sets FTZ/DAZ on this thread: the user's thread stays as it was
+        with kept():  # the plugin sets FTZ/DAZ on this thread: the user's thread stays as it was
             try:
                 self.compiled = core.compile_model(core.read_model(graph_path), "CPU", config)
             except Exception as exc:  # OpenVINO raises RuntimeError with a long C++ trace on bad graphs
                 raise EngineUnavailableError(f"OpenVINO cannot compile {graph_path}: {plugin_message(exc)}") from exc
-            self._flushing = float_environment.current()  # what this thread's share of each run computes with
+            self._flushing = current()  # what this thread's share of each run computes with
         # what the CPU plugin runs, which is not always what was asked: without bf16 units (avx512_bf16, amx_bf16) a
         # bf16 hint silently runs f32, so figures measured here would not be bf16's
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -112,7 +113,7 @@ class OpenvinoEngine:
 
     def run(self, ids: np.ndarray, mask: np.ndarray, dims: Sequence[int] | None = None) -> dict[int, np.ndarray]:
         dims = list(self.outputs) if dims is None else list(dims)
-        with float_environment.running_with(self._flushing):
+        with running_with(self._flushing):
             result = self._request().infer({"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
                                             "attention_mask": np.ascontiguousarray(mask, dtype=np.int64)})
         return {d: np.array(result[self._ports[d]], dtype=np.float32) for d in dims}

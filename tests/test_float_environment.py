@@ -1,0 +1,234 @@
+"""The calling thread's floating-point environment (x86 MXCSR: flush-to-zero, denormals-are-zero) around both engines
+and the exporter: the user's thread keeps its own flush mode after loading, running and exporting, and each run
+computes with the flush mode it asked for, the calling thread's share included (runtime/float_environment.py).
+
+Each case runs in a fresh interpreter: its threads start without FTZ/DAZ, and onnxruntime sets the mode only for the
+first session of a process. `flushes` reads a bool, as a subnormal printed under DAZ shows as 0.0."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from colbert_onnx import float_environment
+
+X86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                         reason="flush-to-zero / denormals-are-zero are the x86 MXCSR's")
+KEEPS_FLOAT_ENVIRONMENT = pytest.mark.skipif(not float_environment.available(),
+                                             reason="this platform's C library has no fegetenv/fesetenv")
+CAN_FLUSH = pytest.mark.skipif(not float_environment.can_flush(),
+                               reason="flushing inside a run needs x86-64 Linux's fenv_t layout")
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="the OpenVINO engine needs the [openvino] extra (openvino)")
+
+_TINY, _ONE = 1e-310, 1.0
+
+
+def flushes() -> bool:
+    return _TINY * _ONE == 0.0
+
+
+PROBE = """
+import json, sys, threading
+import numpy as np
+from colbert_onnx import ColbertEncoder, float_environment
+from colbert_onnx.session import SessionConfig
+
+case = json.loads(sys.argv[1])
+flushes = lambda: bool((np.array([1e-310]) * 1.0)[0] == 0.0)
+if case["user_flushes"]:  # the user's own choice, made before loading anything
+    float_environment.restore(float_environment._with_flush_bits(float_environment.current(), on=True))
+if case["other_session_first"]:  # the user's own onnxruntime session is the process's first (flushing off)
+    import onnxruntime as ort
+    ort.InferenceSession(case["graph"], providers=["CPUExecutionProvider"])
+seen = {"before": flushes()}
+encoder = ColbertEncoder(case["folder"], engine=case["engine"], threads=1,
+                         session_options=SessionConfig(denormal_as_zero=case["denormal_as_zero"]))
+seen["loaded"] = flushes()
+engine = encoder.engine
+
+def record_in_run():
+    seen.setdefault("in_run_" + threading.current_thread().name, flushes())
+
+if case["engine"] == "onnxruntime":
+    class Probe:
+        def __init__(self, session):
+            self.session = session
+        def run(self, *args, **kwargs):
+            record_in_run()
+            return self.session.run(*args, **kwargs)
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+    engine.session = Probe(engine.session)
+else:
+    real_request = engine._request
+    class Probe:
+        def __init__(self, request):
+            self.request = request
+        def infer(self, feeds):
+            record_in_run()
+            return self.request.infer(feeds)
+    engine._request = lambda: Probe(real_request())
+encoder.encode_documents(["Berlin ist die Hauptstadt Deutschlands."])
+seen["after_run"] = flushes()
+
+def work():
+    seen["worker_before"] = flushes()
+    encoder.encode_documents(["Berlin"])
+    seen["worker_after"] = flushes()
+
+worker = threading.Thread(target=work, name="worker")
+worker.start()
+worker.join()
+print(repr(seen))
+"""
+
+
+def probe(folder: Path, engine: str, denormal_as_zero: bool = True, user_flushes: bool = False,
+          other_session_first: bool = False) -> dict[str, bool]:
+    case = {"folder": str(folder), "graph": str(folder / "model.onnx"), "engine": engine,
+            "denormal_as_zero": denormal_as_zero, "user_flushes": user_flushes,
+            "other_session_first": other_session_first}
+    result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(case)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def assert_the_users_mode_kept(seen: dict[str, bool], user_flushes: bool) -> None:
+    assert seen["before"] is user_flushes
+    assert {k: seen[k] for k in ("loaded", "after_run", "worker_before", "worker_after")} == dict.fromkeys(
+        ("loaded", "after_run", "worker_before", "worker_after"), user_flushes)
+
+
+# --- onnxruntime: its first session set (or cleared) FTZ/DAZ on the loading thread for good ---------------------
+
+ORT_CASES = {  # id -> (denormal_as_zero, user_flushes, other_session_first)
+    "flushing, first session": (True, False, False),
+    "flushing, after another session": (True, False, True),
+    "flushing, user flushes too": (True, True, False),
+    "not flushing, user flushes": (False, True, False),
+}
+
+
+@pytest.fixture(scope="module", params=list(ORT_CASES))
+def onnxruntime_seen(request, toy_model_dir: Path) -> tuple[tuple[bool, bool, bool], dict[str, bool]]:
+    case = ORT_CASES[request.param]
+    denormal_as_zero, user_flushes, other_session_first = case
+    return case, probe(toy_model_dir, "onnxruntime", denormal_as_zero, user_flushes, other_session_first)
+
+
+@X86
+@KEEPS_FLOAT_ENVIRONMENT
+def test_the_onnxruntime_engine_leaves_the_callers_flush_mode_as_it_was(onnxruntime_seen) -> None:
+    """Without the save around session creation, 1e-310 * 1.0 was 0.0 in the user's numpy after loading (first
+    session flushing), and a user's own FTZ/DAZ was cleared by a first session that does not flush."""
+    (_, user_flushes, _), seen = onnxruntime_seen
+    assert_the_users_mode_kept(seen, user_flushes)
+
+
+@X86
+@CAN_FLUSH
+def test_the_onnxruntime_engines_runs_flush_as_asked_in_every_calling_thread(onnxruntime_seen) -> None:
+    """With `threads=1` the calling thread does all the work: it flushes when denormal_as_zero asks for it, even
+    where another session was the process's first, and keeps the user's mode otherwise."""
+    (denormal_as_zero, user_flushes, _), seen = onnxruntime_seen
+    assert seen["in_run_MainThread"] is seen["in_run_worker"] is (denormal_as_zero or user_flushes)
+
+
+# --- OpenVINO: its CPU plugin sets FTZ/DAZ on the compiling thread ----------------------------------------------
+
+@pytest.fixture(scope="module", params=[False, True], ids=["user does not flush", "user flushes"])
+def openvino_seen(request, toy_model_dir: Path) -> tuple[bool, dict[str, bool]]:
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("the OpenVINO engine needs the [openvino] extra (openvino)")
+    return request.param, probe(toy_model_dir, "openvino", user_flushes=request.param)
+
+
+@needs_openvino
+@X86
+@KEEPS_FLOAT_ENVIRONMENT
+def test_the_openvino_engine_leaves_the_callers_flush_mode_as_it_was(openvino_seen) -> None:
+    """OpenVINO's CPU plugin sets FTZ/DAZ on the thread that compiles (CPU_DENORMALS_OPTIMIZATION): without
+    float_environment, 1e-310 * 1.0 was 0.0 in the user's own numpy after loading the engine."""
+    user_flushes, seen = openvino_seen
+    assert_the_users_mode_kept(seen, user_flushes)
+
+
+@needs_openvino
+@X86
+@KEEPS_FLOAT_ENVIRONMENT
+def test_the_openvino_engines_runs_flush_subnormals_in_every_calling_thread(openvino_seen) -> None:
+    """Each run computes with the plugin's flush mode, the calling thread's share of the work included."""
+    _, seen = openvino_seen
+    assert seen["in_run_MainThread"] and seen["in_run_worker"]
+
+
+# --- the exporter -------------------------------------------------------------------------------------------
+
+EXPORT_PROBE = """
+import sys
+import numpy as np
+from colbert_onnx import float_environment
+from colbert_onnx.export import export_model
+flushes = lambda: bool((np.array([1e-310]) * 1.0)[0] == 0.0)
+if sys.argv[3] == "1":
+    float_environment.restore(float_environment._with_flush_bits(float_environment.current(), on=True))
+before = flushes()
+export_model([sys.argv[1]], sys.argv[2], precisions="fp32")
+print(repr({"before": before, "after": flushes()}))
+"""
+
+
+@X86
+@CAN_FLUSH
+@pytest.mark.parametrize("user_flushes", [False, True], ids=["user does not flush", "user flushes"])
+def test_an_export_leaves_the_callers_flush_mode_as_it_was(toy_trio: dict[int, Path], tmp_path: Path,
+                                                           user_flushes: bool) -> None:
+    """The thread that called export_model computes as before once it returns, whatever the sessions and compiles
+    inside set: without a kept environment, the process's first onnxruntime session cleared a user's FTZ/DAZ."""
+    result = subprocess.run([sys.executable, "-c", EXPORT_PROBE, str(toy_trio[64]), str(tmp_path / "out"),
+                             "1" if user_flushes else "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == {"before": user_flushes,
+                                                                        "after": user_flushes}
+
+
+# --- the helpers themselves -----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="the fenv_t layout flushing relies on is x86-64 Linux's")
+def test_flushing_is_available_on_x86_64_linux() -> None:
+    """Where it is not, runs keep the caller's mode and the calling thread's share meets the subnormal slowdown."""
+    assert float_environment.can_flush()
+
+
+@CAN_FLUSH
+def test_subnormals_flushed_flushes_inside_the_block_and_restores_the_mode_after() -> None:
+    def check() -> None:
+        before = flushes()
+        with float_environment.subnormals_flushed():
+            seen["inside"] = flushes()
+        seen["after_matches"] = flushes() is before
+
+    seen: dict[str, bool] = {}
+    thread = threading.Thread(target=check)  # a thread of its own: this process's main thread is the suite's
+    thread.start()
+    thread.join()
+    assert seen == {"inside": True, "after_matches": True}
+
+
+@CAN_FLUSH
+def test_subnormals_flushed_restores_the_mode_when_the_block_raises() -> None:
+    before = flushes()
+    with pytest.raises(RuntimeError), float_environment.subnormals_flushed():
+        raise RuntimeError("a failed run")
+    assert flushes() is before
