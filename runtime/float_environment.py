@@ -75,7 +75,8 @@ def kept() -> Iterator[None]:
 
 @contextmanager
 def running_with(env: ctypes.Array | None) -> Iterator[None]:
-    """The block runs with `env` (the flush mode a kernel was compiled for), the caller's environment after it."""
+    """The block runs with `env` (the flush mode a kernel was compiled for; None: the caller's), the caller's
+    environment after it."""
     saved = current()
     if saved is None:  # what could not be saved is not changed
         yield
@@ -130,12 +131,6 @@ def can_flush() -> bool:
 def subnormals_flushed() -> Iterator[None]:
     """The block computes with FTZ/DAZ set on this thread (what onnxruntime's pool threads run with under
     `set_denormal_as_zero`), the caller's environment restored after it; where `can_flush()` is False, unchanged."""
-    saved = current() if can_flush() else None
-    if saved is None:
+    env = current() if can_flush() else None
+    with running_with(None if env is None else _with_flush_bits(env, on=True)):
         yield
-        return
-    restore(_with_flush_bits(saved, on=True))
-    try:
-        yield
-    finally:
-        restore(saved)
