@@ -23,7 +23,7 @@ import platform
 import struct
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 _ENV_BYTES = 256  # more than any C library's fenv_t (x86-64 glibc: 32 bytes, aarch64: 8)
 
@@ -73,12 +73,17 @@ def kept() -> Iterator[None]:
         restore(saved)
 
 
-@contextmanager
-def running_with(env: ctypes.Array | None) -> Iterator[None]:
+def running_with(env: ctypes.Array | None) -> AbstractContextManager[None]:
     """The block runs with `env` (the flush mode a kernel was compiled for; None: the caller's), the caller's
     environment after it."""
-    saved = current()
-    if saved is None:  # what could not be saved is not changed
+    return _switched(current(), env)
+
+
+@contextmanager
+def _switched(saved: ctypes.Array | None, env: ctypes.Array | None) -> Iterator[None]:
+    """The block runs with `env`, then `saved` (the thread's environment on entry); where nothing could be saved,
+    nothing is changed."""
+    if saved is None:
         yield
         return
     restore(env)
@@ -127,10 +132,8 @@ def can_flush() -> bool:
     return kept_subnormals and flushed
 
 
-@contextmanager
-def subnormals_flushed() -> Iterator[None]:
+def subnormals_flushed() -> AbstractContextManager[None]:
     """The block computes with FTZ/DAZ set on this thread (what onnxruntime's pool threads run with under
     `set_denormal_as_zero`), the caller's environment restored after it; where `can_flush()` is False, unchanged."""
-    env = current() if can_flush() else None
-    with running_with(None if env is None else _with_flush_bits(env, on=True)):
-        yield
+    saved = current() if can_flush() else None
+    return _switched(saved, None if saved is None else _with_flush_bits(saved, on=True))
