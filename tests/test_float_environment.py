@@ -172,6 +172,94 @@ def test_the_openvino_engines_runs_flush_subnormals_in_every_calling_thread(open
     assert seen["in_run_MainThread"] and seen["in_run_worker"]
 
 
+# --- what the threads of a run compute: a subnormal result, kept or flushed ------------------------------------
+
+SUBNORMAL_GRAPH_PROBE = """
+import json, sys
+import numpy as np
+case = json.loads(sys.argv[1])
+if case["other_session_first"]:  # the process's first session does not flush: onnxruntime clears the mode once
+    import onnxruntime as ort
+    ort.InferenceSession(case["graph"], providers=["CPUExecutionProvider"])
+if case["engine"] == "onnxruntime":
+    from colbert_onnx.engines.onnxruntime_engine import OnnxruntimeEngine
+    from colbert_onnx.session import SessionConfig
+    engine = OnnxruntimeEngine(case["graph"], {128: "out128"}, threads=case["threads"],
+                               config=SessionConfig(denormal_as_zero=case["denormal_as_zero"]))
+else:
+    from colbert_onnx.engines.openvino_engine import OpenvinoEngine
+    engine = OpenvinoEngine(case["graph"], {128: "out128"}, threads=case["threads"])
+mask = np.ones((4, 8192), np.int64)
+rows = np.asarray(engine.run(mask, mask)[128] != 0).any(-1)
+print(float(rows.mean()))
+"""
+
+
+@pytest.fixture(scope="module")
+def subnormal_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A graph with the encoder's signature whose every output is attention_mask x 1e-40 (float32 subnormal): 0.0
+    wherever the thread that computed it flushes (DAZ reads the constant as 0, FTZ flushes the product), 1e-40
+    elsewhere. 4 x 8192 x 128 elements, split across onnxruntime's pool threads and the calling thread."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mask", "last_axis"], ["mask3"]),
+             helper.make_node("Mul", ["mask3", "subnormal"], ["out128"])]
+    graph = helper.make_graph(
+        nodes, "subnormal_product",
+        [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+         for name in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("out128", TensorProto.FLOAT, ["batch", "sequence", 128])],
+        [numpy_helper.from_array(np.full(128, 1e-40, np.float32), "subnormal"),
+         numpy_helper.from_array(np.array([2], np.int64), "last_axis")])
+    path = tmp_path_factory.mktemp("subnormal") / "subnormal.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def unflushed_share(graph: Path, engine: str, threads: int, denormal_as_zero: bool = True,
+                    other_session_first: bool = False) -> float:
+    """The share of output rows (of 4 x 8192) computed without flushing, in a fresh interpreter."""
+    case = {"graph": str(graph), "engine": engine, "threads": threads, "denormal_as_zero": denormal_as_zero,
+            "other_session_first": other_session_first}
+    result = subprocess.run([sys.executable, "-c", SUBNORMAL_GRAPH_PROBE, json.dumps(case)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+@X86
+@CAN_FLUSH
+@pytest.mark.parametrize("other_session_first", [False, True], ids=["first session", "after another session"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_every_thread_of_a_flushing_onnxruntime_run_computes_subnormals_as_zero(
+        subnormal_graph: Path, threads: int, other_session_first: bool) -> None:
+    """No thread of the run meets the subnormal slowdown of CPUs that have one (on Intel, 3-4x on sharp attention:
+    docs/engines.md "Denormals"): without the calling thread's flush, 1.0 of the rows came back unflushed with
+    `threads=1` and about half with `threads=2`; timed, sharp against calm, by benchmarks/bench_engines.py."""
+    assert unflushed_share(subnormal_graph, "onnxruntime", threads, other_session_first=other_session_first) == 0.0
+
+
+@X86
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_onnxruntime_run_without_denormal_as_zero_keeps_subnormals_in_every_thread(
+        subnormal_graph: Path, threads: int) -> None:
+    """The probe tells the two apart: with flushing turned off every row keeps its subnormal value."""
+    assert unflushed_share(subnormal_graph, "onnxruntime", threads, denormal_as_zero=False) == 1.0
+
+
+@needs_openvino
+@X86
+@KEEPS_FLOAT_ENVIRONMENT
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_thread_of_an_openvino_run_computes_subnormals_as_zero(subnormal_graph: Path, threads: int) -> None:
+    """CPU_DENORMALS_OPTIMIZATION, the calling thread's share included (without the plugin's mode for the run, 1.0
+    of the rows came back unflushed)."""
+    assert unflushed_share(subnormal_graph, "openvino", threads) == 0.0
+
+
 # --- the exporter -------------------------------------------------------------------------------------------
 
 EXPORT_PROBE = """
