@@ -1,10 +1,11 @@
-"""No denormal cliff: subnormal floats are flushed in the onnxruntime engine, and the sharp-attention toy used to time
-it (benchmarks/bench_engines.py, calm against sharp, with and without flushing) does drive the softmax into
-subnormals (issue 25). That every thread of a run flushes is checked by what it computes, not by a timing, in
-tests/test_float_environment.py."""
+"""No denormal cliff: subnormal floats are flushed in the onnxruntime engine, and a sharp-attention checkpoint
+(softmax probabilities that underflow into subnormals) runs about as fast as a calm one (issue 25), timed in turns.
+The cause is checked on every CPU without a clock: every thread of a run computes a subnormal product as zero
+(tests/test_float_environment.py)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +17,23 @@ pytest.importorskip("torch", reason="generating toy checkpoints needs the [expor
 
 SHARP_FACTOR = 8.0  # q and k weights x8: ~16 % of the attention probabilities subnormal (docs/engines.md)
 MEDIUM = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
+DOC_TOKENS = 2048
 
 
-def _checkpoint(root: Path, factor: float) -> Path:
+def _export_medium(root: Path, factor: float) -> Path:
+    from colbert_onnx.export import export_model
     from colbert_onnx.export.outlier_family import sharpen_attention
     from colbert_onnx.export.toy import make_toy_trio
 
     trio = make_toy_trio(root / "checkpoint", seed=1, dims=(128,), config_overrides=MEDIUM)
     if factor != 1.0:
         sharpen_attention(trio, factor)
-    return trio[128]
+    return export_model([trio[128]], root / "model", precisions="fp32", check_parity=False, engines="onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def calm_and_sharp(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The medium toy's checkpoint (calm) and the same with q/k weights x8 (sharp), as bench_engines times them."""
-    return {name: _checkpoint(tmp_path_factory.mktemp(name), factor)
+    return {name: _export_medium(tmp_path_factory.mktemp(name), factor)
             for name, factor in (("calm", 1.0), ("sharp", SHARP_FACTOR))}
 
 
@@ -76,11 +78,49 @@ def _subnormal_share(checkpoint: Path, ids: np.ndarray) -> float:
     return float(np.mean(shares))
 
 
-def test_sharp_toy_drives_attention_into_subnormals(calm_and_sharp: dict[str, Path], toy_encoder) -> None:
+def _document_ids(encoder) -> np.ndarray:
     from colbert_onnx.export.corpus import multilingual_texts
 
     text = " ".join(multilingual_texts() * 20)
-    ids = toy_encoder.tokenize([text], "document").ids[0][:512][None].astype(np.int64)  # the toys' one vocabulary
-    assert ids.shape == (1, 512)
-    assert _subnormal_share(calm_and_sharp["sharp"], ids) > 0.05
-    assert _subnormal_share(calm_and_sharp["calm"], ids) == 0.0
+    return encoder.tokenize([text], "document").ids[0][:DOC_TOKENS][None].astype(np.int64)
+
+
+def test_sharp_toy_drives_attention_into_subnormals(calm_and_sharp: dict[str, Path]) -> None:
+    from colbert_onnx import ColbertEncoder
+
+    ids = _document_ids(ColbertEncoder(calm_and_sharp["calm"]))[:, :512]
+    checkpoint = calm_and_sharp["sharp"].parent / "checkpoint" / "jina-colbert-v2-toy"
+    calm_checkpoint = calm_and_sharp["calm"].parent / "checkpoint" / "jina-colbert-v2-toy"
+    assert _subnormal_share(checkpoint, ids) > 0.05
+    assert _subnormal_share(calm_checkpoint, ids) == 0.0
+
+
+def _best_seconds_in_turns(encoders: dict[str, object], ids: np.ndarray, turns: int = 7) -> dict[str, float]:
+    """Each encoder's best time over `turns`, run one after the other in every turn: a burst of load on a shared
+    machine slows both sides alike instead of one side's whole series."""
+    mask = np.ones_like(ids)
+    for encoder in encoders.values():
+        encoder.engine.run(ids, mask)  # warm-up
+    best = dict.fromkeys(encoders, float("inf"))
+    for _ in range(turns):
+        for name, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.engine.run(ids, mask)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def test_sharp_attention_runs_within_1_5x_of_calm(calm_and_sharp: dict[str, Path]) -> None:
+    """Issue 25's guard: on a CPU with a denormal penalty (Intel) the sharp toy is 3-4x slower unflushed; on AMD Zen 3
+    and Zen 4 it is not (docs/engines.md "Denormals"), and there this checks that flushing costs nothing. That every
+    thread of a run flushes is checked on every CPU by what it computes (tests/test_float_environment.py)."""
+    from benchmarks.machine import describe
+    from colbert_onnx import ColbertEncoder
+
+    encoders = {k: ColbertEncoder(calm_and_sharp[k], threads=1, engine="onnxruntime") for k in ("calm", "sharp")}
+    ids = _document_ids(encoders["calm"])
+    assert ids.shape == (1, DOC_TOKENS)
+    best = _best_seconds_in_turns(encoders, ids)
+    ratio = best["sharp"] / best["calm"]
+    assert ratio < 1.5, (f"the sharp-attention toy ran {ratio:.2f}x the calm one's time "
+                         f"({best['sharp']:.3f} s against {best['calm']:.3f} s, best of 7 turns) on {describe()}")

@@ -238,7 +238,7 @@ def test_every_thread_of_a_flushing_onnxruntime_run_computes_subnormals_as_zero(
         subnormal_graph: Path, threads: int, other_session_first: bool) -> None:
     """No thread of the run meets the subnormal slowdown of CPUs that have one (on Intel, 3-4x on sharp attention:
     docs/engines.md "Denormals"): without the calling thread's flush, 1.0 of the rows came back unflushed with
-    `threads=1` and about half with `threads=2`; timed, sharp against calm, by benchmarks/bench_engines.py."""
+    `threads=1` and about half with `threads=2`; timed, sharp against calm, in tests/test_denormals.py."""
     assert unflushed_share(subnormal_graph, "onnxruntime", threads, other_session_first=other_session_first) == 0.0
 
 
