@@ -92,15 +92,19 @@ print(repr(seen))
 """
 
 
+def fresh_interpreter(script: str, *args: str, timeout: int = 120) -> str:
+    """The last line `script` prints, run by this Python in a process of its own (its threads start unflushed)."""
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def probe(folder: Path, engine: str, denormal_as_zero: bool = True, user_flushes: bool = False,
           other_session_first: bool = False) -> dict[str, bool]:
     case = {"folder": str(folder), "graph": str(folder / "model.onnx"), "engine": engine,
             "denormal_as_zero": denormal_as_zero, "user_flushes": user_flushes,
             "other_session_first": other_session_first}
-    result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(case)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    return ast.literal_eval(fresh_interpreter(PROBE, json.dumps(case)))
 
 
 def assert_the_users_mode_kept(seen: dict[str, bool], user_flushes: bool) -> None:
@@ -224,10 +228,7 @@ def unflushed_share(graph: Path, engine: str, threads: int, denormal_as_zero: bo
     """The share of output rows (of 4 x 8192) computed without flushing, in a fresh interpreter."""
     case = {"graph": str(graph), "engine": engine, "threads": threads, "denormal_as_zero": denormal_as_zero,
             "other_session_first": other_session_first}
-    result = subprocess.run([sys.executable, "-c", SUBNORMAL_GRAPH_PROBE, json.dumps(case)], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return float(result.stdout.strip().splitlines()[-1])
+    return float(fresh_interpreter(SUBNORMAL_GRAPH_PROBE, json.dumps(case)))
 
 
 @X86
@@ -283,11 +284,9 @@ def test_an_export_leaves_the_callers_flush_mode_as_it_was(toy_trio: dict[int, P
                                                            user_flushes: bool) -> None:
     """The thread that called export_model computes as before once it returns, whatever the sessions and compiles
     inside set: without a kept environment, the process's first onnxruntime session cleared a user's FTZ/DAZ."""
-    result = subprocess.run([sys.executable, "-c", EXPORT_PROBE, str(toy_trio[64]), str(tmp_path / "out"),
-                             "1" if user_flushes else "0"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == {"before": user_flushes,
-                                                                        "after": user_flushes}
+    seen = fresh_interpreter(EXPORT_PROBE, str(toy_trio[64]), str(tmp_path / "out"), "1" if user_flushes else "0",
+                             timeout=300)
+    assert ast.literal_eval(seen) == {"before": user_flushes, "after": user_flushes}
 
 
 # --- the helpers themselves -----------------------------------------------------------------------------------
