@@ -20,6 +20,7 @@ from colbert_onnx.fidelity import (
     spearman,
     token_cosines,
 )
+from colbert_onnx.session import inference_session
 from colbert_onnx.tokenization import Preprocessor, pad_batch
 
 from .corpus import multilingual_texts
@@ -101,7 +102,7 @@ def ort_runner(path: str, dims: Sequence[int], threads: int | None = None) -> Ca
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    session = inference_session(path, options, ["CPUExecutionProvider"])
     names = [f"vectors_{d}" for d in dims]
 
     def run(feeds: Feeds) -> dict[int, np.ndarray]:

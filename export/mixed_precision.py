@@ -34,6 +34,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from colbert_onnx.session import inference_session
+
 from .fidelity import GATES, FidelitySet, Outputs, collect, compare, passes, token_cosines
 from .optimize import save_graph
 from .quantize import DEFAULT_INT8_METHOD, prepare_int8, quantizable_nodes, rewrite_per_token
@@ -144,7 +146,7 @@ class SwitchableSession:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = inference_session(str(path), options, ["CPUExecutionProvider"])
         self.flags, self.dims = flags, list(dims)
         self.outputs = [f"vectors_{d}" for d in self.dims]
         self._paths = {n: (original_output(model, flag), flag) for n, flag in flags.items()}
@@ -399,7 +401,7 @@ def relative_speed(graph: Path, baseline: Path, fset: FidelitySet, rounds: int =
     for path in (graph, baseline):
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        sessions.append(inference_session(str(path), options, ["CPUExecutionProvider"]))
     outputs = [o.name for o in sessions[0].get_outputs()][:1]
     times: list[list[float]] = [[], []]
     for session in sessions:  # warm-up

@@ -32,6 +32,8 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers import onnx_model
 from onnxruntime.transformers.onnx_model import OnnxModel
 
+from colbert_onnx.session import inference_session
+
 from .optimize import save_graph, split_skip_layernorm
 from .per_token import rewrite_gathers, rewrite_matmuls, rewrite_weight_only
 
@@ -162,7 +164,8 @@ def activation_absmax(model: onnx.ModelProto, feeds: Iterable[Feeds]) -> dict[st
     names = sorted({n.input[0] for n in weight_matmuls(model)})
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        session = ort.InferenceSession(str(_with_outputs(model, names, Path(tmp))), providers=["CPUExecutionProvider"])
+        session = inference_session(str(_with_outputs(model, names, Path(tmp))), ort.SessionOptions(),
+                                    ["CPUExecutionProvider"])
         for feed in feeds:
             real = feed["attention_mask"].astype(bool)
             for name, value in zip(names, session.run(names, feed), strict=True):
