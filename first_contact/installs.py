@@ -8,11 +8,12 @@ import pytest
 
 FIXTURES_ENV = "COLBERT_ONNX_FIRST_CONTACT"
 INSTALL_ENV = "COLBERT_ONNX_INSTALL"
-INSTALLS = ("runtime", "server", "openvino", "floor")  # floor: '.[server]' at the lowest versions declared
+# floor: '.[server]' at the lowest versions declared; latest: '.[server]' at the newest releases, unpinned
+INSTALLS = ("runtime", "server", "openvino", "floor", "latest")
 
 
 def install_kind() -> str | None:
-    """``runtime``, ``server``, ``openvino`` or ``floor`` in a CI clean venv; None in the development environment."""
+    """One of INSTALLS in a CI clean venv; None in the development environment."""
     kind = os.environ.get(INSTALL_ENV)
     if kind is not None and kind not in INSTALLS:
         raise pytest.UsageError(f"{INSTALL_ENV}={kind!r}: expected one of {', '.join(INSTALLS)}")

@@ -6,6 +6,8 @@
 #   4. openvino: a fresh venv with `pip install '.[openvino]'` (+ pytest) runs test_installed_env/_openvino.py
 #   5. floor: a fresh venv of the lowest Python declared, with `pip install '.[server]'` at the lowest versions
 #      pyproject.toml declares (floors.py: `numpy>=1.24` -> numpy 1.24.x), runs test_installed_env/_runtime/_server.py
+#   6. latest: a fresh venv of the newest Python at hand, with `pip install '.[server]'` unpinned (the newest
+#      releases a user gets today), runs the same tests as the floor
 # `.` is a copy of the checkout's tracked and untracked-but-not-ignored files, as a fresh clone would have
 # them: no build/ or *.egg-info left by earlier builds (setuptools reuses an old SOURCES.txt, which once
 # shipped files that pyproject.toml no longer declared). Versions are pinned to the development venv's
@@ -90,6 +92,35 @@ timed floor-venv make_venv floor ".[server]" "$OUT/floors.txt" "$FLOOR_PYTHON"
   "$PY" -m pip --python "$OUT/venv-floor/bin/python" list --format=freeze --disable-pip-version-check 2>/dev/null
 } > "$OUT/floor-versions.txt"
 timed floor-tests run_tests floor first_contact/test_installed_env.py first_contact/test_installed_runtime.py \
+    first_contact/test_installed_server.py \
+    --deselect first_contact/test_installed_runtime.py::test_cli_serve_explains_that_it_needs_the_server_extra
+
+# The newest releases: what `pip install colbert-onnx` gives a user today. Every job above is pinned (to the
+# development venv's versions, or to the floors), and the development venv is capped by its own extras (nncf holds
+# numpy below 2.5), so a numpy, onnxruntime, tokenizers, fastapi, uvicorn or pydantic release that breaks the package
+# would reach users unseen. '.[server]' with no constraint, on the newest CPython 3.N at hand (PATH's python3.N that
+# runs, else pyenv's installs; numpy 2.5 has no Python 3.11 wheel). Its versions go to latest-versions.txt.
+newest_python() {
+    local n candidate
+    for ((n = 30; n >= ${FLOOR_PYTHON_VERSION#3.}; n--)); do
+        for candidate in "python3.$n" $(command -v pyenv > /dev/null \
+                && find "$(pyenv root)/versions" -maxdepth 3 -path "*/versions/3.$n.[0-9]*/bin/python3.$n" 2> /dev/null \
+                | sort -V | tail -n 1); do
+            if "$candidate" -c "" 2> /dev/null; then command -v "$candidate"; return; fi
+        done
+    done
+    echo "$PYTHON"
+}
+LATEST_PYTHON=$(newest_python)
+: > "$OUT/no-constraints.txt"
+timed latest-venv make_venv latest ".[server]" "$OUT/no-constraints.txt" "$LATEST_PYTHON"
+{ "$OUT/venv-latest/bin/python" -c 'import platform; print("# Python", platform.python_version())'
+  "$PY" -m pip --python "$OUT/venv-latest/bin/python" list --format=freeze --disable-pip-version-check 2>/dev/null
+} > "$OUT/latest-versions.txt"
+echo "first-contact latest: $(head -n 1 "$OUT/latest-versions.txt" | cut -c3-)," \
+    "$(grep -i -E '^(numpy|onnxruntime|tokenizers)==' "$OUT/latest-versions.txt" | paste -sd ' ')" \
+    | tee -a "$OUT/timings.txt"
+timed latest-tests run_tests latest first_contact/test_installed_env.py first_contact/test_installed_runtime.py \
     first_contact/test_installed_server.py \
     --deselect first_contact/test_installed_runtime.py::test_cli_serve_explains_that_it_needs_the_server_extra
 

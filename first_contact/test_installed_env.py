@@ -1,6 +1,6 @@
 """The installed package itself: what it requires, what it ships, and what it never imports.
 
-Runs in every clean venv (runtime, server, openvino); importing the runtime loads openvino nowhere, not
+Runs in every clean venv (runtime, server, openvino, floor, latest); importing the runtime loads openvino nowhere, not
 even where it is installed. In the development venv the checks that are about
 a clean install are skipped (that venv has the [export] extra by design).
 """
