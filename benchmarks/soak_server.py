@@ -111,7 +111,7 @@ def build_cases(encoder) -> list[Case]:
         ("unknown model", "/v1/multi-vector", _json({"input": ["a"], "model": "nope"}), 422),
         ("empty input", "/v1/multi-vector", _json({"input": []}), 422),
         ("input of numbers", "/v1/multi-vector", _json({"input": [1, 2]}), 422),
-        ("too many inputs", "/v1/multi-vector", _json({"input": ["a"] * (MAX_INPUTS + 1)}), 413),
+        ("too many inputs", "/v1/multi-vector", _json({"input": ["a"] * (MAX_INPUTS + 1)}), 422),
         ("body over the limit", "/v1/multi-vector", _json({"input": ["word " * (MAX_BODY // 5)]}), 413),
         ("embeddings endpoint", "/v1/embeddings", _json({"input": ["a"]}), 404),
     ]

@@ -329,7 +329,7 @@ def create_app(config: ServerConfig, encoder_factory: EncoderFactory | None = No
 
     @app.exception_handler(LimitExceeded)
     async def on_limit(request: Request, exc: LimitExceeded) -> Response:
-        return _error(413, str(exc), limit=exc.limit, value=exc.value, max=exc.maximum)
+        return _error(exc.status, str(exc), limit=exc.limit, value=exc.value, max=exc.maximum)
 
     @app.exception_handler(BadRequest)
     async def on_bad(request: Request, exc: BadRequest) -> Response:

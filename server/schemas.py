@@ -114,10 +114,12 @@ ERROR_STATUSES: dict[int, str] = {
     400: "malformed JSON body, or a body that is not what its Content-Encoding says",
     401: "missing or wrong API key (the server was started with one)",
     404: "not served",
-    413: "over a limit: body bytes (decoded too), inputs or tokens per request; `limit` names it",
+    413: "over a limit: body bytes (decoded too) or tokens per request, or a text `truncate: false` keeps from "
+    "being cut; `limit` names it",
     415: "a Content-Encoding other than gzip, deflate or identity; Accept-Encoding lists those",
-    422: "invalid field value (type, unserved model or dimensions, task, encoding, empty input) or a text the "
-    "text rule refuses (lone surrogate, NUL, over the length limit); `detail` names the field and item",
+    422: "invalid field value (type, unserved model or dimensions, task, encoding, empty input), a list over its "
+    "maxItems (`limit: max_inputs_per_request`, the served --max-inputs) or a text the text rule refuses (lone "
+    "surrogate, NUL, over the length limit); `detail` names the field and item",
     429: "queue full; retry after Retry-After seconds",
     500: "model or internal error (a bug: please report it)",
     503: "model not loaded yet, or the server is shutting down; retry after Retry-After seconds",

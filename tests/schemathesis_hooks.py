@@ -1,14 +1,13 @@
-"""Schemathesis hooks for tests/test_server_contract.py (loaded through SCHEMATHESIS_HOOKS): two failures that
-are not contract violations are dropped, each matched narrowly; every other failure still fails the run.
+"""Schemathesis hooks for tests/test_server_contract.py (loaded through SCHEMATHESIS_HOOKS): one failure that is
+not a contract violation is dropped, matched narrowly; every other failure still fails the run.
 
-1. vLLM's /score takes one query and N documents, or N queries and N documents (pairs), and refuses N
-   queries for M documents (N > 1, M != N) with a 422, as vLLM does. JSON Schema cannot compare the lengths
-   of two arrays, so such a body is schema-valid: dropped is ST202 on /score for a body whose lengths break
-   the rule, with the server's 422 saying so.
-2. A list over `maxItems` (the served --max-inputs) is refused with 413 and `limit: max_inputs_per_request`,
-   the server's status for every limit (docs/server.md). schemathesis's default list of rejection statuses
-   for schema-invalid bodies has no 413, so it reads that refusal as an acceptance: dropped is ST201 answered
-   with 413 naming a limit.
+vLLM's /score takes one query and N documents, or N queries and N documents (pairs), and refuses N queries for M
+documents (N > 1, M != N) with a 422, as vLLM does (with a 400 there). JSON Schema cannot compare the lengths of two
+arrays, so such a body is schema-valid: dropped is ST202 on /score for a body whose lengths break the rule, with the
+server's 422 saying so. This is the one failure a run of schemathesis with its defaults reports (the keyless run of
+tests/test_server_contract.py runs without these hooks and checks that).
+
+(Until 2026-12-07 a second one was dropped: a list over `maxItems` answered 413. It is a 422 now, naming the limit.)
 """
 
 from __future__ import annotations
@@ -38,17 +37,15 @@ def breaks_the_pairs_rule(body: Any) -> bool:
     return queries not in (1, documents)
 
 
-def is_limit_refusal(response) -> bool:
-    """A 413 whose body names the limit that was hit (the server's refusal of a list over maxItems)."""
-    return response.status_code == 413 and bool(response.json().get("limit"))
+def is_pairs_refusal(path: str, body: Any, status: int, detail: str) -> bool:
+    """Whether a /score answer is the 422 refusing a body that breaks the pairs rule (and nothing else)."""
+    return (path in SCORE_PATHS and status == 422 and breaks_the_pairs_rule(body)
+            and PAIRS_REFUSAL.match(detail) is not None)
 
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response) -> bool:
-    """False (drop) only for the two cases of the module docstring; True (keep) for every other failure."""
-    if failure.code == "ST201":
-        return not is_limit_refusal(response)
-    if failure.code != "ST202" or case.path not in SCORE_PATHS or response.status_code != 422:
+    """False (drop) only for the case of the module docstring; True (keep) for every other failure."""
+    if failure.code != "ST202" or response.status_code != 422:
         return True
-    detail = response.json().get("detail", "")
-    return not (breaks_the_pairs_rule(case.body) and PAIRS_REFUSAL.match(detail))
+    return not is_pairs_refusal(case.path, case.body, response.status_code, response.json().get("detail", ""))

@@ -257,7 +257,7 @@ def test_every_new_route_needs_the_key_and_keeps_the_limits(base_url: str, path:
     assert post(base_url, path, body).status_code == 200
     many = {k: (["a"] * 9 if isinstance(v, list) else v) for k, v in body.items()}
     r = post(base_url, path, many)
-    assert r.status_code == 413 and r.json()["limit"] == "max_inputs_per_request"
+    assert r.status_code == 422 and r.json()["limit"] == "max_inputs_per_request"
 
 
 def test_an_unserved_model_name_is_422_naming_the_served_ones(base_url: str) -> None:
