@@ -27,8 +27,8 @@ from .corpus import multilingual_texts
 
 Feeds = dict[str, np.ndarray]
 __all__ = ["GATES", "TOP_K", "FidelitySet", "Outputs", "build_set", "calibration_texts", "collect", "compare",
-           "fidelity_texts", "float64_runner", "judge", "ort_runner", "passes", "reference_outputs", "spearman",
-           "token_cosines", "torch_runner"]
+           "cpu_session", "fidelity_texts", "float64_runner", "judge", "ort_runner", "passes", "reference_outputs",
+           "spearman", "token_cosines", "torch_runner"]
 
 
 def fidelity_texts(n_queries: int = 24, n_concat: int = 36) -> dict[str, list[str]]:
@@ -94,15 +94,21 @@ def collect(run: Callable[[Feeds], dict[int, np.ndarray]], fset: FidelitySet) ->
     return result
 
 
-def ort_runner(path: str, dims: Sequence[int], threads: int | None = None) -> Callable[[Feeds], dict[int, np.ndarray]]:
-    """feeds -> dim -> vectors for a colbert-onnx graph file (CPU)."""
+def cpu_session(path: str, threads: int | None = None):
+    """An onnxruntime CPU session of the graph file `path` for the exporter's own measurements: warnings off,
+    `threads` intra-op threads (None: onnxruntime's default), the caller's flush mode kept (inference_session)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    session = inference_session(path, options, ["CPUExecutionProvider"])
+    return inference_session(path, options, ["CPUExecutionProvider"])
+
+
+def ort_runner(path: str, dims: Sequence[int], threads: int | None = None) -> Callable[[Feeds], dict[int, np.ndarray]]:
+    """feeds -> dim -> vectors for a colbert-onnx graph file (CPU)."""
+    session = cpu_session(path, threads)
     names = [f"vectors_{d}" for d in dims]
 
     def run(feeds: Feeds) -> dict[int, np.ndarray]:

@@ -31,12 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from colbert_onnx.session import inference_session
-
-from .fidelity import GATES, FidelitySet, Outputs, collect, compare, passes, token_cosines
+from .fidelity import GATES, FidelitySet, Outputs, collect, compare, cpu_session, passes, token_cosines
 from .optimize import save_graph
 from .quantize import DEFAULT_INT8_METHOD, prepare_int8, quantizable_nodes, rewrite_per_token
 
@@ -142,11 +139,7 @@ class SwitchableSession:
                 tensor = original_output(model, flag) + side
                 model.graph.output.append(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, None))
         save_graph(model, path)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = inference_session(str(path), options, ["CPUExecutionProvider"])
+        self.session = cpu_session(str(path), threads)
         self.flags, self.dims = flags, list(dims)
         self.outputs = [f"vectors_{d}" for d in self.dims]
         self._paths = {n: (original_output(model, flag), flag) for n, flag in flags.items()}
@@ -397,11 +390,7 @@ def _finish(result: SearchResult, start: float, evaluations: int, reason: str) -
 
 def relative_speed(graph: Path, baseline: Path, fset: FidelitySet, rounds: int = 3) -> float:
     """Throughput of `graph` over `baseline` on the fidelity set's document batches, timed in turns."""
-    sessions = []
-    for path in (graph, baseline):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        sessions.append(inference_session(str(path), options, ["CPUExecutionProvider"]))
+    sessions = [cpu_session(str(path)) for path in (graph, baseline)]
     outputs = [o.name for o in sessions[0].get_outputs()][:1]
     times: list[list[float]] = [[], []]
     for session in sessions:  # warm-up
