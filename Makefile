@@ -11,6 +11,10 @@ EXPORT_ARGS ?=
 # where torch comes from: the pip index as configured (empty), or e.g. https://download.pytorch.org/whl/cpu for the
 # CPU-only build where the index would otherwise serve Linux's CUDA wheels (stock PyPI)
 TORCH_INDEX ?=
+# The development venv's extras (make setup). Targets that add an extra install it together with these, so that pip
+# resolves one consistent set: fastembed (peers) caps huggingface-hub below 2, and installed alone it downgraded the
+# hub under transformers (optimum's), whose import then failed in this venv. `pip check` after each such install.
+DEV_EXTRAS := export,dev,qdrant,server,arrow,ray,clients,openvino
 
 .PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep fuzz-server
 
@@ -20,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e ".[export,dev,qdrant,server,arrow,ray,clients,openvino]"
+	$(PY) -m pip install --quiet -e ".[$(DEV_EXTRAS)]"
 	touch $@
 
 demo: setup
@@ -65,21 +69,24 @@ serve: setup
 # (4 x 256) for a quicker run. Writes docs/benchmarks.md and a PNG plot.
 BENCH_SIZE ?= full
 bench: setup
-	$(PY) -m pip install --quiet -e ".[peers]" || echo "peers extra not installed: make bench skips fastembed and OpenVINO rows"
+	$(PY) -m pip install --quiet -e ".[$(DEV_EXTRAS),peers]" || echo "peers extra not installed: make bench skips fastembed and OpenVINO rows"
+	$(PY) -m pip check
 	BENCH_SIZE=$(BENCH_SIZE) $(PY) -m pytest benchmarks/test_bench_encoder.py -q -o addopts="" -p no:cacheprovider
 
 # int8/fp16 fidelity of every int8 method on toy, outlier-toy, a trained encoder (all-MiniLM-L6-v2 from
 # PyPI) and the full-size architecture; rewrites the table in docs/quantization.md. Slow, ~10 GB RAM.
 FIDELITY_CASES ?= toy,outliers,trained,full
 fidelity: setup
-	$(PY) -m pip install --quiet -e ".[fidelity]"
+	$(PY) -m pip install --quiet -e ".[$(DEV_EXTRAS),fidelity]"
+	$(PY) -m pip check
 	HF_HUB_OFFLINE=1 $(PY) -m colbert_onnx.export.fidelity_report --cases $(FIDELITY_CASES) --write docs/quantization.md
 
 # fastembed / OpenVINO (f32, bf16, NNCF int8) and our graphs against a float64 PyTorch evaluation on the toy,
 # outlier (3 seeds) and trained MiniLM checkpoints (docs/peers.md); writes the table into a dated run log.
 PEERS_LOG ?= docs/runs/$(shell date +%F)-peers.md
 fidelity-peers: setup
-	$(PY) -m pip install --quiet -e ".[peers,fidelity]"
+	$(PY) -m pip install --quiet -e ".[$(DEV_EXTRAS),peers,fidelity]"
+	$(PY) -m pip check
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.peer_fidelity --write $(PEERS_LOG)
 
 # The parity gate (docs/export.md) over sharp, outlier and calm checkpoints, faithful and with every constructed

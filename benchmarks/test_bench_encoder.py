@@ -290,8 +290,9 @@ QUERY_TEXTS = [f"what is the population of city number {i}?" for i in range(32)]
 
 
 def test_queries_against_peers(benchmark, bench_model, peer_engines):
-    """One query per call (p50/p95 of each call) and 32 queries batched, for this project and the peers; fastembed
-    the way it encodes queries, one per call. All timed in turns."""
+    """One query per call (p50/p95 of each call) and 32 queries batched, for this project (fp32 and int8 on
+    onnxruntime, and the default int8 path with engine auto) and the peers; fastembed the way it encodes queries, one
+    per call. All timed in turns."""
     ours = _ours(bench_model)
     pre = next(iter(ours.values())).preprocessor
     singles: dict[str, list[float]] = {}
@@ -308,6 +309,11 @@ def test_queries_against_peers(benchmark, bench_model, peer_engines):
         candidates[f"{name}:loop"] = partial(loop, name, lambda q, enc=enc: enc.encode_queries([q]))
         candidates[f"{name}:batch"] = partial(enc.encode_queries, QUERY_TEXTS)
         described[name] = f"ColbertEncoder.encode_queries ({graph_label(enc)})"
+    auto = _auto_int8(bench_model)
+    if auto is not None:  # the default int8 path's own queries, on whichever engine auto picks on this CPU
+        candidates["ours-auto-int8:loop"] = partial(loop, "ours-auto-int8", lambda q: auto[0].encode_queries([q]))
+        candidates["ours-auto-int8:batch"] = partial(auto[0].encode_queries, QUERY_TEXTS)
+        described["ours-auto-int8"] = f"ColbertEncoder.encode_queries ({auto[1]})"
     if "fastembed" in peer_engines:
         what, embedder = peer_engines["fastembed"]
         candidates["fastembed:loop"] = partial(loop, "fastembed", lambda q: list(embedder.query_embed(q)))
