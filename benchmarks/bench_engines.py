@@ -135,8 +135,11 @@ def rule_tiers(folder: Path, dim: int = 128) -> dict[str, dict]:
     from colbert_onnx.manifest import read_manifest
 
     manifest = read_manifest(folder)
+    exported = {graph.precision for graph in manifest.graphs}  # what ColbertEncoder(folder, precision=P) can open
     tiers: dict[str, dict] = {}
     for graph in [*manifest.graphs, *manifest.engine_graphs]:
+        if graph.precision not in exported:
+            continue
         passing = tiers.setdefault(graph.precision, {"passing": []})["passing"]
         if graph.passed_gates(dim):
             passing.append(row_name(graph))

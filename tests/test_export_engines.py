@@ -274,3 +274,14 @@ def test_verify_names_the_bf16_units_the_export_figures_came_from(toy_model_dir:
     verdict_word = "passed" if entry.passed_gates(128) else "missed"
     assert verdict.measured_with == tuple(units)
     assert f"at export: {verdict_word} with {', '.join(units)})" in verdict.line()
+
+
+@needs_openvino
+def test_an_export_without_fp16_writes_no_bf16_entry_and_fp16_stays_not_exported(toy_trio, tmp_path: Path) -> None:
+    from colbert_onnx.errors import PrecisionNotAvailableError
+    from colbert_onnx.export import export_model
+
+    out = export_model([toy_trio[64]], tmp_path / "out", precisions="fp32", engines="onnxruntime,openvino")
+    assert [(g.file, g.precision) for g in read_manifest(out).engine_graphs] == [("model-openvino.onnx", "fp32")]
+    with pytest.raises(PrecisionNotAvailableError, match="'fp16' was not exported"):
+        ColbertEncoder(out, precision="fp16")
