@@ -401,8 +401,8 @@ def _export_into(
 
     manifest = dataclasses.replace(manifest, graphs=tuple(GraphEntry.from_dict(r) for r in records))
     manifest = build_precisions(out, manifest, fidelity_pre, fset, fidelity_refs, precisions, int8_method)
-    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset,
-                                   calibration_feeds(fidelity_pre) if "int8" in precisions else None, precisions)
+    manifest = add_openvino_graphs(out, manifest, openvino_entries, fidelity_refs, fset, precisions,
+                                   calibration_feeds(fidelity_pre) if "int8" in precisions else None)
     if no_openvino is not None:  # why the folder has no OpenVINO graph: the export report and manifest say it
         manifest = dataclasses.replace(manifest, extra={**manifest.extra, "engine_graphs_not_written":
                                                         {"openvino": no_openvino}})

@@ -136,19 +136,17 @@ def bf16_rest_variant(int8_entry: dict) -> dict:
 
 def add_openvino_graphs(out: Path, manifest: Manifest, entries: Sequence[dict],
                         references: Sequence[dict[int, Outputs]] | None, fset: FidelitySet,
-                        int8_calibration: Sequence[dict] | None = None,
-                        precisions: Sequence[str] = ("fp32", "fp16")) -> Manifest:
-    """`manifest` with the engine_graphs of each OpenVINO graph of `entries`: f32 inference serving fp32 (fp32 gates)
-    and, where fp16 is among the exported `precisions`, bf16 inference serving fp16 (fp16 gates), each measured on
-    OpenVINO (entries exist only where the export found the package: why_no_openvino_graphs); and, with
-    `int8_calibration` (int8 was
-    exported), NNCF's int8 of it (export/openvino_int8.py) where it passes the int8 gates, in two entries: its float
-    parts at f32 and at bf16 (bf16_rest_variant), each measured by the int8 gates. What the int8 search tried is
-    recorded in the manifest's `openvino_int8`, written or not."""
+                        precisions: Sequence[str], int8_calibration: Sequence[dict] | None = None) -> Manifest:
+    """`manifest` with the engine_graphs of each OpenVINO graph of `entries`, for the exported `precisions`: f32
+    inference serving fp32 (fp32 gates) and bf16 inference serving fp16 (fp16 gates), each measured on OpenVINO
+    (entries exist only where the export found the package: why_no_openvino_graphs); and, with `int8_calibration`
+    (int8 was exported), NNCF's int8 of it (export/openvino_int8.py) where it passes the int8 gates, in two entries:
+    its float parts at f32 and at bf16 (bf16_rest_variant), each measured by the int8 gates. What the int8 search
+    tried is recorded in the manifest's `openvino_int8`, written or not."""
     graphs, int8_records = [], []
     for i, entry in enumerate(entries):
         for inference, precision in INFERENCE_PRECISIONS:
-            if precision != "fp32" and precision not in precisions:  # not asked for: the folder serves no fp16
+            if precision not in precisions:  # fp16 not asked for: no entry would serve it (fp32 is always there)
                 continue
             variant = {**entry, "precision": precision, "inference_precision": inference}
             dims = [int(d) for d in entry["outputs"]]
