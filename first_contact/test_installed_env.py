@@ -25,7 +25,7 @@ FORBIDDEN = ("torch", "onnx", "safetensors", "optimum", "transformers", "openvin
 EXTRAS = {"": {"numpy", "onnxruntime", "tokenizers"}, "server": {"fastapi", "uvicorn", "orjson", "pydantic"},
           "qdrant": {"qdrant-client"}, "hub": {"huggingface-hub"}, "openvino": {"openvino"},
           # the exporter writes the OpenVINO engine's graphs by default (docs/engines.md): openvino comes with it
-          "export": {"torch", "safetensors", "onnx", "huggingface-hub", "optimum", "onnx-ir", "openvino", "nncf"}}
+          "export": {"torch", "safetensors", "onnx", "huggingface-hub", "onnx-ir", "openvino", "nncf"}}
 
 
 def test_forbidden_packages_are_not_installed():
