@@ -94,8 +94,10 @@ fidelity-peers: setup
 # Under other PyTorch kernels: PARITY_ENV="ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2".
 PARITY_MEMBERS ?= sharp:0-7,outlier:0-3,toy:0
 PARITY_ENV ?=
+# another name where a run log of the same date from another CPU is already there
+PARITY_LOG ?= docs/runs/$(shell date +%F)-parity-gate.md
 parity-sweep: setup
-	env $(PARITY_ENV) $(PY) -m benchmarks.parity_sweep --members $(PARITY_MEMBERS) --write docs/runs/$$(date +%F)-parity-gate.md
+	env $(PARITY_ENV) $(PY) -m benchmarks.parity_sweep --members $(PARITY_MEMBERS) --write $(PARITY_LOG)
 
 # int8 vs plain fp32 ONNX throughput, full-size architecture, CPU, documents of 256 tokens.
 bench-quant: setup
