@@ -13,7 +13,8 @@ EXPORT_ARGS ?=
 TORCH_INDEX ?=
 # The development venv's extras (make setup). Targets that add an extra install it together with these, so that pip
 # resolves one consistent set: fastembed (peers) caps huggingface-hub below 2, and installed alone it downgraded the
-# hub under transformers (optimum's), whose import then failed in this venv. `pip check` after each such install.
+# hub under transformers (then optimum's, now [fidelity]'s), whose import then failed in this venv. `pip check` after
+# each such install.
 DEV_EXTRAS := export,dev,qdrant,server,arrow,ray,clients,openvino
 
 .PHONY: setup demo test test-install test-cpu-classes test-slow export lint bench serve fidelity bench-quant bench-gpu bench-corpus fidelity-peers parity-sweep fuzz-server
